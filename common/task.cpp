@@ -1,0 +1,370 @@
+#include "common/task.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <numbers>
+#include <set>
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
+
+namespace solver {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& field, const std::string& message) {
+  throw Error(ErrorKind::Input, "task." + field + ": " + message);
+}
+
+std::string shown(const json& value) {
+  std::string text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+// Reads one JSON object, remembering its path for messages and refusing keys it was not
+// asked about, so a misspelt field is an error rather than a silently ignored setting.
+class ObjectReader {
+ public:
+  ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
+    if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
+  }
+
+  std::string field(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
+  bool has(std::string_view key) {
+    known_.insert(std::string(key));
+    return object_.contains(key);
+  }
+  const json& raw(std::string_view key) {
+    if (!has(key)) fail(field(key), "missing");
+    return object_.at(std::string(key));
+  }
+
+  std::string string(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_string() || value.get<std::string>().empty()) fail(field(key), "expected a non-empty string, got " + shown(value));
+    return value.get<std::string>();
+  }
+  std::string string_or(std::string_view key, std::string fallback) { return has(key) ? string(key) : fallback; }
+
+  double number(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_number() || !std::isfinite(value.get<double>())) fail(field(key), "expected a number, got " + shown(value));
+    return value.get<double>();
+  }
+  double number_or(std::string_view key, double fallback) { return has(key) ? number(key) : fallback; }
+
+  std::int64_t integer(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_number_integer()) fail(field(key), "expected an integer, got " + shown(value));
+    if (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
+      fail(field(key), "too large: " + shown(value));
+    return value.get<std::int64_t>();
+  }
+  std::int64_t integer_or(std::string_view key, std::int64_t fallback) { return has(key) ? integer(key) : fallback; }
+
+  bool boolean_or(std::string_view key, bool fallback) {
+    if (!has(key)) return fallback;
+    const json& value = raw(key);
+    if (!value.is_boolean()) fail(field(key), "expected true or false, got " + shown(value));
+    return value.get<bool>();
+  }
+
+  std::vector<std::int64_t> positive_integers(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_array() || value.empty()) fail(field(key), "expected a non-empty array of positive integers, got " + shown(value));
+    std::vector<std::int64_t> result;
+    for (const json& item : value) {
+      if (!item.is_number_integer() || item.get<std::int64_t>() <= 0)
+        fail(field(key), "expected positive integers, got " + shown(value));
+      result.push_back(item.get<std::int64_t>());
+    }
+    return result;
+  }
+
+  ObjectReader object(std::string_view key) { return ObjectReader(raw(key), field(key)); }
+
+  // Call after reading every field: rejects the ones nobody asked for.
+  void finish() const {
+    for (const auto& [key, value] : object_.items())
+      if (!known_.contains(key)) {
+        std::string expected;
+        for (const auto& name : known_) expected += (expected.empty() ? "" : ", ") + name;
+        fail(field(key), "unknown field (expected one of: " + expected + ")");
+      }
+  }
+
+ private:
+  const json& object_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+void require(bool condition, const std::string& field, const std::string& message) {
+  if (!condition) fail(field, message);
+}
+
+std::string resolve_location(const std::string& location, const std::filesystem::path& base_dir) {
+  constexpr std::string_view kFileScheme = "file://";
+  if (location.starts_with(kFileScheme)) return location.substr(kFileScheme.size());
+  if (location.find("://") != std::string::npos) return location;
+  const std::filesystem::path path(location);
+  return (path.is_absolute() ? path : base_dir / path).lexically_normal().string();
+}
+
+FileRef read_file_ref(ObjectReader reader, const std::filesystem::path& base_dir) {
+  FileRef file;
+  file.location = resolve_location(reader.string("location"), base_dir);
+  file.sha256 = reader.string("sha256");
+  require(is_sha256_hex(file.sha256), reader.field("sha256"), "expected 64 lowercase hex digits, got \"" + file.sha256 + "\"");
+  reader.finish();
+  return file;
+}
+
+ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir) {
+  ModelSpec model;
+  model.kind = reader.string("kind");
+  if (model.kind == "mlp") {
+    model.hidden = reader.positive_integers("hidden");
+  } else if (model.kind == "cnn") {
+    model.channels = reader.positive_integers("channels");
+    require(model.channels.size() <= 4, reader.field("channels"), "at most 4 conv blocks (each halves the image), got " + std::to_string(model.channels.size()));
+  } else if (model.kind == "torchscript") {
+    model.file = read_file_ref(reader.object("file"), base_dir);
+  } else {
+    fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn or torchscript)");
+  }
+  reader.finish();
+  return model;
+}
+
+DatasetSpec read_dataset(ObjectReader reader, const std::filesystem::path& base_dir) {
+  DatasetSpec dataset;
+  dataset.format = reader.string("format");
+  require(dataset.format == "idx", reader.field("format"), "unknown format \"" + dataset.format + "\" (expected idx)");
+  dataset.train_images = read_file_ref(reader.object("train_images"), base_dir);
+  dataset.train_labels = read_file_ref(reader.object("train_labels"), base_dir);
+  dataset.test_images = read_file_ref(reader.object("test_images"), base_dir);
+  dataset.test_labels = read_file_ref(reader.object("test_labels"), base_dir);
+  if (reader.has("normalize")) {
+    ObjectReader normalize = reader.object("normalize");
+    dataset.normalize_mean = normalize.number("mean");
+    dataset.normalize_std = normalize.number("std");
+    require(dataset.normalize_std > 0, normalize.field("std"), "must be positive");
+    normalize.finish();
+  }
+  reader.finish();
+  return dataset;
+}
+
+OptimizerSpec read_optimizer(ObjectReader reader) {
+  OptimizerSpec optimizer;
+  optimizer.kind = reader.string("kind");
+  optimizer.lr = reader.number("lr");
+  require(optimizer.lr > 0, reader.field("lr"), "must be positive, got " + std::to_string(optimizer.lr));
+  optimizer.weight_decay = reader.number_or("weight_decay", 0.0);
+  require(optimizer.weight_decay >= 0, reader.field("weight_decay"), "must be >= 0");
+  if (optimizer.kind == "sgd") {
+    optimizer.momentum = reader.number_or("momentum", 0.0);
+    optimizer.nesterov = reader.boolean_or("nesterov", false);
+    require(optimizer.momentum >= 0 && optimizer.momentum < 1, reader.field("momentum"), "must be in [0, 1)");
+    require(!optimizer.nesterov || optimizer.momentum > 0, reader.field("nesterov"), "needs momentum > 0");
+  } else if (optimizer.kind == "adam" || optimizer.kind == "adamw") {
+    optimizer.beta1 = reader.number_or("beta1", 0.9);
+    optimizer.beta2 = reader.number_or("beta2", 0.999);
+    optimizer.eps = reader.number_or("eps", 1e-8);
+    require(optimizer.beta1 >= 0 && optimizer.beta1 < 1, reader.field("beta1"), "must be in [0, 1)");
+    require(optimizer.beta2 >= 0 && optimizer.beta2 < 1, reader.field("beta2"), "must be in [0, 1)");
+    require(optimizer.eps > 0, reader.field("eps"), "must be positive");
+  } else {
+    fail(reader.field("kind"), "unknown optimizer \"" + optimizer.kind + "\" (expected sgd, adam or adamw)");
+  }
+  reader.finish();
+  return optimizer;
+}
+
+ScheduleSpec read_schedule(ObjectReader reader) {
+  ScheduleSpec schedule;
+  schedule.kind = reader.string("kind");
+  schedule.warmup_steps = reader.integer_or("warmup_steps", 0);
+  require(schedule.warmup_steps >= 0, reader.field("warmup_steps"), "must be >= 0");
+  if (schedule.kind == "cosine") {
+    schedule.min_lr = reader.number_or("min_lr", 0.0);
+    require(schedule.min_lr >= 0, reader.field("min_lr"), "must be >= 0");
+  } else if (schedule.kind == "step") {
+    schedule.step_size = reader.integer("step_size");
+    schedule.gamma = reader.number_or("gamma", 0.1);
+    require(schedule.step_size > 0, reader.field("step_size"), "must be positive");
+    require(schedule.gamma > 0, reader.field("gamma"), "must be positive");
+  } else if (schedule.kind != "constant") {
+    fail(reader.field("kind"), "unknown schedule \"" + schedule.kind + "\" (expected constant, cosine or step)");
+  }
+  reader.finish();
+  return schedule;
+}
+
+TrainingSpec read_training(ObjectReader reader) {
+  TrainingSpec training;
+  training.optimizer = read_optimizer(reader.object("optimizer"));
+  if (reader.has("schedule")) training.schedule = read_schedule(reader.object("schedule"));
+  training.batch_size = reader.integer("batch_size");
+  require(training.batch_size > 0, reader.field("batch_size"), "expected a positive integer, got " + std::to_string(training.batch_size));
+  training.epochs = reader.integer_or("epochs", 0);
+  training.steps = reader.integer_or("steps", 0);
+  require((training.epochs > 0) != (training.steps > 0), reader.field("epochs"),
+          "set exactly one of epochs and steps, each a positive integer");
+  training.grad_clip_norm = reader.number_or("grad_clip_norm", 0.0);
+  require(training.grad_clip_norm >= 0, reader.field("grad_clip_norm"), "must be >= 0 (0 turns clipping off)");
+  reader.finish();
+  return training;
+}
+
+BudgetSpec read_budget(ObjectReader reader) {
+  BudgetSpec budget;
+  budget.max_steps = reader.integer_or("max_steps", 0);
+  budget.max_wall_seconds = reader.number_or("max_wall_seconds", 0.0);
+  budget.max_memory_mb = reader.integer_or("max_memory_mb", 0);
+  require(budget.max_steps >= 0, reader.field("max_steps"), "must be >= 0 (0 = no limit)");
+  require(budget.max_wall_seconds >= 0, reader.field("max_wall_seconds"), "must be >= 0 (0 = no limit)");
+  require(budget.max_memory_mb >= 0, reader.field("max_memory_mb"), "must be >= 0 (0 = no limit)");
+  reader.finish();
+  return budget;
+}
+
+json file_ref_json(const FileRef& file) { return {{"location", file.location}, {"sha256", file.sha256}}; }
+
+}  // namespace
+
+Task parse_task(const json& input, const std::filesystem::path& base_dir) {
+  ObjectReader reader(input, "");
+  Task task;
+  task.id = reader.string("id");
+  const json& seed = reader.raw("seed");
+  if (!seed.is_number_unsigned() && !(seed.is_number_integer() && seed.get<std::int64_t>() >= 0))
+    fail("seed", "expected a non-negative integer below 2^64, got " + shown(seed));
+  task.seed = seed.get<std::uint64_t>();
+  task.model = read_model(reader.object("model"), base_dir);
+  task.dataset = read_dataset(reader.object("dataset"), base_dir);
+  task.training = read_training(reader.object("training"));
+  {
+    ObjectReader proof = reader.object("proof");
+    task.checkpoint_every = proof.integer("checkpoint_every");
+    require(task.checkpoint_every > 0, "proof.checkpoint_every", "expected a positive integer, got " + std::to_string(task.checkpoint_every));
+    proof.finish();
+  }
+  if (reader.has("budget")) task.budget = read_budget(reader.object("budget"));
+  reader.finish();
+  if (task.budget.max_steps > 0 && task.training.steps > task.budget.max_steps)
+    fail("training.steps", std::to_string(task.training.steps) + " steps exceed budget.max_steps " + std::to_string(task.budget.max_steps));
+  return task;
+}
+
+Task load_task_file(const std::filesystem::path& path) {
+  const std::string text = read_file(path);
+  json parsed;
+  try {
+    parsed = json::parse(text);
+  } catch (const json::parse_error& error) {
+    throw Error(ErrorKind::Input, "task file " + path.string() + " is not valid JSON: " + error.what());
+  }
+  try {
+    return parse_task(parsed, std::filesystem::absolute(path).parent_path());
+  } catch (const Error& error) {
+    throw error.with_context("task file " + path.string());
+  }
+}
+
+json task_to_json(const Task& task) {
+  json model = {{"kind", task.model.kind}};
+  if (task.model.kind == "mlp") model["hidden"] = task.model.hidden;
+  if (task.model.kind == "cnn") model["channels"] = task.model.channels;
+  if (task.model.kind == "torchscript") model["file"] = file_ref_json(task.model.file);
+
+  const DatasetSpec& data = task.dataset;
+  json dataset = {{"format", data.format},
+                  {"train_images", file_ref_json(data.train_images)},
+                  {"train_labels", file_ref_json(data.train_labels)},
+                  {"test_images", file_ref_json(data.test_images)},
+                  {"test_labels", file_ref_json(data.test_labels)},
+                  {"normalize", {{"mean", data.normalize_mean}, {"std", data.normalize_std}}}};
+
+  const OptimizerSpec& opt = task.training.optimizer;
+  json optimizer = {{"kind", opt.kind}, {"lr", opt.lr}, {"weight_decay", opt.weight_decay}};
+  if (opt.kind == "sgd") {
+    optimizer["momentum"] = opt.momentum;
+    optimizer["nesterov"] = opt.nesterov;
+  } else {
+    optimizer["beta1"] = opt.beta1;
+    optimizer["beta2"] = opt.beta2;
+    optimizer["eps"] = opt.eps;
+  }
+  const ScheduleSpec& sched = task.training.schedule;
+  json schedule = {{"kind", sched.kind}, {"warmup_steps", sched.warmup_steps}};
+  if (sched.kind == "cosine") schedule["min_lr"] = sched.min_lr;
+  if (sched.kind == "step") {
+    schedule["step_size"] = sched.step_size;
+    schedule["gamma"] = sched.gamma;
+  }
+  json training = {{"optimizer", optimizer},
+                   {"schedule", schedule},
+                   {"batch_size", task.training.batch_size},
+                   {"grad_clip_norm", task.training.grad_clip_norm}};
+  if (task.training.epochs > 0) training["epochs"] = task.training.epochs;
+  if (task.training.steps > 0) training["steps"] = task.training.steps;
+
+  return {{"id", task.id},
+          {"seed", task.seed},
+          {"model", model},
+          {"dataset", dataset},
+          {"training", training},
+          {"proof", {{"checkpoint_every", task.checkpoint_every}}},
+          {"budget",
+           {{"max_steps", task.budget.max_steps},
+            {"max_wall_seconds", task.budget.max_wall_seconds},
+            {"max_memory_mb", task.budget.max_memory_mb}}}};
+}
+
+std::string canonical_json(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::strict); }
+
+std::string task_sha256(const Task& task) { return sha256_hex(canonical_json(task_to_json(task))); }
+
+std::int64_t total_steps(const Task& task, std::int64_t train_sample_count) {
+  if (task.training.steps > 0) return task.training.steps;
+  return task.training.epochs * (train_sample_count / task.training.batch_size);
+}
+
+double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total) {
+  const ScheduleSpec& schedule = training.schedule;
+  const double base = training.optimizer.lr;
+  if (step <= schedule.warmup_steps) return base * static_cast<double>(step) / static_cast<double>(schedule.warmup_steps);
+  if (schedule.kind == "cosine") {
+    const double span = static_cast<double>(std::max<std::int64_t>(1, total - schedule.warmup_steps));
+    const double progress = static_cast<double>(step - schedule.warmup_steps) / span;
+    return schedule.min_lr + 0.5 * (base - schedule.min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
+  }
+  if (schedule.kind == "step") {
+    const auto decays = (step - 1 - schedule.warmup_steps) / schedule.step_size;
+    return base * std::pow(schedule.gamma, static_cast<double>(decays));
+  }
+  return base;
+}
+
+std::filesystem::path checked_local_file(const FileRef& file, std::string_view what) {
+  const std::string field(what);
+  if (file.location.find("://") != std::string::npos)
+    throw Error(ErrorKind::Input, field + ": location " + file.location +
+                                      " is remote; solver run reads local paths and file:// only (the agent fetches remote data)");
+  const std::filesystem::path path(file.location);
+  if (!std::filesystem::is_regular_file(path))
+    throw Error(ErrorKind::Input, field + ": file " + path.string() + " does not exist");
+  const std::string actual = sha256_file_hex(path);
+  if (actual != file.sha256)
+    throw Error(ErrorKind::Input, field + ": sha256 mismatch for " + path.string() + ": the task says " + file.sha256 +
+                                      ", the file has " + actual);
+  return path;
+}
+
+}  // namespace solver

@@ -1,0 +1,103 @@
+// A training task: what a submitter asks a solver to train, parsed and validated.
+// The format is documented in docs/task-format.md. Every field is checked at parse time so
+// that nothing touches a GPU or the disk with a bad task; errors name the field, the value
+// and what was expected. task_to_json() gives the normalised form (defaults filled in, local
+// paths absolute) whose canonical bytes define the task hash recorded in every bundle.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace solver {
+
+// A file a task depends on. `location` is an absolute local path after parsing, or a URL
+// (ipfs://, s3://, https://) that the agent's fetcher resolves.
+struct FileRef {
+  std::string location;
+  std::string sha256;  // lowercase hex
+};
+
+struct ModelSpec {
+  std::string kind;               // "mlp", "cnn" or "torchscript"
+  std::vector<std::int64_t> hidden;    // mlp: widths of the hidden layers
+  std::vector<std::int64_t> channels;  // cnn: output channels of each conv block
+  FileRef file;                   // torchscript: the exported module
+};
+
+struct DatasetSpec {
+  std::string format;  // "idx" (MNIST-style, optionally gzip-compressed)
+  FileRef train_images, train_labels, test_images, test_labels;
+  double normalize_mean = 0.0;  // pixels are scaled to [0, 1], then (x - mean) / std
+  double normalize_std = 1.0;
+};
+
+struct OptimizerSpec {
+  std::string kind;  // "sgd", "adam" or "adamw"
+  double lr = 0.0;
+  double momentum = 0.0;  // sgd
+  bool nesterov = false;  // sgd
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adam, adamw
+  double weight_decay = 0.0;  // sgd/adam: L2 added to the gradient; adamw: decoupled
+};
+
+struct ScheduleSpec {
+  std::string kind = "constant";  // "constant", "cosine" or "step"
+  std::int64_t warmup_steps = 0;  // linear warm-up from lr/warmup to lr
+  double min_lr = 0.0;            // cosine: the floor reached at the last step
+  std::int64_t step_size = 0;     // step: multiply by gamma every step_size steps
+  double gamma = 0.1;
+};
+
+struct TrainingSpec {
+  OptimizerSpec optimizer;
+  ScheduleSpec schedule;
+  std::int64_t batch_size = 0;
+  std::int64_t epochs = 0;  // exactly one of epochs and steps is set
+  std::int64_t steps = 0;
+  double grad_clip_norm = 0.0;  // 0 = no clipping
+};
+
+struct BudgetSpec {  // 0 = no limit
+  std::int64_t max_steps = 0;
+  double max_wall_seconds = 0.0;
+  std::int64_t max_memory_mb = 0;
+};
+
+struct Task {
+  std::string id;
+  std::uint64_t seed = 0;
+  ModelSpec model;
+  DatasetSpec dataset;
+  TrainingSpec training;
+  std::int64_t checkpoint_every = 0;  // proof.checkpoint_every: k
+  BudgetSpec budget;
+};
+
+// Parses and validates a task. Relative local paths resolve against `base_dir`.
+// Throws Error(Input) naming the field ("task.training.batch_size: expected a positive integer, got -3").
+Task parse_task(const nlohmann::json& json, const std::filesystem::path& base_dir);
+// Reads, parses and validates a task file. Throws Error(Input) or Error(Io).
+Task load_task_file(const std::filesystem::path& path);
+
+nlohmann::json task_to_json(const Task& task);
+// sha256 of the canonical bytes of task_to_json(task).
+std::string task_sha256(const Task& task);
+
+// Compact JSON with sorted keys and no whitespace: the bytes we hash and sign.
+std::string canonical_json(const nlohmann::json& json);
+
+// Total optimizer steps of the run, given the number of training samples.
+std::int64_t total_steps(const Task& task, std::int64_t train_sample_count);
+// The learning rate used by 1-based step `step` of a run of `total` steps.
+double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total);
+
+// The local path of a file, after checking it exists and matches its sha256.
+// `what` names the field in errors ("dataset.train_images"). Throws Error(Input).
+std::filesystem::path checked_local_file(const FileRef& file, std::string_view what);
+
+}  // namespace solver

@@ -1,0 +1,40 @@
+// Helpers shared by the test suites: where things are, scratch folders, running programs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace solver::test {
+
+std::filesystem::path source_dir();         // the repository root
+std::filesystem::path solver_binary();      // the built `solver` executable
+std::filesystem::path fashion_mnist_dir();  // Debian's dataset-fashion-mnist
+std::string system_python();                // /usr/bin/python3 (has numpy and torch)
+
+// A fresh folder under the system temp dir, removed (recursively) on destruction.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& label);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // the program's exit status; 128+N when killed by signal N
+  std::string output;  // stdout and stderr interleaved
+};
+
+// Runs argv[0] with the arguments (no shell), waits, and captures its output.
+CommandResult run_command(const std::vector<std::string>& argv);
+
+// Writes text to a file (creating parent folders).
+void write_text(const std::filesystem::path& path, const std::string& text);
+
+}  // namespace solver::test

@@ -1,0 +1,84 @@
+// Training with LibTorch, behind a header with no torch in it (torch headers cost ~20 s per
+// including file). A Trainer holds one task's model, optimizer state and data on one device;
+// `solver run` trains with it and `solver verify` replays segments with it.
+//
+// Reproducibility contract (docs/bundle-format.md): initial weights come from
+// derive_seed(seed, kStreamInit, 0); step s draws its batch from DataOrder and seeds torch's
+// generators with derive_seed(seed, kStreamStep, s) before its forward pass; deterministic
+// algorithms are on and the thread count is fixed. So the state after step s depends only
+// on the state after step s-1 and the records of step s, and any segment can be replayed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "checkpoint/safetensors.h"
+#include "common/records.h"
+#include "common/task.h"
+
+namespace solver::train {
+
+struct TrainerOptions {
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
+  int threads = 0;             // intra-op threads; 0 = min(hardware threads, 4)
+};
+
+struct Progress {
+  std::int64_t step = 0;
+  std::int64_t total_steps = 0;
+  std::int64_t epoch = 0;  // 0-based
+  float loss = 0.0f;
+  double samples_per_second = 0.0;
+  double eta_seconds = 0.0;
+};
+
+struct TrainHooks {
+  std::function<void(StepRecord&&)> on_step;                                 // after each step
+  std::function<void(std::int64_t step, checkpoint::Checkpoint&&)> on_checkpoint;  // every k steps and the last
+  std::function<void(const Progress&)> on_progress;                          // about once a second
+};
+
+class Trainer {
+ public:
+  // Checks the dataset and model files against their hashes, loads them, builds the model
+  // from the task seed and moves it to the device. Throws Error(Input) for a bad task or
+  // data, Error(Cuda) for an unusable device.
+  Trainer(const Task& task, const TrainerOptions& options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  RuntimeInfo runtime() const;
+  std::int64_t train_samples() const;
+  std::int64_t steps_per_epoch() const;
+  std::int64_t total_steps() const;
+
+  // The full training state after `step` steps as named tensors: "param.<name>",
+  // "buffer.<name>", "optim.<param name>.<slot>"; metadata holds the step.
+  checkpoint::Checkpoint state(std::int64_t step) const;
+  // Replaces the training state with a checkpoint (the inverse of state()). Throws
+  // Error(Input) if names, dtypes or shapes do not match this task's model and optimizer.
+  void load_state(const checkpoint::Checkpoint& state);
+
+  // Trains from the state after `from_step` to the last step, calling the hooks. Enforces
+  // the task's budgets (Error(Budget)) and stops on a non-finite loss or gradient (Error(Input)).
+  // on_checkpoint also fires for step `from_step` when it is 0 (the initialisation).
+  void train(std::int64_t from_step, const TrainHooks& hooks);
+
+  // Runs the given steps from the current state with their recorded indices and learning
+  // rates; returns each step's loss. The state afterwards is what state() returns.
+  std::vector<float> replay(std::span<const StepRecord> steps);
+
+  // Accuracy of the current model on the held-out test set, in [0, 1].
+  double evaluate();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace solver::train
