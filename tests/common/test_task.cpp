@@ -1,0 +1,174 @@
+// The task format: the shipped example parses to the fields it says, the normalised JSON
+// round-trips to the same task hash, every kind of bad input is an Input error naming its
+// field, data files are checked against their hashes, and the schedules give the documented
+// learning rates.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <numbers>
+#include <string>
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
+#include "common/task.h"
+#include "tests/test_support.h"
+
+using nlohmann::json;
+using solver::Error;
+using solver::ErrorKind;
+
+namespace {
+
+std::filesystem::path example_task_path() { return solver::test::source_dir() / "configs/tasks/fashion-mnist-mlp.json"; }
+
+json example_task_json() { return json::parse(solver::read_file(example_task_path())); }
+
+// Parses `task` and expects an Input error whose message contains `field` and `problem`.
+void require_rejected(const json& task, const std::string& field, const std::string& problem) {
+  try {
+    solver::parse_task(task, "/tmp");
+    FAIL("the task was accepted; expected an error naming " << field);
+  } catch (const Error& error) {
+    INFO("message: " << error.what());
+    CHECK(error.kind() == ErrorKind::Input);
+    CHECK_THAT(error.what(), Catch::Contains(field) && Catch::Contains(problem));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("The Fashion-MNIST MLP example parses to the fields it declares", "[common]") {
+  const solver::Task task = solver::load_task_file(example_task_path());
+  CHECK(task.id == "fashion-mnist-mlp");
+  CHECK(task.seed == 20261125u);
+  CHECK(task.model.kind == "mlp");
+  CHECK(task.model.hidden == std::vector<std::int64_t>{128, 64});
+  CHECK(task.dataset.format == "idx");
+  CHECK(task.dataset.train_images.location == "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
+  CHECK(task.dataset.train_labels.sha256 == "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056");
+  CHECK(task.dataset.normalize_mean == 0.2860);
+  CHECK(task.dataset.normalize_std == 0.3530);
+  CHECK(task.training.optimizer.kind == "adamw");
+  CHECK(task.training.optimizer.lr == 0.002);
+  CHECK(task.training.optimizer.weight_decay == 0.01);
+  CHECK(task.training.optimizer.beta1 == 0.9);  // defaults filled in
+  CHECK(task.training.optimizer.beta2 == 0.999);
+  CHECK(task.training.schedule.kind == "cosine");
+  CHECK(task.training.schedule.warmup_steps == 100);
+  CHECK(task.training.schedule.min_lr == 0.0001);
+  CHECK(task.training.batch_size == 64);
+  CHECK(task.training.epochs == 2);
+  CHECK(task.training.steps == 0);
+  CHECK(task.training.grad_clip_norm == 1.0);
+  CHECK(task.checkpoint_every == 100);
+  CHECK(task.budget.max_steps == 10000);
+  CHECK(task.budget.max_wall_seconds == 1800.0);
+  CHECK(task.budget.max_memory_mb == 4096);
+  CHECK(solver::total_steps(task, 60000) == 2 * 937);
+}
+
+TEST_CASE("The normalised JSON parses back to a task with the same hash", "[common]") {
+  const solver::Task task = solver::load_task_file(example_task_path());
+  const solver::Task again = solver::parse_task(solver::task_to_json(task), "/elsewhere");
+  CHECK(solver::task_sha256(again) == solver::task_sha256(task));
+  CHECK(solver::is_sha256_hex(solver::task_sha256(task)));
+  CHECK(solver::canonical_json(solver::task_to_json(again)) == solver::canonical_json(solver::task_to_json(task)));
+
+  solver::Task other = task;
+  other.seed += 1;
+  CHECK(solver::task_sha256(other) != solver::task_sha256(task));
+}
+
+TEST_CASE("A task file that is not JSON is an Input error naming the file", "[common]") {
+  solver::test::ScratchDir scratch("task-malformed");
+  const std::filesystem::path path = scratch / "task.json";
+  solver::test::write_text(path, R"({"id": "x", "seed": )");
+  try {
+    solver::load_task_file(path);
+    FAIL("a truncated task file was accepted");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Input);
+    CHECK_THAT(error.what(), Catch::Contains(path.string()) && Catch::Contains("not valid JSON"));
+  }
+}
+
+TEST_CASE("Bad task fields are Input errors naming the field", "[common]") {
+  json task = example_task_json();
+  SECTION("missing field") {
+    task["training"]["optimizer"].erase("lr");
+    require_rejected(task, "task.training.optimizer.lr", "missing");
+  }
+  SECTION("misspelt optional field") {
+    task["training"].erase("grad_clip_norm");
+    task["training"]["grad_clip_nrom"] = 1.0;
+    require_rejected(task, "task.training.grad_clip_nrom", "unknown field");
+  }
+  SECTION("unknown model kind") {
+    task["model"]["kind"] = "transformer";
+    require_rejected(task, "task.model.kind", "unknown model \"transformer\"");
+  }
+  SECTION("negative batch size") {
+    task["training"]["batch_size"] = -3;
+    require_rejected(task, "task.training.batch_size", "got -3");
+  }
+  SECTION("both epochs and steps") {
+    task["training"]["steps"] = 500;
+    require_rejected(task, "task.training.epochs", "exactly one of epochs and steps");
+  }
+  SECTION("sha256 that is not hex") {
+    task["dataset"]["train_images"]["sha256"] = "B0564C3E";
+    require_rejected(task, "task.dataset.train_images.sha256", "64 lowercase hex digits");
+  }
+  SECTION("seed of the wrong type") {
+    task["seed"] = "20261125";
+    require_rejected(task, "task.seed", "non-negative integer");
+  }
+}
+
+TEST_CASE("checked_local_file refuses missing files and hash mismatches", "[common]") {
+  solver::test::ScratchDir scratch("task-files");
+  const std::filesystem::path path = scratch / "labels.bin";
+  solver::test::write_text(path, "labels");
+  const std::string actual = solver::sha256_hex(std::string_view("labels"));
+
+  CHECK(solver::checked_local_file({path.string(), actual}, "dataset.train_labels") == path);
+
+  const std::string wrong(64, '0');
+  CHECK_THROWS_WITH(solver::checked_local_file({path.string(), wrong}, "dataset.train_labels"),
+                    Catch::StartsWith("dataset.train_labels: sha256 mismatch") && Catch::Contains(wrong) && Catch::Contains(actual));
+  CHECK_THROWS_WITH(solver::checked_local_file({(scratch / "absent.bin").string(), actual}, "dataset.test_labels"),
+                    Catch::StartsWith("dataset.test_labels: ") && Catch::Contains("absent.bin does not exist"));
+  CHECK_THROWS_WITH(solver::checked_local_file({"ipfs://bafy", actual}, "model.file"), Catch::Contains("is remote"));
+}
+
+TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {
+  solver::TrainingSpec training;
+  training.optimizer.lr = 1.0;
+
+  SECTION("constant") {
+    CHECK(solver::learning_rate_at(training, 1, 100) == 1.0);
+    CHECK(solver::learning_rate_at(training, 100, 100) == 1.0);
+  }
+  SECTION("cosine with warm-up") {
+    training.schedule.kind = "cosine";
+    training.schedule.warmup_steps = 10;
+    training.schedule.min_lr = 0.1;
+    CHECK(solver::learning_rate_at(training, 1, 110) == Approx(0.1));
+    CHECK(solver::learning_rate_at(training, 5, 110) == Approx(0.5));
+    CHECK(solver::learning_rate_at(training, 10, 110) == Approx(1.0));
+    CHECK(solver::learning_rate_at(training, 60, 110) == Approx(0.55));  // halfway: min + (lr - min) / 2
+    CHECK(solver::learning_rate_at(training, 110, 110) == Approx(0.1));
+  }
+  SECTION("step decay") {
+    training.schedule.kind = "step";
+    training.schedule.step_size = 10;
+    training.schedule.gamma = 0.5;
+    CHECK(solver::learning_rate_at(training, 1, 100) == 1.0);
+    CHECK(solver::learning_rate_at(training, 10, 100) == 1.0);
+    CHECK(solver::learning_rate_at(training, 11, 100) == 0.5);
+    CHECK(solver::learning_rate_at(training, 25, 100) == 0.25);
+  }
+}
