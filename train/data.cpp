@@ -1,0 +1,155 @@
+// IDX datasets (MNIST's format): a big-endian header (magic 0x00000803 for uint8 images with
+// 3 dims, 0x00000801 for uint8 labels with 1 dim, then one uint32 per dim) followed by the raw
+// bytes. zlib's gzread reads gzip and plain files alike. Invariant: batches are normalised
+// on the CPU (see detail/data.h); moving that work to the GPU would tie a batch's bits to the
+// device's arithmetic, and every bundle's replay to it.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "train/detail/data.h"
+
+#include <ATen/ops/empty.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common/error.h"
+
+namespace solver::train::detail {
+namespace {
+
+constexpr std::uint32_t kIdxImagesMagic = 0x00000803;
+constexpr std::uint32_t kIdxLabelsMagic = 0x00000801;
+// Larger files are not image datasets a solver should hold in memory (and would overflow gzread's int).
+constexpr std::int64_t kIdxMaxBytes = std::int64_t{1} << 34;
+
+struct GzipCloser {
+  void operator()(gzFile file) const { gzclose(file); }
+};
+
+// Reads one IDX file: its dims and its payload.
+class IdxFile {
+ public:
+  IdxFile(const std::filesystem::path& path, std::string_view field) : path_(path), field_(field) {
+    file_.reset(gzopen(path.c_str(), "rb"));
+    if (!file_) fail("cannot open the file");
+  }
+
+  // Checks the magic number (which also fixes the number of dims) and returns the dims.
+  std::vector<std::int64_t> read_header(std::uint32_t expected_magic) {
+    const std::uint32_t magic = read_big_endian_u32("magic number");
+    if (magic != expected_magic)
+      fail("magic number 0x" + hex(magic) + ", expected 0x" + hex(expected_magic) + " (not an IDX " +
+           (expected_magic == kIdxImagesMagic ? "uint8 image" : "uint8 label") + " file)");
+    std::vector<std::int64_t> dims(expected_magic & 0xff);
+    for (std::size_t i = 0; i < dims.size(); ++i) {
+      dims[i] = read_big_endian_u32("dimension " + std::to_string(i));
+      if (dims[i] == 0) fail("dimension " + std::to_string(i) + " is 0, expected a positive size");
+    }
+    return dims;
+  }
+
+  // Fills `bytes` from the payload and checks the file ends right after it.
+  void read_payload(std::span<std::byte> bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const auto chunk = static_cast<unsigned>(std::min<std::size_t>(bytes.size() - done, INT_MAX / 2));
+      const int got = gzread(file_.get(), bytes.data() + done, chunk);
+      if (got < 0) fail("read error (corrupt gzip data?)");
+      if (got == 0)
+        fail("truncated: expected " + std::to_string(bytes.size()) + " payload bytes, got " + std::to_string(done));
+      done += static_cast<std::size_t>(got);
+    }
+    std::byte extra;
+    if (gzread(file_.get(), &extra, 1) != 0) fail("trailing bytes after the " + std::to_string(bytes.size()) + " payload bytes the header announces");
+  }
+
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw Error(ErrorKind::Input, field_ + ": " + path_.string() + ": " + problem);
+  }
+
+ private:
+  std::uint32_t read_big_endian_u32(const std::string& what) {
+    std::array<unsigned char, 4> bytes{};
+    if (gzread(file_.get(), bytes.data(), bytes.size()) != static_cast<int>(bytes.size()))
+      fail("truncated header: cannot read the " + what);
+    return std::uint32_t{bytes[0]} << 24 | std::uint32_t{bytes[1]} << 16 | std::uint32_t{bytes[2]} << 8 | bytes[3];
+  }
+
+  static std::string hex(std::uint32_t value) {
+    char text[9];
+    std::snprintf(text, sizeof text, "%08x", value);
+    return text;
+  }
+
+  std::filesystem::path path_;
+  std::string field_;
+  std::unique_ptr<std::remove_pointer_t<gzFile>, GzipCloser> file_;
+};
+
+std::span<std::byte> bytes_of(const at::Tensor& tensor) {
+  return {static_cast<std::byte*>(tensor.data_ptr()), static_cast<std::size_t>(tensor.nbytes())};
+}
+
+at::Tensor indices_tensor(std::span<const std::uint32_t> indices) {
+  at::Tensor tensor = at::empty({static_cast<std::int64_t>(indices.size())}, at::kLong);
+  std::copy(indices.begin(), indices.end(), tensor.data_ptr<std::int64_t>());
+  return tensor;
+}
+
+}  // namespace
+
+Dataset Dataset::load_idx(const FileRef& images, const FileRef& labels, std::string_view field,
+                          const Normalization& normalization) {
+  const std::string images_field = std::string(field) + "_images";
+  const std::string labels_field = std::string(field) + "_labels";
+  IdxFile image_file(checked_local_file(images, images_field), images_field);
+  IdxFile label_file(checked_local_file(labels, labels_field), labels_field);
+
+  const std::vector<std::int64_t> image_dims = image_file.read_header(kIdxImagesMagic);  // N, H, W
+  const std::vector<std::int64_t> label_dims = label_file.read_header(kIdxLabelsMagic);  // N
+  if (image_dims[0] != label_dims[0])
+    label_file.fail(std::to_string(label_dims[0]) + " labels for " + std::to_string(image_dims[0]) +
+                    " images, expected one label per image");
+  if (image_dims[0] > std::numeric_limits<std::uint32_t>::max())
+    image_file.fail(std::to_string(image_dims[0]) + " samples, expected at most 2^32 - 1 (sample indices are uint32)");
+  if (image_dims[0] * image_dims[1] * image_dims[2] > kIdxMaxBytes)
+    image_file.fail("payload of " + std::to_string(image_dims[0] * image_dims[1] * image_dims[2]) +
+                    " bytes, expected at most " + std::to_string(kIdxMaxBytes));
+
+  Dataset dataset;
+  dataset.normalization_ = normalization;
+  dataset.images_ = at::empty({image_dims[0], 1, image_dims[1], image_dims[2]}, at::kByte);
+  image_file.read_payload(bytes_of(dataset.images_));
+
+  std::vector<std::uint8_t> raw_labels(static_cast<std::size_t>(label_dims[0]));
+  label_file.read_payload(std::as_writable_bytes(std::span(raw_labels)));
+  dataset.labels_ = at::empty({label_dims[0]}, at::kLong);
+  std::copy(raw_labels.begin(), raw_labels.end(), dataset.labels_.data_ptr<std::int64_t>());
+  dataset.max_label_ = *std::max_element(raw_labels.begin(), raw_labels.end());
+  return dataset;
+}
+
+Batch Dataset::gather(std::span<const std::uint32_t> indices, c10::Device device) const {
+  const at::Tensor rows = indices_tensor(indices);
+  return normalized(images_.index_select(0, rows), labels_.index_select(0, rows), device);
+}
+
+Batch Dataset::slice(std::int64_t begin, std::int64_t count, c10::Device device) const {
+  return normalized(images_.narrow(0, begin, count), labels_.narrow(0, begin, count), device);
+}
+
+Batch Dataset::normalized(const at::Tensor& images, const at::Tensor& labels, c10::Device device) const {
+  const at::Tensor scaled =
+      images.to(at::kFloat).div(255.0).sub(normalization_.mean).div(normalization_.std);
+  return Batch{scaled.to(device), labels.to(device)};
+}
+
+}  // namespace solver::train::detail

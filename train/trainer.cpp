@@ -1,0 +1,453 @@
+// The Trainer: data, model and optimizer of one task on one device, and the one training
+// step that both train() and replay() run. Invariant (the reproducibility contract of
+// trainer.h): everything a step computes is a function of the state before it and of
+// (step, indices, lr); the step re-seeds torch from the step number, the batch comes from the
+// indices, and nothing else (wall clock, thread timing, call history) may reach the numbers.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "train/trainer.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/stack.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "common/data_order.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/version.h"
+#include "train/detail/data.h"
+#include "train/detail/model.h"
+#include "train/detail/optimizer.h"
+
+static_assert(std::endian::native == std::endian::little, "checkpoint bytes are little-endian copies of tensor memory");
+
+namespace solver::train {
+namespace {
+
+using detail::NamedTensor;
+using Clock = std::chrono::steady_clock;
+
+// Evaluation only reads the model; its batch size sets speed and memory, not the weights.
+constexpr std::int64_t kEvaluationBatchSize = 1000;
+// clip_grad_norm_'s guard against dividing by a zero norm.
+constexpr double kClipEpsilon = 1e-6;
+
+c10::Device parse_device(const std::string& text) {
+  if (text == "cpu") return c10::Device(c10::kCPU);
+  if (text == "cuda") return c10::Device(c10::kCUDA, 0);
+  int index = -1;
+  if (text.starts_with("cuda:")) {
+    const char* begin = text.data() + 5;
+    const char* end = text.data() + text.size();
+    const auto [stop, error] = std::from_chars(begin, end, index);
+    if (error != std::errc() || stop != end || begin == end || index < 0 || index > 127) index = -1;
+  }
+  if (index < 0) throw Error(ErrorKind::Config, "device: expected cpu, cuda or cuda:N, got \"" + text + "\"");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+void require_usable_cuda(c10::Device device) {
+  // cuBLAS is only deterministic with a fixed workspace; it reads this once, at first use.
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
+  if (!torch::cuda::is_available())
+    throw Error(ErrorKind::Cuda, "device " + device.str() +
+                                     " requested, but CUDA is unavailable (this LibTorch has no CUDA support, or no "
+                                     "GPU and driver are visible); use --device cpu");
+  const auto count = static_cast<std::int64_t>(torch::cuda::device_count());
+  if (device.index() >= count)
+    throw Error(ErrorKind::Cuda, "device " + device.str() + " requested, but only " + std::to_string(count) +
+                                     " CUDA device(s) are visible (cuda:0 to cuda:" + std::to_string(count - 1) + ")");
+}
+
+int resolved_threads(int requested) {
+  if (requested < 0) throw Error(ErrorKind::Config, "threads: expected 0 (automatic) or a positive count, got " + std::to_string(requested));
+  if (requested > 0) return requested;
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+}
+
+// Process-wide switches: deterministic kernels (an op without one throws), no cuDNN autotuning
+// (it picks kernels by timing), and a fixed intra-op thread count (CPU reductions split by it).
+void configure_determinism(int threads) {
+  at::globalContext().setDeterministicAlgorithms(true, false);
+  at::globalContext().setDeterministicCuDNN(true);
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::set_num_threads(threads);
+}
+
+std::optional<checkpoint::DType> checkpoint_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kDouble: return checkpoint::DType::F64;
+    case at::kFloat: return checkpoint::DType::F32;
+    case at::kHalf: return checkpoint::DType::F16;
+    case at::kBFloat16: return checkpoint::DType::BF16;
+    case at::kLong: return checkpoint::DType::I64;
+    case at::kInt: return checkpoint::DType::I32;
+    case at::kShort: return checkpoint::DType::I16;
+    case at::kChar: return checkpoint::DType::I8;
+    case at::kByte: return checkpoint::DType::U8;
+    case at::kBool: return checkpoint::DType::Bool;
+    default: return std::nullopt;
+  }
+}
+
+at::ScalarType scalar_type(checkpoint::DType dtype) {
+  switch (dtype) {
+    case checkpoint::DType::F64: return at::kDouble;
+    case checkpoint::DType::F32: return at::kFloat;
+    case checkpoint::DType::F16: return at::kHalf;
+    case checkpoint::DType::BF16: return at::kBFloat16;
+    case checkpoint::DType::I64: return at::kLong;
+    case checkpoint::DType::I32: return at::kInt;
+    case checkpoint::DType::I16: return at::kShort;
+    case checkpoint::DType::I8: return at::kChar;
+    case checkpoint::DType::U8: return at::kByte;
+    case checkpoint::DType::Bool: return at::kBool;
+  }
+  throw Error(ErrorKind::Internal, "checkpoint dtype " + std::to_string(static_cast<int>(dtype)) + " has no torch type");
+}
+
+std::string shape_text(c10::IntArrayRef sizes) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < sizes.size(); ++i) text += (i ? ", " : "") + std::to_string(sizes[i]);
+  return text + "]";
+}
+
+checkpoint::Tensor checkpoint_tensor(const NamedTensor& named) {
+  const at::Tensor host = named.tensor.detach().to(c10::kCPU).contiguous();
+  const std::optional<checkpoint::DType> dtype = checkpoint_dtype(host.scalar_type());
+  if (!dtype)
+    throw Error(ErrorKind::Input, "tensor " + named.name + " has dtype " + std::string(c10::toString(host.scalar_type())) +
+                                      ", which safetensors checkpoints cannot hold");
+  checkpoint::Tensor tensor{named.name, *dtype, host.sizes().vec(), std::vector<std::byte>(host.nbytes())};
+  if (!tensor.data.empty()) std::memcpy(tensor.data.data(), host.data_ptr(), tensor.data.size());
+  return tensor;
+}
+
+// Checks a checkpoint tensor against the tensor it is to replace; throws Error(Input) naming it.
+void check_compatible(const checkpoint::Tensor& stored, const at::Tensor& target) {
+  const at::ScalarType stored_type = scalar_type(stored.dtype);
+  if (stored_type != target.scalar_type() || c10::IntArrayRef(stored.shape) != target.sizes())
+    throw Error(ErrorKind::Input, "checkpoint: tensor " + stored.name + " is " + c10::toString(stored_type) + " " +
+                                      shape_text(stored.shape) + ", expected " + c10::toString(target.scalar_type()) +
+                                      " " + shape_text(target.sizes()));
+  const auto expected_bytes = static_cast<std::size_t>(target.numel()) * target.element_size();
+  if (stored.data.size() != expected_bytes)
+    throw Error(ErrorKind::Input, "checkpoint: tensor " + stored.name + " holds " + std::to_string(stored.data.size()) +
+                                      " bytes, expected " + std::to_string(expected_bytes) + " for its dtype and shape");
+}
+
+void copy_into(const at::Tensor& target, const checkpoint::Tensor& stored) {
+  at::Tensor host = at::empty(target.sizes(), target.scalar_type());
+  if (!stored.data.empty()) std::memcpy(host.data_ptr(), stored.data.data(), stored.data.size());
+  target.detach().copy_(host);
+}
+
+std::int64_t metadata_integer(const checkpoint::Checkpoint& state, const std::string& key) {
+  const auto entry = state.metadata.find(key);
+  if (entry == state.metadata.end())
+    throw Error(ErrorKind::Input, "checkpoint: metadata \"" + key + "\" is missing");
+  std::int64_t value = -1;
+  const std::string& text = entry->second;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || stop != text.data() + text.size() || value < 0)
+    throw Error(ErrorKind::Input, "checkpoint: metadata \"" + key + "\" is \"" + text + "\", expected a non-negative integer");
+  return value;
+}
+
+double resident_memory_mb() {
+  std::ifstream statm("/proc/self/statm");
+  std::int64_t size_pages = 0, resident_pages = 0;
+  statm >> size_pages >> resident_pages;
+  return static_cast<double>(resident_pages) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+// libtorch reports failures as c10::Error; callers get solver::Error. On a GPU a failure may
+// be the device's or the model's and we cannot tell, so it is Error(Cuda) there, Error(Input)
+// on the CPU; running out of memory is the task asking for more than it may (Error(Budget)).
+template <typename Body>
+auto translating_torch_errors(c10::Device device, const std::string& context, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const c10::OutOfMemoryError& error) {
+    throw Error(ErrorKind::Budget, context + ": out of memory on " + device.str() + ": " + error.what_without_backtrace());
+  } catch (const c10::Error& error) {
+    throw Error(device.is_cuda() ? ErrorKind::Cuda : ErrorKind::Input,
+                context + ": libtorch: " + error.what_without_backtrace());
+  }
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  Task task;
+  c10::Device device;
+  int threads;
+  detail::Dataset train_data;
+  detail::Dataset test_data;
+  std::unique_ptr<detail::Model> model;
+  std::vector<NamedTensor> parameters;  // all, in the model's order
+  std::vector<NamedTensor> trainable;   // those requiring gradients: what the optimizer updates
+  std::vector<NamedTensor> buffers;
+  std::unique_ptr<detail::Optimizer> optimizer;
+  std::int64_t total_steps = 0;
+
+  Impl(const Task& task_, c10::Device device_, int threads_) : task(task_), device(device_), threads(threads_) {
+    if (device.is_cuda()) require_usable_cuda(device);
+    configure_determinism(threads);
+
+    const detail::Normalization normalization{task.dataset.normalize_mean, task.dataset.normalize_std};
+    train_data = detail::Dataset::load_idx(task.dataset.train_images, task.dataset.train_labels, "dataset.train", normalization);
+    test_data = detail::Dataset::load_idx(task.dataset.test_images, task.dataset.test_labels, "dataset.test", normalization);
+    check_datasets();
+
+    const detail::ModelShape shape{1, train_data.height(), train_data.width(), train_data.max_label() + 1};
+    model = detail::build_model(task, shape, device);
+    parameters = model->parameters();
+    buffers = model->buffers();
+    for (const NamedTensor& parameter : parameters)
+      if (parameter.tensor.requires_grad()) trainable.push_back(parameter);
+    if (trainable.empty()) throw Error(ErrorKind::Input, "model: no parameter requires a gradient, so there is nothing to train");
+    optimizer = detail::make_optimizer(task.training.optimizer, trainable);
+    total_steps = solver::total_steps(task, train_data.size());
+    log_debug("train", "task={} model={} parameters={} device={} threads={} steps={}", task.id, task.model.kind,
+              parameters.size(), device.str(), threads, total_steps);
+  }
+
+  void check_datasets() const {
+    if (test_data.height() != train_data.height() || test_data.width() != train_data.width())
+      throw Error(ErrorKind::Input, "dataset.test_images: images are " + std::to_string(test_data.height()) + "x" +
+                                        std::to_string(test_data.width()) + ", expected the training images' " +
+                                        std::to_string(train_data.height()) + "x" + std::to_string(train_data.width()));
+    if (test_data.max_label() > train_data.max_label())
+      throw Error(ErrorKind::Input, "dataset.test_labels: label " + std::to_string(test_data.max_label()) +
+                                        " does not occur in training, whose labels are 0 to " +
+                                        std::to_string(train_data.max_label()));
+    if (task.training.batch_size > train_data.size())
+      throw Error(ErrorKind::Input, "training.batch_size: " + std::to_string(task.training.batch_size) +
+                                        " exceeds the " + std::to_string(train_data.size()) + " training samples");
+  }
+
+  // One training step, the same for train() and replay(). Returns the batch's mean loss
+  // before the update. Throws Error(Input) on a non-finite loss or gradient, before updating.
+  float run_step(std::int64_t step, std::span<const std::uint32_t> indices, double lr) {
+    return translating_torch_errors(device, "training step " + std::to_string(step), [&] {
+      at::manual_seed(derive_seed(task.seed, kStreamStep, static_cast<std::uint64_t>(step)));
+      const detail::Batch batch = train_data.gather(indices, device);
+      const at::Tensor logits = model->forward(batch.images);
+      const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+      loss.backward();
+      const at::Tensor gradient_norm = clip_gradients();
+      const float loss_value = loss.item<float>();
+      const double gradient_norm_value = gradient_norm.item<double>();
+      if (!std::isfinite(loss_value) || !std::isfinite(gradient_norm_value))
+        throw Error(ErrorKind::Input, fmt::format("non-finite loss/gradient at step {} (loss {}, gradient norm {}); "
+                                                  "lower training.optimizer.lr or set training.grad_clip_norm",
+                                                  step, loss_value, gradient_norm_value));
+      optimizer->step(lr);
+      clear_gradients();
+      return loss_value;
+    });
+  }
+
+  // The total L2 norm of the gradients, computed as torch.nn.utils.clip_grad_norm_ does (the
+  // norm of the per-parameter norms); with training.grad_clip_norm > 0 the gradients are then
+  // scaled by min(1, max / (total + 1e-6)), where Python's `float / tensor` is reciprocal() * float.
+  at::Tensor clip_gradients() {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> norms;
+    for (const NamedTensor& parameter : trainable)
+      if (parameter.tensor.grad().defined()) norms.push_back(at::linalg_vector_norm(parameter.tensor.grad(), 2));
+    const at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
+    const double max_norm = task.training.grad_clip_norm;
+    if (max_norm > 0.0) {
+      const at::Tensor coefficient = total.add(kClipEpsilon).reciprocal().mul(max_norm).clamp_max(1.0);
+      for (const NamedTensor& parameter : trainable)
+        if (parameter.tensor.grad().defined()) parameter.tensor.grad().mul_(coefficient);
+    }
+    return total;
+  }
+
+  // Drops the gradients (PyTorch's zero_grad(set_to_none=True)): the next backward assigns
+  // fresh ones instead of accumulating into old storage.
+  void clear_gradients() {
+    for (const NamedTensor& parameter : trainable) parameter.tensor.mutable_grad().reset();
+  }
+
+  // Every tensor of the training state under its checkpoint name, aliasing the live tensors.
+  std::vector<NamedTensor> named_state() const {
+    std::vector<NamedTensor> state;
+    for (const NamedTensor& parameter : parameters) state.push_back({"param." + parameter.name, parameter.tensor});
+    for (const NamedTensor& buffer : buffers) state.push_back({"buffer." + buffer.name, buffer.tensor});
+    for (NamedTensor& slot : optimizer->state()) state.push_back({"optim." + slot.name, std::move(slot.tensor)});
+    return state;
+  }
+
+  void enforce_budgets(std::int64_t step, double elapsed_seconds, std::int64_t last_checkpoint) const {
+    const std::string kept = "; checkpoints up to step " + std::to_string(last_checkpoint) + " are kept";
+    const double max_seconds = task.budget.max_wall_seconds;
+    if (max_seconds > 0.0 && elapsed_seconds > max_seconds)
+      throw Error(ErrorKind::Budget, fmt::format("budget.max_wall_seconds exceeded: {:.2f} s of training by step {}, "
+                                                 "over the budget of {} s{}", elapsed_seconds, step, max_seconds, kept));
+    const std::int64_t max_mb = task.budget.max_memory_mb;
+    if (max_mb > 0) {
+      const double resident_mb = resident_memory_mb();
+      if (resident_mb > static_cast<double>(max_mb))
+        throw Error(ErrorKind::Budget, fmt::format("budget.max_memory_mb exceeded: {:.0f} MB resident at step {}, "
+                                                   "over the budget of {} MB{}", resident_mb, step, max_mb, kept));
+    }
+  }
+};
+
+Trainer::Trainer(const Task& task, const TrainerOptions& options) {
+  const c10::Device device = parse_device(options.device);
+  const int threads = resolved_threads(options.threads);
+  impl_ = translating_torch_errors(device, "setting up task " + task.id,
+                                   [&] { return std::make_unique<Impl>(task, device, threads); });
+}
+
+Trainer::~Trainer() = default;
+
+RuntimeInfo Trainer::runtime() const {
+  return RuntimeInfo{std::string(solver_version()), TORCH_VERSION, impl_->device.str(), impl_->threads, true};
+}
+
+std::int64_t Trainer::train_samples() const { return impl_->train_data.size(); }
+std::int64_t Trainer::steps_per_epoch() const { return impl_->train_data.size() / impl_->task.training.batch_size; }
+std::int64_t Trainer::total_steps() const { return impl_->total_steps; }
+
+checkpoint::Checkpoint Trainer::state(std::int64_t step) const {
+  return translating_torch_errors(impl_->device, "saving the state after step " + std::to_string(step), [&] {
+    checkpoint::Checkpoint state;
+    for (const NamedTensor& named : impl_->named_state()) state.tensors.push_back(checkpoint_tensor(named));
+    state.metadata["step"] = std::to_string(step);
+    state.metadata["optimizer_step"] = std::to_string(impl_->optimizer->step_count());
+    return state;
+  });
+}
+
+void Trainer::load_state(const checkpoint::Checkpoint& state) {
+  std::map<std::string_view, const checkpoint::Tensor*> stored_by_name;
+  for (const checkpoint::Tensor& tensor : state.tensors)
+    if (!stored_by_name.emplace(tensor.name, &tensor).second)
+      throw Error(ErrorKind::Input, "checkpoint: tensor " + tensor.name + " appears twice");
+  const std::vector<NamedTensor> targets = impl_->named_state();
+  std::vector<const checkpoint::Tensor*> sources;
+  for (const NamedTensor& target : targets) {
+    const auto found = stored_by_name.find(target.name);
+    if (found == stored_by_name.end())
+      throw Error(ErrorKind::Input, "checkpoint: tensor " + target.name + " is missing (this task's " +
+                                        impl_->task.model.kind + " model and " + impl_->task.training.optimizer.kind +
+                                        " optimizer need it)");
+    check_compatible(*found->second, target.tensor);
+    sources.push_back(found->second);
+    stored_by_name.erase(found);
+  }
+  if (!stored_by_name.empty())
+    throw Error(ErrorKind::Input, "checkpoint: unexpected tensor " + std::string(stored_by_name.begin()->first) +
+                                      " (not part of this task's model and optimizer)");
+  const std::int64_t optimizer_step = metadata_integer(state, "optimizer_step");
+
+  translating_torch_errors(impl_->device, "loading a checkpoint", [&] {
+    at::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < targets.size(); ++i) copy_into(targets[i].tensor, *sources[i]);
+  });
+  impl_->optimizer->set_step_count(optimizer_step);
+}
+
+void Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
+  Impl& impl = *impl_;
+  const Task& task = impl.task;
+  const std::int64_t total = impl.total_steps;
+  if (task.budget.max_steps > 0 && total > task.budget.max_steps)
+    throw Error(ErrorKind::Budget, "budget.max_steps: the run needs " + std::to_string(total) + " steps, over the budget of " +
+                                       std::to_string(task.budget.max_steps) + "; nothing was trained");
+  if (from_step < 0 || from_step > total)
+    throw Error(ErrorKind::Input, "resume step " + std::to_string(from_step) + " is outside the run's steps 0 to " +
+                                      std::to_string(total));
+
+  DataOrder order(task.seed, static_cast<std::uint32_t>(impl.train_data.size()),
+                  static_cast<std::uint32_t>(task.training.batch_size));
+  const Clock::time_point started = Clock::now();
+  Clock::time_point last_report = started;
+  std::int64_t last_checkpoint = from_step;
+  if (from_step == 0 && hooks.on_checkpoint) hooks.on_checkpoint(0, state(0));
+
+  for (std::int64_t step = from_step + 1; step <= total; ++step) {
+    const std::span<const std::uint32_t> indices = order.batch(step);
+    const double lr = learning_rate_at(task.training, step, total);
+    const float loss = impl.run_step(step, indices, lr);
+    if (hooks.on_step) hooks.on_step(StepRecord{step, {indices.begin(), indices.end()}, loss, lr});
+    const bool checkpoint_due = (task.checkpoint_every > 0 && step % task.checkpoint_every == 0) || step == total;
+    if (checkpoint_due) {
+      if (hooks.on_checkpoint) hooks.on_checkpoint(step, state(step));
+      last_checkpoint = step;
+    }
+
+    const Clock::time_point now = Clock::now();
+    const double elapsed_seconds = std::chrono::duration<double>(now - started).count();
+    if (hooks.on_progress && (now - last_report >= std::chrono::seconds(1) || step == total)) {
+      last_report = now;
+      const auto steps_done = static_cast<double>(step - from_step);
+      hooks.on_progress(Progress{step, total, (step - 1) / steps_per_epoch(), loss,
+                                 steps_done * static_cast<double>(task.training.batch_size) / elapsed_seconds,
+                                 static_cast<double>(total - step) * elapsed_seconds / steps_done});
+    }
+    impl.enforce_budgets(step, elapsed_seconds, last_checkpoint);
+  }
+}
+
+std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
+  Impl& impl = *impl_;
+  std::vector<float> losses;
+  losses.reserve(steps.size());
+  for (const StepRecord& record : steps) {
+    const std::string where = "replaying step " + std::to_string(record.step);
+    if (record.step < 1) throw Error(ErrorKind::Input, where + ": step numbers start at 1");
+    if (static_cast<std::int64_t>(record.indices.size()) != impl.task.training.batch_size)
+      throw Error(ErrorKind::Input, where + ": " + std::to_string(record.indices.size()) + " sample indices, expected " +
+                                        std::to_string(impl.task.training.batch_size) + " (training.batch_size)");
+    for (const std::uint32_t index : record.indices)
+      if (index >= impl.train_data.size())
+        throw Error(ErrorKind::Input, where + ": sample index " + std::to_string(index) + " is out of range, expected < " +
+                                          std::to_string(impl.train_data.size()));
+    losses.push_back(impl.run_step(record.step, record.indices, record.lr));
+  }
+  return losses;
+}
+
+double Trainer::evaluate() {
+  Impl& impl = *impl_;
+  return translating_torch_errors(impl.device, "evaluating on the test set", [&] {
+    at::NoGradGuard no_grad;
+    impl.model->set_training(false);
+    std::int64_t correct = 0;
+    const std::int64_t count = impl.test_data.size();
+    for (std::int64_t begin = 0; begin < count; begin += kEvaluationBatchSize) {
+      const detail::Batch batch = impl.test_data.slice(begin, std::min(kEvaluationBatchSize, count - begin), impl.device);
+      const at::Tensor predictions = impl.model->forward(batch.images).argmax(1);
+      correct += predictions.eq(batch.labels).sum().item<std::int64_t>();
+    }
+    impl.model->set_training(true);
+    return static_cast<double>(correct) / static_cast<double>(count);
+  });
+}
+
+}  // namespace solver::train

@@ -39,19 +39,27 @@ struct Progress {
 struct TrainHooks {
   std::function<void(StepRecord&&)> on_step;                                 // after each step
   std::function<void(std::int64_t step, checkpoint::Checkpoint&&)> on_checkpoint;  // every k steps and the last
-  std::function<void(const Progress&)> on_progress;                          // about once a second
+  std::function<void(const Progress&)> on_progress;                          // about once a second and at the end
 };
 
+// One thread drives a Trainer (not thread-safe); every call blocks until its work is done.
+// The constructor sets process-wide LibTorch switches (deterministic algorithms, no cuDNN
+// autotuning, the intra-op thread count), so trainers in one process share those settings.
+// LibTorch failures surface as Error: Budget when out of memory, otherwise Cuda on a GPU and
+// Input on the CPU.
 class Trainer {
  public:
   // Checks the dataset and model files against their hashes, loads them, builds the model
   // from the task seed and moves it to the device. Throws Error(Input) for a bad task or
-  // data, Error(Cuda) for an unusable device.
+  // data, Error(Config) for a malformed device name or thread count, Error(Cuda) for an
+  // unusable device.
   Trainer(const Task& task, const TrainerOptions& options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
+  // What runs the task. device is "cpu" or "cuda:N" (no GPU name: reading it would take
+  // CUDA headers that a CPU-only LibTorch does not ship).
   RuntimeInfo runtime() const;
   std::int64_t train_samples() const;
   std::int64_t steps_per_epoch() const;
@@ -70,7 +78,8 @@ class Trainer {
   void train(std::int64_t from_step, const TrainHooks& hooks);
 
   // Runs the given steps from the current state with their recorded indices and learning
-  // rates; returns each step's loss. The state afterwards is what state() returns.
+  // rates; returns each step's loss. The state afterwards is what state() returns. Throws
+  // Error(Input) for a record whose batch size or sample indices do not fit the task.
   std::vector<float> replay(std::span<const StepRecord> steps);
 
   // Accuracy of the current model on the held-out test set, in [0, 1].

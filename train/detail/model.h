@@ -1,0 +1,49 @@
+// The model behind the trainer: the built-in "mlp" and "cnn" (torch::nn) and loaded
+// TorchScript modules, hidden behind one small interface so that only models.cpp pays for
+// torch/torch.h. Invariant: parameters() and buffers() list tensors in the same order on
+// every call and every run (the order of the checkpoint), and the handles alias the model's
+// own storage, so in-place updates through them are updates of the model.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/task.h"
+
+namespace solver::train::detail {
+
+struct NamedTensor {
+  std::string name;  // as PyTorch's state_dict spells it: "1.weight", "fc.bias"
+  at::Tensor tensor;
+};
+
+// Input and output sizes a model is built for.
+struct ModelShape {
+  std::int64_t channels = 1;  // images are [B, channels, height, width]
+  std::int64_t height = 0;
+  std::int64_t width = 0;
+  std::int64_t classes = 0;   // logits are [B, classes]
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // Logits [B, classes] for normalised float images [B, channels, height, width].
+  virtual at::Tensor forward(const at::Tensor& images) = 0;
+  virtual std::vector<NamedTensor> parameters() const = 0;
+  virtual std::vector<NamedTensor> buffers() const = 0;
+  virtual void set_training(bool training) = 0;
+};
+
+// Builds the task's model on `device`. Built-in models draw their initial weights on the CPU
+// from derive_seed(task.seed, kStreamInit, 0) and then move, so the initialisation does not
+// depend on the device; a TorchScript model's weights are its initialisation. Throws
+// Error(Input) for a model file that does not load or does not map images to [B, classes].
+std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device);
+
+}  // namespace solver::train::detail
