@@ -1,0 +1,389 @@
+// The manifest and segment codecs, the hash chain, and the signed manifest files.
+// Invariant: what is signed is exactly the canonical_json bytes written to manifest.json, and
+// every number survives a JSON round trip bit for bit (doubles are printed shortest-exact, float
+// losses are widened to double), so a verifier recomputing anything compares equal values.
+// Parsing is strict: a missing, mistyped or unknown field is an Error(Input) that names it.
+#include "proof/manifest.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+
+#include "common/data_order.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
+#include "common/task.h"
+#include "proof/detail/bundle_paths.h"
+#include "proof/keys.h"
+
+namespace solver::proof {
+namespace {
+
+using nlohmann::json;
+
+std::string shown(const json& value) {
+  std::string text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+// Reads one JSON object, naming each field by its path in errors and refusing fields it was
+// not asked about, so a misspelt or injected field is an error, never silently ignored.
+class ObjectReader {
+ public:
+  ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
+    if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
+  }
+
+  [[noreturn]] static void fail(const std::string& field, const std::string& message) {
+    throw Error(ErrorKind::Input, field + ": " + message);
+  }
+
+  std::string field(std::string_view key) const { return path_ + "." + std::string(key); }
+  bool has(std::string_view key) {
+    known_.insert(std::string(key));
+    return object_.contains(key);
+  }
+  const json& raw(std::string_view key) {
+    if (!has(key)) fail(field(key), "missing");
+    return object_.at(std::string(key));
+  }
+
+  std::string string(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_string()) fail(field(key), "expected a string, got " + shown(value));
+    return value.get<std::string>();
+  }
+  std::string sha256(std::string_view key) {
+    std::string value = string(key);
+    if (!is_sha256_hex(value)) fail(field(key), "expected 64 lowercase hex digits, got \"" + value + "\"");
+    return value;
+  }
+  std::int64_t integer(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_number_integer() ||
+        (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)))
+      fail(field(key), "expected an integer, got " + shown(value));
+    return value.get<std::int64_t>();
+  }
+  std::int64_t non_negative(std::string_view key) {
+    const std::int64_t value = integer(key);
+    if (value < 0) fail(field(key), "expected a non-negative integer, got " + std::to_string(value));
+    return value;
+  }
+  std::uint64_t unsigned_integer(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<std::int64_t>() >= 0))
+      fail(field(key), "expected a non-negative integer below 2^64, got " + shown(value));
+    return value.get<std::uint64_t>();
+  }
+  double number(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_number() || !std::isfinite(value.get<double>()))
+      fail(field(key), "expected a finite number, got " + shown(value));
+    return value.get<double>();
+  }
+  bool boolean(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_boolean()) fail(field(key), "expected true or false, got " + shown(value));
+    return value.get<bool>();
+  }
+  const json& array(std::string_view key) {
+    const json& value = raw(key);
+    if (!value.is_array()) fail(field(key), "expected an array, got " + shown(value));
+    return value;
+  }
+  ObjectReader object(std::string_view key) { return ObjectReader(raw(key), field(key)); }
+
+  // Call after reading every field: rejects the ones nobody asked for.
+  void finish() const {
+    for (const auto& [key, value] : object_.items())
+      if (!known_.contains(key)) {
+        std::string expected;
+        for (const auto& name : known_) expected += (expected.empty() ? "" : ", ") + name;
+        fail(field(key), "unknown field (expected one of: " + expected + ")");
+      }
+  }
+
+ private:
+  const json& object_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+std::string element(const std::string& array_field, std::size_t index) {
+  return array_field + "[" + std::to_string(index) + "]";
+}
+
+json file_entry_to_json(const FileEntry& file) {
+  return {{"path", file.path}, {"size", file.size}, {"sha256", file.sha256}};
+}
+
+FileEntry read_file_entry(ObjectReader reader) {
+  FileEntry file;
+  file.path = reader.string("path");
+  // Paths are joined to the bundle folder: an absolute or escaping path would let a manifest
+  // point the verifier at any file on its machine.
+  const std::filesystem::path relative(file.path);
+  bool escapes = file.path.empty() || relative.is_absolute();
+  for (const auto& part : relative)
+    if (part == "..") escapes = true;
+  if (escapes) ObjectReader::fail(reader.field("path"), "expected a path inside the bundle, got \"" + file.path + "\"");
+  file.size = reader.unsigned_integer("size");
+  file.sha256 = reader.sha256("sha256");
+  reader.finish();
+  return file;
+}
+
+json distance_to_json(const kernels::WeightDistance& distance) {
+  return {{"l1", distance.l1}, {"l2", distance.l2}, {"linf", distance.linf}, {"cosine", distance.cosine}};
+}
+
+kernels::WeightDistance read_distance(ObjectReader reader) {
+  kernels::WeightDistance distance;
+  distance.l1 = reader.number("l1");
+  distance.l2 = reader.number("l2");
+  distance.linf = reader.number("linf");
+  distance.cosine = reader.number("cosine");
+  reader.finish();
+  return distance;
+}
+
+json runtime_to_json(const RuntimeInfo& runtime) {
+  return {{"solver_version", runtime.solver_version},
+          {"torch_version", runtime.torch_version},
+          {"device", runtime.device},
+          {"threads", runtime.threads},
+          {"deterministic", runtime.deterministic}};
+}
+
+RuntimeInfo read_runtime(ObjectReader reader) {
+  RuntimeInfo runtime;
+  runtime.solver_version = reader.string("solver_version");
+  runtime.torch_version = reader.string("torch_version");
+  runtime.device = reader.string("device");
+  const std::int64_t threads = reader.integer("threads");
+  if (threads < 0 || threads > 4096)
+    ObjectReader::fail(reader.field("threads"), "expected a thread count in [0, 4096], got " + std::to_string(threads));
+  runtime.threads = static_cast<int>(threads);
+  runtime.deterministic = reader.boolean("deterministic");
+  reader.finish();
+  return runtime;
+}
+
+// The streams are fixed by common/data_order.h; they are written out so that a verifier in
+// another language can recompute the data order and initialisation from the manifest alone.
+json seeds_to_json(const Manifest& manifest) {
+  return {{"seed", manifest.seed},
+          {"data_order_generator", manifest.data_order_generator},
+          {"streams", {{"init", kStreamInit}, {"data", kStreamData}, {"step", kStreamStep}}}};
+}
+
+void read_seeds(ObjectReader reader, Manifest& manifest) {
+  manifest.seed = reader.unsigned_integer("seed");
+  manifest.data_order_generator = reader.string("data_order_generator");
+  ObjectReader streams = reader.object("streams");
+  const std::pair<std::string_view, std::uint64_t> expected[] = {
+      {"init", kStreamInit}, {"data", kStreamData}, {"step", kStreamStep}};
+  for (const auto& [name, number] : expected) {
+    const std::uint64_t found = streams.unsigned_integer(name);
+    if (found != number)
+      ObjectReader::fail(streams.field(name), "expected stream " + std::to_string(number) + " (the only numbering this "
+                                              "build knows), got " + std::to_string(found));
+  }
+  streams.finish();
+  reader.finish();
+}
+
+}  // namespace
+
+json manifest_to_json(const Manifest& manifest) {
+  json checkpoints = json::array();
+  for (const CheckpointEntry& entry : manifest.checkpoints) {
+    json item = {{"step", entry.step}, {"file", file_entry_to_json(entry.file)}, {"chain", entry.chain}};
+    if (entry.update) item["update"] = distance_to_json(*entry.update);
+    checkpoints.push_back(std::move(item));
+  }
+  json segments = json::array();
+  for (const SegmentEntry& entry : manifest.segments)
+    segments.push_back(
+        {{"first_step", entry.first_step}, {"last_step", entry.last_step}, {"file", file_entry_to_json(entry.file)}});
+
+  json result = {{"schema", manifest.schema},
+                 {"task", manifest.task},
+                 {"task_sha256", manifest.task_sha256},
+                 {"solver_public_key", manifest.solver_public_key},
+                 {"model_sha256", manifest.model_sha256},
+                 {"runtime", runtime_to_json(manifest.runtime)},
+                 {"seeds", seeds_to_json(manifest)},
+                 {"train_samples", manifest.train_samples},
+                 {"steps_per_epoch", manifest.steps_per_epoch},
+                 {"checkpoint_every", manifest.checkpoint_every},
+                 {"total_steps", manifest.total_steps},
+                 {"checkpoints", std::move(checkpoints)},
+                 {"segments", std::move(segments)},
+                 {"chain_root", manifest.chain_root},
+                 {"outcome",
+                  {{"test_accuracy", manifest.outcome.test_accuracy},
+                   {"final_loss", manifest.outcome.final_loss},
+                   {"train_seconds", manifest.outcome.train_seconds}}}};
+  if (manifest.model_file) result["model_file"] = file_entry_to_json(*manifest.model_file);
+  return result;
+}
+
+Manifest manifest_from_json(const json& input) {
+  ObjectReader reader(input, "manifest");
+  Manifest manifest;
+  manifest.schema = reader.string("schema");
+  if (manifest.schema != kBundleSchema)
+    ObjectReader::fail(reader.field("schema"),
+                       "expected \"" + std::string(kBundleSchema) + "\", got \"" + manifest.schema + "\"");
+  manifest.task = reader.raw("task");
+  if (!manifest.task.is_object()) ObjectReader::fail(reader.field("task"), "expected an object, got " + shown(manifest.task));
+  manifest.task_sha256 = reader.sha256("task_sha256");
+  manifest.solver_public_key = reader.string("solver_public_key");
+  manifest.model_sha256 = reader.sha256("model_sha256");
+  if (reader.has("model_file")) manifest.model_file = read_file_entry(reader.object("model_file"));
+  manifest.runtime = read_runtime(reader.object("runtime"));
+  read_seeds(reader.object("seeds"), manifest);
+  manifest.train_samples = reader.non_negative("train_samples");
+  manifest.steps_per_epoch = reader.non_negative("steps_per_epoch");
+  manifest.checkpoint_every = reader.non_negative("checkpoint_every");
+  manifest.total_steps = reader.non_negative("total_steps");
+
+  const std::string checkpoints_field = reader.field("checkpoints");
+  const json& checkpoints = reader.array("checkpoints");
+  for (std::size_t i = 0; i < checkpoints.size(); ++i) {
+    ObjectReader item(checkpoints[i], element(checkpoints_field, i));
+    CheckpointEntry entry;
+    entry.step = item.non_negative("step");
+    entry.file = read_file_entry(item.object("file"));
+    entry.chain = item.sha256("chain");
+    if (item.has("update")) entry.update = read_distance(item.object("update"));
+    item.finish();
+    manifest.checkpoints.push_back(std::move(entry));
+  }
+  const std::string segments_field = reader.field("segments");
+  const json& segments = reader.array("segments");
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    ObjectReader item(segments[i], element(segments_field, i));
+    SegmentEntry entry;
+    entry.first_step = item.non_negative("first_step");
+    entry.last_step = item.non_negative("last_step");
+    entry.file = read_file_entry(item.object("file"));
+    item.finish();
+    manifest.segments.push_back(std::move(entry));
+  }
+  // Empty only in a journal written before checkpoint 0 (the journal reuses this format).
+  manifest.chain_root = reader.string("chain_root");
+  if (!manifest.chain_root.empty() && !is_sha256_hex(manifest.chain_root))
+    ObjectReader::fail(reader.field("chain_root"), "expected 64 lowercase hex digits, got \"" + manifest.chain_root + "\"");
+
+  ObjectReader outcome = reader.object("outcome");
+  manifest.outcome.test_accuracy = outcome.number("test_accuracy");
+  manifest.outcome.final_loss = outcome.number("final_loss");
+  manifest.outcome.train_seconds = outcome.number("train_seconds");
+  outcome.finish();
+  reader.finish();
+  return manifest;
+}
+
+std::string chain_link(const std::string& previous, std::int64_t step, const std::string& checkpoint_sha256,
+                       const std::string& segment_sha256) {
+  return sha256_hex(previous + ":" + std::to_string(step) + ":" + checkpoint_sha256 + ":" + segment_sha256);
+}
+
+std::string encode_segment(std::int64_t first_step, std::int64_t last_step, const std::vector<StepRecord>& steps) {
+  if (first_step < 1 || last_step < first_step || steps.size() != static_cast<std::size_t>(last_step - first_step + 1))
+    throw Error(ErrorKind::Internal, "segment " + std::to_string(first_step) + "-" + std::to_string(last_step) +
+                                         ": expected one record per step, got " + std::to_string(steps.size()));
+  json records = json::array();
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const StepRecord& record = steps[i];
+    const std::int64_t expected = first_step + static_cast<std::int64_t>(i);
+    if (record.step != expected)
+      throw Error(ErrorKind::Internal, "segment " + std::to_string(first_step) + "-" + std::to_string(last_step) +
+                                           ": record " + std::to_string(i) + " is step " + std::to_string(record.step) +
+                                           ", expected " + std::to_string(expected));
+    // JSON has no NaN: a non-finite value would be written as null and the bundle unreadable.
+    if (!std::isfinite(record.loss) || !std::isfinite(record.lr))
+      throw Error(ErrorKind::Internal, "step " + std::to_string(record.step) + ": loss " + std::to_string(record.loss) +
+                                           " and lr " + std::to_string(record.lr) + " must be finite to be recorded");
+    // The float loss widened to double prints shortest-exact and narrows back to the same float.
+    records.push_back({{"step", record.step},
+                       {"indices", record.indices},
+                       {"loss", static_cast<double>(record.loss)},
+                       {"lr", record.lr}});
+  }
+  return canonical_json({{"schema", kSegmentSchema},
+                         {"first_step", first_step},
+                         {"last_step", last_step},
+                         {"steps", std::move(records)}});
+}
+
+std::vector<StepRecord> decode_segment(const std::string& text, std::string_view what) {
+  const std::string source(what);
+  json parsed;
+  try {
+    parsed = json::parse(text);
+  } catch (const json::parse_error& error) {
+    throw Error(ErrorKind::Input, source + ": not valid JSON: " + error.what());
+  }
+  ObjectReader reader(parsed, source);
+  const std::string schema = reader.string("schema");
+  if (schema != kSegmentSchema)
+    ObjectReader::fail(reader.field("schema"), "expected \"" + std::string(kSegmentSchema) + "\", got \"" + schema + "\"");
+  const std::int64_t first_step = reader.integer("first_step");
+  const std::int64_t last_step = reader.integer("last_step");
+  if (first_step < 1 || last_step < first_step)
+    ObjectReader::fail(reader.field("last_step"), "expected 1 <= first_step <= last_step, got " +
+                                                      std::to_string(first_step) + "-" + std::to_string(last_step));
+  const std::string steps_field = reader.field("steps");
+  const json& steps = reader.array("steps");
+  if (steps.size() != static_cast<std::size_t>(last_step - first_step + 1))
+    ObjectReader::fail(steps_field, "expected " + std::to_string(last_step - first_step + 1) + " steps (" +
+                                        std::to_string(first_step) + "-" + std::to_string(last_step) + "), got " +
+                                        std::to_string(steps.size()));
+  reader.finish();
+
+  std::vector<StepRecord> records;
+  records.reserve(steps.size());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    ObjectReader item(steps[i], element(steps_field, i));
+    StepRecord record;
+    record.step = item.integer("step");
+    const std::int64_t expected = first_step + static_cast<std::int64_t>(i);
+    if (record.step != expected)
+      ObjectReader::fail(item.field("step"), "expected " + std::to_string(expected) + ", got " + std::to_string(record.step));
+    const std::string indices_field = item.field("indices");
+    const json& indices = item.array("indices");
+    record.indices.reserve(indices.size());
+    for (const json& index : indices) {
+      if (!index.is_number_unsigned() || index.get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max())
+        ObjectReader::fail(indices_field, "expected sample indices below 2^32, got " + shown(index));
+      record.indices.push_back(index.get<std::uint32_t>());
+    }
+    const double loss = item.number("loss");
+    if (std::abs(loss) > std::numeric_limits<float>::max())
+      ObjectReader::fail(item.field("loss"), "expected a float32 value, got " + std::to_string(loss));
+    record.loss = static_cast<float>(loss);
+    record.lr = item.number("lr");
+    item.finish();
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+void write_signed_manifest(const std::filesystem::path& dir, const Manifest& manifest, const SigningKey& key) {
+  const std::string signer = key.public_key_hex();
+  if (manifest.solver_public_key != signer)
+    throw Error(ErrorKind::Internal, "manifest names solver key " + manifest.solver_public_key +
+                                         " but is being signed with key " + signer);
+  const std::string text = canonical_json(manifest_to_json(manifest));
+  // The signature goes first: manifest.json appearing is what marks a bundle complete, so it
+  // must never exist without its signature.
+  write_file_durably(dir / detail::kSignatureFile, key.sign_hex(text) + "\n");
+  write_file_durably(dir / detail::kManifestFile, text);
+}
+
+}  // namespace solver::proof

@@ -60,7 +60,7 @@ struct SegmentReport {
   std::int64_t last_step = 0;
   std::string chosen_by;  // "top-q", "random" or "all"
   kernels::WeightDistance distance;  // replayed end state vs claimed checkpoint (parameters)
-  bool bitwise_equal = false;        // every tensor, parameters, buffers and optimizer state
+  bool bitwise_equal = false;        // every tensor (parameters, buffers, optimizer state) and metadata entry
   bool losses_match = false;         // replayed losses equal the recorded ones (bitwise when bitwise required)
   double threshold = 0.0;            // 0 = bitwise required
   bool passed = false;

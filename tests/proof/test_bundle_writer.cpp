@@ -1,0 +1,175 @@
+// BundleWriter on toy runs: every checkpoint and segment lands with its hash and update
+// distance, a crashed run resumes from its journal to the same bundle as an uninterrupted
+// one, and misuse (out-of-order steps, a folder holding another bundle) is refused.
+#include <catch2/catch.hpp>
+
+#include "checkpoint/safetensors.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
+#include "kernels/distance.h"
+#include "proof/bundle_writer.h"
+#include "proof/keys.h"
+#include "proof/manifest.h"
+#include "tests/proof/toy_training.h"
+#include "tests/test_support.h"
+
+namespace solver::proof {
+namespace {
+
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+ErrorKind kind_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.kind();
+  }
+  FAIL("expected a solver::Error");
+  return ErrorKind::Internal;
+}
+
+BundlePlan toy_plan(const Task& task) {
+  return BundlePlan{test::toy_runtime(), test::kToySamples, test::kToySamples / 8, total_steps(task, test::kToySamples)};
+}
+
+TEST_CASE("A toy run's bundle lists every checkpoint and segment with hashes, distances and chain", "[proof]") {
+  test::ScratchDir scratch("bundle");
+  const Task task = test::toy_task();
+  const SigningKey key = SigningKey::generate();
+  const Manifest manifest = *test::write_toy_bundle(scratch.path(), task, key);
+
+  CHECK(fs::exists(scratch / "manifest.json"));
+  CHECK(fs::exists(scratch / "manifest.sig"));
+  CHECK_FALSE(fs::exists(scratch / "journal.json"));
+  CHECK(manifest.total_steps == 23);
+  CHECK(manifest.task_sha256 == task_sha256(task));
+  CHECK(manifest.solver_public_key == key.public_key_hex());
+  CHECK(manifest.model_sha256 == sha256_hex(canonical_json(task_to_json(task).at("model"))));
+  CHECK_FALSE(manifest.model_file);
+
+  const std::vector<std::int64_t> expected_steps = {0, 5, 10, 15, 20, 23};
+  REQUIRE(manifest.checkpoints.size() == expected_steps.size());
+  REQUIRE(manifest.segments.size() == expected_steps.size() - 1);
+  std::string chain = manifest.task_sha256;
+  std::optional<checkpoint::Checkpoint> previous;
+  for (std::size_t i = 0; i < expected_steps.size(); ++i) {
+    const CheckpointEntry& entry = manifest.checkpoints[i];
+    INFO("checkpoint " << entry.step);
+    CHECK(entry.step == expected_steps[i]);
+    CHECK(entry.file.path == "ckpt/step_" + std::to_string(entry.step) + ".safetensors");
+    CHECK(entry.file.size == fs::file_size(scratch / entry.file.path));
+    CHECK(entry.file.sha256 == sha256_file_hex(scratch / entry.file.path));
+    std::string segment_sha256;
+    if (i > 0) {
+      const SegmentEntry& segment = manifest.segments[i - 1];
+      CHECK(segment.first_step == expected_steps[i - 1] + 1);
+      CHECK(segment.last_step == entry.step);
+      CHECK(segment.file.sha256 == sha256_file_hex(scratch / segment.file.path));
+      CHECK(decode_segment(read_file(scratch / segment.file.path), segment.file.path).size() ==
+            static_cast<std::size_t>(segment.last_step - segment.first_step + 1));
+      segment_sha256 = segment.file.sha256;
+    }
+    chain = chain_link(chain, entry.step, entry.file.sha256, segment_sha256);
+    CHECK(entry.chain == chain);
+
+    checkpoint::Checkpoint current = checkpoint::read_safetensors(scratch / entry.file.path);
+    REQUIRE(entry.update.has_value() == (i > 0));
+    if (previous) {
+      const kernels::WeightDistance expected =
+          kernels::weight_distance_cpu(previous->find("param.w")->as_f32(), current.find("param.w")->as_f32());
+      CHECK(entry.update->l2 == expected.l2);
+      CHECK(entry.update->l2 > 0.0);
+    }
+    previous = std::move(current);
+  }
+  CHECK(manifest.chain_root == chain);
+}
+
+TEST_CASE("A crashed run resumes from its journal to the same bundle as an uninterrupted run", "[proof]") {
+  test::ScratchDir whole("bundle-whole");
+  test::ScratchDir crashed("bundle-crashed");
+  const Task task = test::toy_task();
+  const SigningKey key = SigningKey::generate();
+  const Manifest uninterrupted = *test::write_toy_bundle(whole.path(), task, key);
+
+  // Crash after step 12: checkpoints 0, 5 and 10 are journaled, steps 11-12 are lost.
+  REQUIRE_FALSE(test::write_toy_bundle(crashed.path(), task, key, {.crash_after_step = 12}));
+  CHECK(fs::exists(crashed / "journal.json"));
+  CHECK_FALSE(fs::exists(crashed / "manifest.json"));
+  // Debris of a checkpoint that was being written when the machine died.
+  test::write_text(crashed / "ckpt/step_15.safetensors.tmp", "half a checkpoint");
+  test::write_text(crashed / "ckpt/step_15.safetensors", "a checkpoint the journal never listed");
+  test::write_text(crashed / "segments/steps_11-15.json", "{}");
+  test::write_text(crashed / "journal.json.tmp", "{");
+
+  CHECK_THROWS_WITH(test::write_toy_bundle(crashed.path(), task, key),
+                    Contains("already holds a bundle; pass --resume or choose another --out"));
+
+  {
+    BundleWriter writer(crashed.path(), task, key, toy_plan(task), true);
+    const auto point = writer.resume_point();
+    REQUIRE(point);
+    CHECK(point->first == 10);
+    CHECK_FALSE(fs::exists(crashed / "ckpt/step_15.safetensors.tmp"));
+    CHECK_FALSE(fs::exists(crashed / "ckpt/step_15.safetensors"));
+    CHECK_FALSE(fs::exists(crashed / "segments/steps_11-15.json"));
+    CHECK_FALSE(fs::exists(crashed / "journal.json.tmp"));
+    CHECK(fs::exists(crashed / "ckpt/step_10.safetensors"));
+  }  // destroyed without finishing: a second crash right after resuming
+
+  test::ToyRun resume_run;
+  resume_run.resume = true;
+  const Manifest resumed = *test::write_toy_bundle(crashed.path(), task, key, resume_run);
+  CHECK(resumed.chain_root == uninterrupted.chain_root);
+  CHECK(canonical_json(manifest_to_json(resumed)) == canonical_json(manifest_to_json(uninterrupted)));
+  CHECK(read_file(crashed / "manifest.json") == read_file(whole / "manifest.json"));
+  CHECK_FALSE(fs::exists(crashed / "journal.json"));
+}
+
+TEST_CASE("Resuming needs the journal of the same task and an intact last checkpoint", "[proof]") {
+  test::ScratchDir scratch("bundle-resume");
+  const Task task = test::toy_task();
+  const SigningKey key = SigningKey::generate();
+
+  CHECK_THROWS_WITH(BundleWriter(scratch / "empty", task, key, toy_plan(task), true),
+                    Contains("has no journal.json (no interrupted run was recorded there)"));
+
+  REQUIRE_FALSE(test::write_toy_bundle(scratch.path(), task, key, {.crash_after_step = 7}));
+  const Task other = test::toy_task(8);
+  CHECK_THROWS_WITH(BundleWriter(scratch.path(), other, key, toy_plan(other), true),
+                    Contains("belongs to task " + task_sha256(task)) && Contains("not to this task " + task_sha256(other)));
+  CHECK(kind_of([&] { BundleWriter(scratch.path(), other, key, toy_plan(other), true); }) == ErrorKind::Input);
+
+  BundlePlan other_threads = toy_plan(task);
+  other_threads.runtime.threads = 4;
+  CHECK_THROWS_WITH(BundleWriter(scratch.path(), task, key, other_threads, true), Contains("same runtime"));
+
+  // Flip one byte of checkpoint 5's data, keeping its size: the journaled hash catches it.
+  std::string bytes = read_file(scratch / "ckpt/step_5.safetensors");
+  bytes.back() = static_cast<char>(bytes.back() ^ 1);
+  write_file_durably(scratch / "ckpt/step_5.safetensors", bytes);
+  BundleWriter writer(scratch.path(), task, key, toy_plan(task), true);
+  CHECK_THROWS_WITH(writer.resume_point(), Contains("step_5.safetensors has sha256") && Contains("the journal recorded"));
+}
+
+TEST_CASE("Checkpoints and steps out of order are refused as bugs", "[proof]") {
+  test::ScratchDir scratch("bundle-order");
+  const Task task = test::toy_task();
+  const SigningKey key = SigningKey::generate();
+  BundleWriter writer(scratch.path(), task, key, toy_plan(task), false);
+  const checkpoint::Checkpoint state = test::toy_initial_state(task.seed);
+
+  CHECK_THROWS_WITH(writer.add_checkpoint(5, state), Contains("the first must be step 0"));
+  CHECK_THROWS_WITH(writer.record_step(StepRecord{2, {}, 0.0f, 0.1}), Contains("expected step 1"));
+  writer.add_checkpoint(0, state);
+  CHECK_THROWS_WITH(writer.add_checkpoint(0, state), Contains("out of order"));
+  for (std::int64_t step = 1; step <= 4; ++step) writer.record_step(StepRecord{step, {1}, 0.5f, 0.1});
+  CHECK_THROWS_WITH(writer.add_checkpoint(5, state), Contains("the last recorded step is 4"));
+  CHECK(kind_of([&] { writer.add_checkpoint(5, state); }) == ErrorKind::Internal);
+  CHECK_THROWS_WITH(writer.finish(TrainOutcome{}), Contains("steps 1-4 were recorded after the last checkpoint"));
+}
+
+}  // namespace
+}  // namespace solver::proof
