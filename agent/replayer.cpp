@@ -1,0 +1,39 @@
+#include "agent/replayer.h"
+
+#include "train/trainer.h"
+
+namespace solver::agent {
+namespace {
+
+class TrainerReplayer final : public proof::Replayer {
+ public:
+  TrainerReplayer(const Task& task, const train::TrainerOptions& options)
+      : trainer_(task, options), initial_state_(trainer_.state(0)) {}
+
+  RuntimeInfo runtime() const override { return trainer_.runtime(); }
+  std::int64_t train_samples() const override { return trainer_.train_samples(); }
+  // Captured before any replay, so it is the initialisation the task seed gives.
+  checkpoint::Checkpoint initial_state() override { return initial_state_; }
+
+  Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) override {
+    trainer_.load_state(start);
+    Result result;
+    result.losses = trainer_.replay(steps);
+    result.state = trainer_.state(steps.empty() ? 0 : steps.back().step);
+    return result;
+  }
+
+ private:
+  train::Trainer trainer_;
+  checkpoint::Checkpoint initial_state_;
+};
+
+}  // namespace
+
+proof::ReplayerFactory trainer_replayer_factory(std::string device) {
+  return [device = std::move(device)](const Task& task, int threads) -> std::unique_ptr<proof::Replayer> {
+    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{device, threads});
+  };
+}
+
+}  // namespace solver::agent

@@ -1,0 +1,171 @@
+// `solver run`: train one task and write its proof-of-learning bundle.
+// The order matters for "nothing lost": the bundle writer journals every checkpoint as it
+// lands, so a run killed at any moment resumes (--resume) from its last checkpoint.
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "agent/commands.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/task.h"
+#include "proof/bundle_writer.h"
+#include "proof/keys.h"
+#include "train/trainer.h"
+
+namespace solver::agent {
+namespace {
+
+std::string format_duration(double seconds) {
+  const auto total = static_cast<long>(seconds + 0.5);
+  return fmt::format("{}:{:02}:{:02}", total / 3600, (total / 60) % 60, total % 60);
+}
+
+// Progress: a line redrawn in place on a terminal, a log line every 10 s otherwise.
+class ProgressReporter {
+ public:
+  ProgressReporter() : interactive_(::isatty(STDERR_FILENO) == 1) {}
+  ~ProgressReporter() { end_line(); }
+
+  void report(const train::Progress& progress) {
+    const std::string line =
+        fmt::format("step {}/{} epoch {} loss {:.4f} {:.0f} samples/s ETA {}", progress.step, progress.total_steps,
+                    progress.epoch + 1, progress.loss, progress.samples_per_second, format_duration(progress.eta_seconds));
+    if (interactive_) {
+      std::fprintf(stderr, "\r%-78s", line.c_str());
+      std::fflush(stderr);
+      line_open_ = true;
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_logged_ < std::chrono::seconds(10)) return;
+    last_logged_ = now;
+    log_info("train", "{}", line);
+  }
+  void end_line() {
+    if (line_open_) std::fputc('\n', stderr);
+    line_open_ = false;
+  }
+
+ private:
+  bool interactive_;
+  bool line_open_ = false;
+  std::chrono::steady_clock::time_point last_logged_{};
+};
+
+Task load_run_task(const RunOptions& options) {
+  if (options.task_file) return load_task_file(*options.task_file);
+  log_info("agent", "no task file given: training the embedded default task (configs/tasks/fashion-mnist-mlp.json)");
+  try {
+    return parse_task(nlohmann::json::parse(embedded_default_task()), std::filesystem::current_path());
+  } catch (const nlohmann::json::exception& error) {
+    throw Error(ErrorKind::Internal, std::string("the embedded default task is not valid JSON: ") + error.what());
+  }
+}
+
+proof::SigningKey load_or_create_key(const std::optional<std::filesystem::path>& explicit_path) {
+  const std::filesystem::path path = explicit_path.value_or(default_key_path());
+  if (!explicit_path && !std::filesystem::exists(path)) {
+    proof::SigningKey key = proof::SigningKey::generate();
+    key.save(path);
+    log_warn("agent", "created a new solver key at {} (public {}); back it up: it is this solver's identity",
+             path.string(), key.public_key_hex());
+    return key;
+  }
+  return proof::SigningKey::load(path);
+}
+
+std::uint64_t directory_size(const std::filesystem::path& dir) {
+  std::uint64_t total = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
+    if (entry.is_regular_file()) total += entry.file_size();
+  return total;
+}
+
+}  // namespace
+
+std::filesystem::path default_key_path() {
+  if (const char* key = std::getenv("SOLVER_KEY"); key != nullptr && *key != '\0') return key;
+  if (const char* config = std::getenv("XDG_CONFIG_HOME"); config != nullptr && *config != '\0')
+    return std::filesystem::path(config) / "solver" / "solver.key";
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home != nullptr ? home : ".") / ".config" / "solver" / "solver.key";
+}
+
+int keygen_command(const std::optional<std::filesystem::path>& key_file) {
+  const std::filesystem::path path = key_file.value_or(default_key_path());
+  const proof::SigningKey key = proof::SigningKey::generate();
+  key.save(path);
+  std::printf("wrote %s (mode 0600)\npublic key: %s\nBack this file up: it is this solver's identity on the market.\n",
+              path.c_str(), key.public_key_hex().c_str());
+  return kExitOk;
+}
+
+int run_command(const RunOptions& options) {
+  const Task task = load_run_task(options);
+  const std::filesystem::path out_dir = options.out_dir.value_or(std::filesystem::path("runs") / task.id);
+  std::optional<proof::SigningKey> key;
+  if (options.proof) key = load_or_create_key(options.key_file);  // before training: a bad key must not cost a run
+
+  train::Trainer trainer(task, train::TrainerOptions{options.device, options.threads});
+  const RuntimeInfo runtime = trainer.runtime();
+  log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} torch={}", task.id, task.model.kind,
+           trainer.total_steps(), task.training.batch_size, task.checkpoint_every, runtime.device, runtime.threads,
+           runtime.torch_version);
+
+  std::optional<proof::BundleWriter> writer;
+  std::int64_t from_step = 0;
+  if (key) {
+    writer.emplace(out_dir, task, *key,
+                   proof::BundlePlan{runtime, trainer.train_samples(), trainer.steps_per_epoch(), trainer.total_steps()},
+                   options.resume);
+    if (options.resume) {
+      if (auto point = writer->resume_point()) {
+        trainer.load_state(point->second);
+        from_step = point->first;
+        log_info("agent", "task={} resuming from checkpoint step={}", task.id, from_step);
+      } else {
+        log_info("agent", "task={} no checkpoint to resume from: starting at step 0", task.id);
+      }
+    }
+  }
+
+  ProgressReporter progress;
+  float last_loss = 0.0f;
+  train::TrainHooks hooks;
+  hooks.on_step = [&](StepRecord&& record) {
+    last_loss = record.loss;
+    if (writer) writer->record_step(std::move(record));
+  };
+  if (writer) {
+    hooks.on_checkpoint = [&](std::int64_t step, checkpoint::Checkpoint&& state) {
+      writer->add_checkpoint(step, std::move(state));
+      log_debug("proof", "task={} checkpoint step={} queued", task.id, step);
+    };
+  }
+  hooks.on_progress = [&](const train::Progress& update) { progress.report(update); };
+
+  const auto started = std::chrono::steady_clock::now();
+  trainer.train(from_step, hooks);
+  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  progress.end_line();
+  const std::int64_t steps_run = trainer.total_steps() - from_step;
+
+  const double accuracy = trainer.evaluate();
+  std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test accuracy %.2f%%\n", task.id.c_str(),
+              static_cast<long long>(steps_run), train_seconds, steps_run / std::max(train_seconds, 1e-9), last_loss,
+              accuracy * 100.0);
+  if (!writer) return kExitOk;
+
+  const proof::Manifest manifest = writer->finish(proof::TrainOutcome{accuracy, last_loss, train_seconds});
+  std::printf("bundle %s: %zu checkpoints, %zu segments, %.1f MB, signed by %s\n", out_dir.c_str(),
+              manifest.checkpoints.size(), manifest.segments.size(), directory_size(out_dir) / 1e6,
+              manifest.solver_public_key.c_str());
+  return kExitOk;
+}
+
+}  // namespace solver::agent

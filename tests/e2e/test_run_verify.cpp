@@ -1,0 +1,125 @@
+// solver run + solver verify on real data: honest bundles accepted, a killed run resumed.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <thread>
+
+#include "common/sha256.h"
+#include "tests/e2e/e2e_support.h"
+
+using namespace solver::test;
+using nlohmann::json;
+
+TEST_CASE("solver run trains a small MLP on Fashion-MNIST and solver verify accepts its bundle", "[e2e]") {
+  ScratchDir dir("run-verify");
+  const auto key = make_key(dir.path());
+  const auto task = write_task(dir.path(), "mlp", small_task("e2e-mlp", 60, 20));
+  const auto bundle = dir / "bundle";
+
+  const CommandResult run = run_solver({"run", task.string(), "--out", bundle.string(), "--key", key.string()});
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.output.find("test accuracy") != std::string::npos);
+  for (int step : {0, 20, 40, 60}) CHECK(std::filesystem::exists(bundle / "ckpt" / ("step_" + std::to_string(step) + ".safetensors")));
+  CHECK(std::filesystem::exists(bundle / "manifest.sig"));
+  CHECK_FALSE(std::filesystem::exists(bundle / "journal.json"));
+
+  const json manifest = read_json(bundle / "manifest.json");
+  CHECK(manifest["total_steps"] == 60);
+  CHECK(manifest["checkpoints"].size() == 4);
+  CHECK(manifest["segments"].size() == 3);
+
+  const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all", "--task", task.string()});
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.output.find("verdict: ACCEPTED") != std::string::npos);
+
+  const CommandResult as_json = run_solver({"verify", bundle.string(), "--json", "--seed", "7"});
+  REQUIRE(as_json.exit_code == 0);
+  const json verdict = json::parse(as_json.output.substr(as_json.output.find('{')));
+  CHECK(verdict["accepted"] == true);
+  CHECK(verdict["random_seed"] == 7);
+  CHECK(verdict["same_runtime"] == true);
+}
+
+TEST_CASE("solver run trains the small CNN and its bundle verifies", "[e2e]") {
+  ScratchDir dir("cnn");
+  const auto key = make_key(dir.path());
+  const auto task = write_task(dir.path(), "cnn", small_task("e2e-cnn", 20, 10, {{"kind", "cnn"}, {"channels", {4, 8}}}));
+  const auto bundle = dir / "bundle";
+  REQUIRE(run_solver({"run", task.string(), "--out", bundle.string(), "--key", key.string()}).exit_code == 0);
+  const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all"});
+  CHECK(verify.exit_code == 0);
+}
+
+TEST_CASE("a TorchScript model exported by PyTorch is trained by solver run and its bundle verifies", "[e2e]") {
+  ScratchDir dir("torchscript");
+  const auto model = dir / "model.pt";
+  const CommandResult export_run =
+      run_command({system_python(), (source_dir() / "tests/python/export_model.py").string(), model.string()});
+  INFO(export_run.output);
+  REQUIRE(export_run.exit_code == 0);
+
+  json task = small_task("e2e-torchscript", 30, 10,
+                         {{"kind", "torchscript"}, {"file", {{"location", "model.pt"}, {"sha256", solver::sha256_file_hex(model)}}}});
+  const auto task_path = write_task(dir.path(), "torchscript", task);
+  const auto key = make_key(dir.path());
+  const auto bundle = dir / "bundle";
+  REQUIRE(run_solver({"run", task_path.string(), "--out", bundle.string(), "--key", key.string()}).exit_code == 0);
+  CHECK(std::filesystem::exists(bundle / "model.pt"));
+
+  // The verifier needs only the bundle (the model travels inside it) and the public data.
+  std::filesystem::remove(model);
+  const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all"});
+  CHECK(verify.exit_code == 0);
+}
+
+TEST_CASE("a run killed with SIGKILL mid-segment resumes to the same bundle an uninterrupted run writes", "[e2e]") {
+  ScratchDir dir("resume");
+  const auto key = make_key(dir.path());
+  const auto task = write_task(dir.path(), "resume", small_task("e2e-resume", 1200, 100));
+  const auto whole = dir / "whole";
+  const auto resumed = dir / "resumed";
+  REQUIRE(run_solver({"run", task.string(), "--out", whole.string(), "--key", key.string()}).exit_code == 0);
+
+  // Start the same run and kill it once a checkpoint after step 0 is journaled.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, STDOUT_FILENO);
+    ::dup2(null_fd, STDERR_FILENO);
+    const std::string binary = solver_binary().string();
+    ::execl(binary.c_str(), binary.c_str(), "run", task.c_str(), "--out", resumed.c_str(), "--key", key.c_str(), nullptr);
+    ::_exit(127);
+  }
+  const auto journal = resumed / "journal.json";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool mid_run = false;
+  while (!mid_run && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    try {
+      if (std::filesystem::exists(journal)) mid_run = read_json(journal)["manifest"]["checkpoints"].size() >= 2;
+    } catch (const std::exception&) {
+      // The journal is replaced atomically, but it may vanish as the run finishes.
+    }
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(mid_run);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE_FALSE(std::filesystem::exists(resumed / "manifest.json"));
+
+  const CommandResult resume = run_solver({"run", task.string(), "--out", resumed.string(), "--key", key.string(), "--resume"});
+  REQUIRE(resume.exit_code == 0);
+  CHECK(resume.output.find("resuming from checkpoint") != std::string::npos);
+  CHECK(run_solver({"verify", resumed.string(), "--segments", "all"}).exit_code == 0);
+
+  // Training is a pure function of the task and the checkpointed state: the chain of every
+  // checkpoint and segment hash matches the run that was never interrupted.
+  CHECK(read_json(resumed / "manifest.json")["chain_root"] == read_json(whole / "manifest.json")["chain_root"]);
+}
