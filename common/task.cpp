@@ -3,12 +3,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <fstream>
 #include <numbers>
-#include <set>
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/sha256.h"
 
 namespace solver {
@@ -16,95 +15,8 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void fail(const std::string& field, const std::string& message) {
-  throw Error(ErrorKind::Input, "task." + field + ": " + message);
-}
-
-std::string shown(const json& value) {
-  std::string text = value.dump();
-  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
-}
-
-// Reads one JSON object, remembering its path for messages and refusing keys it was not
-// asked about, so a misspelt field is an error rather than a silently ignored setting.
-class ObjectReader {
- public:
-  ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
-    if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
-  }
-
-  std::string field(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
-  bool has(std::string_view key) {
-    known_.insert(std::string(key));
-    return object_.contains(key);
-  }
-  const json& raw(std::string_view key) {
-    if (!has(key)) fail(field(key), "missing");
-    return object_.at(std::string(key));
-  }
-
-  std::string string(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_string() || value.get<std::string>().empty()) fail(field(key), "expected a non-empty string, got " + shown(value));
-    return value.get<std::string>();
-  }
-  std::string string_or(std::string_view key, std::string fallback) { return has(key) ? string(key) : fallback; }
-
-  double number(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_number() || !std::isfinite(value.get<double>())) fail(field(key), "expected a number, got " + shown(value));
-    return value.get<double>();
-  }
-  double number_or(std::string_view key, double fallback) { return has(key) ? number(key) : fallback; }
-
-  std::int64_t integer(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_number_integer()) fail(field(key), "expected an integer, got " + shown(value));
-    if (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))
-      fail(field(key), "too large: " + shown(value));
-    return value.get<std::int64_t>();
-  }
-  std::int64_t integer_or(std::string_view key, std::int64_t fallback) { return has(key) ? integer(key) : fallback; }
-
-  bool boolean_or(std::string_view key, bool fallback) {
-    if (!has(key)) return fallback;
-    const json& value = raw(key);
-    if (!value.is_boolean()) fail(field(key), "expected true or false, got " + shown(value));
-    return value.get<bool>();
-  }
-
-  std::vector<std::int64_t> positive_integers(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_array() || value.empty()) fail(field(key), "expected a non-empty array of positive integers, got " + shown(value));
-    std::vector<std::int64_t> result;
-    for (const json& item : value) {
-      if (!item.is_number_integer() || item.get<std::int64_t>() <= 0)
-        fail(field(key), "expected positive integers, got " + shown(value));
-      result.push_back(item.get<std::int64_t>());
-    }
-    return result;
-  }
-
-  ObjectReader object(std::string_view key) { return ObjectReader(raw(key), field(key)); }
-
-  // Call after reading every field: rejects the ones nobody asked for.
-  void finish() const {
-    for (const auto& [key, value] : object_.items())
-      if (!known_.contains(key)) {
-        std::string expected;
-        for (const auto& name : known_) expected += (expected.empty() ? "" : ", ") + name;
-        fail(field(key), "unknown field (expected one of: " + expected + ")");
-      }
-  }
-
- private:
-  const json& object_;
-  std::string path_;
-  std::set<std::string> known_;
-};
-
 void require(bool condition, const std::string& field, const std::string& message) {
-  if (!condition) fail(field, message);
+  if (!condition) ObjectReader::fail(field, message);
 }
 
 std::string resolve_location(const std::string& location, const std::filesystem::path& base_dir) {
@@ -118,8 +30,7 @@ std::string resolve_location(const std::string& location, const std::filesystem:
 FileRef read_file_ref(ObjectReader reader, const std::filesystem::path& base_dir) {
   FileRef file;
   file.location = resolve_location(reader.string("location"), base_dir);
-  file.sha256 = reader.string("sha256");
-  require(is_sha256_hex(file.sha256), reader.field("sha256"), "expected 64 lowercase hex digits, got \"" + file.sha256 + "\"");
+  file.sha256 = reader.sha256("sha256");
   reader.finish();
   return file;
 }
@@ -135,7 +46,7 @@ ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir)
   } else if (model.kind == "torchscript") {
     model.file = read_file_ref(reader.object("file"), base_dir);
   } else {
-    fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn or torchscript)");
+    ObjectReader::fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn or torchscript)");
   }
   reader.finish();
   return model;
@@ -180,7 +91,7 @@ OptimizerSpec read_optimizer(ObjectReader reader) {
     require(optimizer.beta2 >= 0 && optimizer.beta2 < 1, reader.field("beta2"), "must be in [0, 1)");
     require(optimizer.eps > 0, reader.field("eps"), "must be positive");
   } else {
-    fail(reader.field("kind"), "unknown optimizer \"" + optimizer.kind + "\" (expected sgd, adam or adamw)");
+    ObjectReader::fail(reader.field("kind"), "unknown optimizer \"" + optimizer.kind + "\" (expected sgd, adam or adamw)");
   }
   reader.finish();
   return optimizer;
@@ -200,7 +111,7 @@ ScheduleSpec read_schedule(ObjectReader reader) {
     require(schedule.step_size > 0, reader.field("step_size"), "must be positive");
     require(schedule.gamma > 0, reader.field("gamma"), "must be positive");
   } else if (schedule.kind != "constant") {
-    fail(reader.field("kind"), "unknown schedule \"" + schedule.kind + "\" (expected constant, cosine or step)");
+    ObjectReader::fail(reader.field("kind"), "unknown schedule \"" + schedule.kind + "\" (expected constant, cosine or step)");
   }
   reader.finish();
   return schedule;
@@ -239,26 +150,23 @@ json file_ref_json(const FileRef& file) { return {{"location", file.location}, {
 }  // namespace
 
 Task parse_task(const json& input, const std::filesystem::path& base_dir) {
-  ObjectReader reader(input, "");
+  ObjectReader reader(input, "task");
   Task task;
   task.id = reader.string("id");
-  const json& seed = reader.raw("seed");
-  if (!seed.is_number_unsigned() && !(seed.is_number_integer() && seed.get<std::int64_t>() >= 0))
-    fail("seed", "expected a non-negative integer below 2^64, got " + shown(seed));
-  task.seed = seed.get<std::uint64_t>();
+  task.seed = reader.unsigned_integer("seed");
   task.model = read_model(reader.object("model"), base_dir);
   task.dataset = read_dataset(reader.object("dataset"), base_dir);
   task.training = read_training(reader.object("training"));
   {
     ObjectReader proof = reader.object("proof");
     task.checkpoint_every = proof.integer("checkpoint_every");
-    require(task.checkpoint_every > 0, "proof.checkpoint_every", "expected a positive integer, got " + std::to_string(task.checkpoint_every));
+    require(task.checkpoint_every > 0, "task.proof.checkpoint_every", "expected a positive integer, got " + std::to_string(task.checkpoint_every));
     proof.finish();
   }
   if (reader.has("budget")) task.budget = read_budget(reader.object("budget"));
   reader.finish();
   if (task.budget.max_steps > 0 && task.training.steps > task.budget.max_steps)
-    fail("training.steps", std::to_string(task.training.steps) + " steps exceed budget.max_steps " + std::to_string(task.budget.max_steps));
+    ObjectReader::fail("task.training.steps", std::to_string(task.training.steps) + " steps exceed budget.max_steps " + std::to_string(task.budget.max_steps));
   return task;
 }
 

@@ -7,11 +7,11 @@
 
 #include <cmath>
 #include <limits>
-#include <set>
 
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/sha256.h"
 #include "common/task.h"
 #include "proof/detail/bundle_paths.h"
@@ -21,95 +21,6 @@ namespace solver::proof {
 namespace {
 
 using nlohmann::json;
-
-std::string shown(const json& value) {
-  std::string text = value.dump();
-  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
-}
-
-// Reads one JSON object, naming each field by its path in errors and refusing fields it was
-// not asked about, so a misspelt or injected field is an error, never silently ignored.
-class ObjectReader {
- public:
-  ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
-    if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
-  }
-
-  [[noreturn]] static void fail(const std::string& field, const std::string& message) {
-    throw Error(ErrorKind::Input, field + ": " + message);
-  }
-
-  std::string field(std::string_view key) const { return path_ + "." + std::string(key); }
-  bool has(std::string_view key) {
-    known_.insert(std::string(key));
-    return object_.contains(key);
-  }
-  const json& raw(std::string_view key) {
-    if (!has(key)) fail(field(key), "missing");
-    return object_.at(std::string(key));
-  }
-
-  std::string string(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_string()) fail(field(key), "expected a string, got " + shown(value));
-    return value.get<std::string>();
-  }
-  std::string sha256(std::string_view key) {
-    std::string value = string(key);
-    if (!is_sha256_hex(value)) fail(field(key), "expected 64 lowercase hex digits, got \"" + value + "\"");
-    return value;
-  }
-  std::int64_t integer(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_number_integer() ||
-        (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)))
-      fail(field(key), "expected an integer, got " + shown(value));
-    return value.get<std::int64_t>();
-  }
-  std::int64_t non_negative(std::string_view key) {
-    const std::int64_t value = integer(key);
-    if (value < 0) fail(field(key), "expected a non-negative integer, got " + std::to_string(value));
-    return value;
-  }
-  std::uint64_t unsigned_integer(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<std::int64_t>() >= 0))
-      fail(field(key), "expected a non-negative integer below 2^64, got " + shown(value));
-    return value.get<std::uint64_t>();
-  }
-  double number(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_number() || !std::isfinite(value.get<double>()))
-      fail(field(key), "expected a finite number, got " + shown(value));
-    return value.get<double>();
-  }
-  bool boolean(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_boolean()) fail(field(key), "expected true or false, got " + shown(value));
-    return value.get<bool>();
-  }
-  const json& array(std::string_view key) {
-    const json& value = raw(key);
-    if (!value.is_array()) fail(field(key), "expected an array, got " + shown(value));
-    return value;
-  }
-  ObjectReader object(std::string_view key) { return ObjectReader(raw(key), field(key)); }
-
-  // Call after reading every field: rejects the ones nobody asked for.
-  void finish() const {
-    for (const auto& [key, value] : object_.items())
-      if (!known_.contains(key)) {
-        std::string expected;
-        for (const auto& name : known_) expected += (expected.empty() ? "" : ", ") + name;
-        fail(field(key), "unknown field (expected one of: " + expected + ")");
-      }
-  }
-
- private:
-  const json& object_;
-  std::string path_;
-  std::set<std::string> known_;
-};
 
 std::string element(const std::string& array_field, std::size_t index) {
   return array_field + "[" + std::to_string(index) + "]";
@@ -239,7 +150,7 @@ Manifest manifest_from_json(const json& input) {
     ObjectReader::fail(reader.field("schema"),
                        "expected \"" + std::string(kBundleSchema) + "\", got \"" + manifest.schema + "\"");
   manifest.task = reader.raw("task");
-  if (!manifest.task.is_object()) ObjectReader::fail(reader.field("task"), "expected an object, got " + shown(manifest.task));
+  if (!manifest.task.is_object()) ObjectReader::fail(reader.field("task"), "expected an object, got " + ObjectReader::shown(manifest.task));
   manifest.task_sha256 = reader.sha256("task_sha256");
   manifest.solver_public_key = reader.string("solver_public_key");
   manifest.model_sha256 = reader.sha256("model_sha256");
@@ -360,7 +271,7 @@ std::vector<StepRecord> decode_segment(const std::string& text, std::string_view
     record.indices.reserve(indices.size());
     for (const json& index : indices) {
       if (!index.is_number_unsigned() || index.get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max())
-        ObjectReader::fail(indices_field, "expected sample indices below 2^32, got " + shown(index));
+        ObjectReader::fail(indices_field, "expected sample indices below 2^32, got " + ObjectReader::shown(index));
       record.indices.push_back(index.get<std::uint32_t>());
     }
     const double loss = item.number("loss");

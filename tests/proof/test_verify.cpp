@@ -181,7 +181,7 @@ TEST_CASE("A folder without a manifest is not a bundle", "[proof]") {
   test::write_text(scratch / "manifest.json", "{\"schema\": 3}");
   test::write_text(scratch / "manifest.sig", "00\n");
   CHECK_THROWS_WITH(verify_bundle(scratch.path(), {}, test::toy_replayer_factory(&replays)),
-                    Contains("not a bundle: manifest.schema: expected a string"));
+                    Contains("not a bundle: manifest.schema: expected a non-empty string"));
 }
 
 TEST_CASE("A changed weight byte is caught by its file hash, before any replay", "[proof]") {

@@ -1,0 +1,118 @@
+#include "common/json_reader.h"
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "common/sha256.h"
+
+namespace solver {
+
+using nlohmann::json;
+
+ObjectReader::ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
+  if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
+}
+
+void ObjectReader::fail(const std::string& field, const std::string& message) {
+  throw Error(ErrorKind::Input, field + ": " + message);
+}
+
+std::string ObjectReader::shown(const json& value) {
+  std::string text = value.dump();
+  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+}
+
+std::string ObjectReader::field(std::string_view key) const { return path_ + "." + std::string(key); }
+
+bool ObjectReader::has(std::string_view key) {
+  known_.insert(std::string(key));
+  return object_.contains(key);
+}
+
+const json& ObjectReader::raw(std::string_view key) {
+  if (!has(key)) fail(field(key), "missing");
+  return object_.at(std::string(key));
+}
+
+std::string ObjectReader::string(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_string() || value.get<std::string>().empty())
+    fail(field(key), "expected a non-empty string, got " + shown(value));
+  return value.get<std::string>();
+}
+
+std::string ObjectReader::sha256(std::string_view key) {
+  std::string value = string(key);
+  if (!is_sha256_hex(value)) fail(field(key), "expected 64 lowercase hex digits, got \"" + value + "\"");
+  return value;
+}
+
+double ObjectReader::number(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_number() || !std::isfinite(value.get<double>())) fail(field(key), "expected a finite number, got " + shown(value));
+  return value.get<double>();
+}
+
+double ObjectReader::number_or(std::string_view key, double fallback) { return has(key) ? number(key) : fallback; }
+
+std::int64_t ObjectReader::integer(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() && value.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())))
+    fail(field(key), "expected an integer, got " + shown(value));
+  return value.get<std::int64_t>();
+}
+
+std::int64_t ObjectReader::integer_or(std::string_view key, std::int64_t fallback) { return has(key) ? integer(key) : fallback; }
+
+std::int64_t ObjectReader::non_negative(std::string_view key) {
+  const std::int64_t value = integer(key);
+  if (value < 0) fail(field(key), "expected a non-negative integer, got " + std::to_string(value));
+  return value;
+}
+
+std::uint64_t ObjectReader::unsigned_integer(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<std::int64_t>() >= 0))
+    fail(field(key), "expected a non-negative integer below 2^64, got " + shown(value));
+  return value.get<std::uint64_t>();
+}
+
+bool ObjectReader::boolean(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_boolean()) fail(field(key), "expected true or false, got " + shown(value));
+  return value.get<bool>();
+}
+
+bool ObjectReader::boolean_or(std::string_view key, bool fallback) { return has(key) ? boolean(key) : fallback; }
+
+std::vector<std::int64_t> ObjectReader::positive_integers(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_array() || value.empty()) fail(field(key), "expected a non-empty array of positive integers, got " + shown(value));
+  std::vector<std::int64_t> result;
+  for (const json& item : value) {
+    if (!item.is_number_integer() || item.get<std::int64_t>() <= 0) fail(field(key), "expected positive integers, got " + shown(value));
+    result.push_back(item.get<std::int64_t>());
+  }
+  return result;
+}
+
+const json& ObjectReader::array(std::string_view key) {
+  const json& value = raw(key);
+  if (!value.is_array()) fail(field(key), "expected an array, got " + shown(value));
+  return value;
+}
+
+ObjectReader ObjectReader::object(std::string_view key) { return ObjectReader(raw(key), field(key)); }
+
+void ObjectReader::finish() const {
+  for (const auto& [key, value] : object_.items())
+    if (!known_.contains(key)) {
+      std::string expected;
+      for (const auto& name : known_) expected += (expected.empty() ? "" : ", ") + name;
+      fail(field(key), "unknown field (expected one of: " + expected + ")");
+    }
+}
+
+}  // namespace solver
