@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"solver: train tasks for the compute market and prove the work"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags (-v, -q) also work after the subcommand
   int verbosity = 0;
   bool quiet = false;
   app.add_flag("-v,--verbose", verbosity, "More log detail");

@@ -507,7 +507,7 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
       }
   }
   report.passed = state_passed && report.losses_match;
-  log_info("proof", "verify: segment steps={} chosen_by={} seconds={:.2f} l2={} bitwise={} passed={}",
+  log_debug("proof", "verify: segment steps={} chosen_by={} seconds={:.2f} l2={} bitwise={} passed={}",
            steps_text(report.first_step, report.last_step), report.chosen_by, report.seconds, report.distance.l2,
            report.bitwise_equal, report.passed);
   return report;
