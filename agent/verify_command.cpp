@@ -27,11 +27,15 @@ void print_table(const proof::Verdict& verdict) {
       std::printf("%-16s %-7s %12.4g %12.4g %10.6f %11s %s\n", steps.c_str(), segment.chosen_by.c_str(), segment.distance.l2,
                   segment.distance.linf, segment.distance.cosine, threshold.c_str(), segment.passed ? "pass" : "FAIL");
     }
-    std::printf("replayed %.1f%% of training in %.1f s (training took %.1f s); verifier seed %llu; %s\n",
-                verdict.replayed_fraction * 100.0, verdict.replay_seconds, verdict.train_seconds,
-                static_cast<unsigned long long>(verdict.random_seed),
+    std::printf("replayed %zu of %lld segments (%.1f%% of training) in %.1f s (training took %.1f s); verifier seed %llu; %s\n",
+                verdict.segments.size(), static_cast<long long>(verdict.segments_total), verdict.replayed_fraction * 100.0,
+                verdict.replay_seconds, verdict.train_seconds, static_cast<unsigned long long>(verdict.random_seed),
                 verdict.same_runtime ? "same build and device: bitwise equality required"
                                      : "different build or device: distance threshold applies");
+  } else {
+    // Said even when nothing was replayed, so that the cost of a verdict is always visible.
+    std::printf("replayed 0 of %lld segments%s\n", static_cast<long long>(verdict.segments_total),
+                verdict.accepted ? "" : ": rejected by the checks that need no training");
   }
   if (verdict.accepted) {
     std::printf("verdict: ACCEPTED\n");

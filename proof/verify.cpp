@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "common/data_order.h"
@@ -412,15 +413,22 @@ std::vector<Choice> select_segments(const Manifest& manifest, const VerifyOption
     return chosen;
   }
   if (options.selection == SegmentSelection::TopQ) {
-    std::vector<std::size_t> by_update(count);
-    for (std::size_t i = 0; i < count; ++i) by_update[i] = i;
+    // Per epoch rather than over the whole run: early epochs' updates dwarf later ones, so a
+    // global top-q would only ever replay the start of training.
+    auto epoch_of = [&](std::size_t segment) { return (manifest.segments[segment].last_step - 1) / manifest.steps_per_epoch; };
     // Segment i ends at checkpoint i + 1, whose update is the segment's.
-    std::ranges::stable_sort(by_update, [&](std::size_t a, std::size_t b) {
-      return manifest.checkpoints[a + 1].update->l2 > manifest.checkpoints[b + 1].update->l2;
-    });
-    const std::size_t top = std::min(count, static_cast<std::size_t>(options.q));
-    for (std::size_t i = 0; i < top; ++i) chosen.push_back({by_update[i], "top-q"});
-    for (std::size_t i = top; i < count; ++i) rest.push_back(by_update[i]);
+    auto update_of = [&](std::size_t segment) { return manifest.checkpoints[segment + 1].update->l2; };
+    std::map<std::int64_t, std::vector<std::size_t>> by_epoch;
+    for (std::size_t i = 0; i < count; ++i) by_epoch[epoch_of(i)].push_back(i);
+    for (auto& [epoch, members] : by_epoch) {
+      std::ranges::stable_sort(members, std::ranges::greater{}, update_of);
+      for (std::size_t rank = 0; rank < members.size(); ++rank) {
+        if (rank < static_cast<std::size_t>(options.q))
+          chosen.push_back({members[rank], "top-q"});
+        else
+          rest.push_back(members[rank]);
+      }
+    }
     std::ranges::sort(rest);
   } else {
     for (std::size_t i = 0; i < count; ++i) rest.push_back(i);
@@ -544,6 +552,8 @@ json Verdict::to_json() const {
           {"segments", std::move(reports)},
           {"random_seed", random_seed},
           {"same_runtime", same_runtime},
+          {"segments_replayed", segments.size()},
+          {"segments_total", segments_total},
           {"replayed_fraction", replayed_fraction},
           {"replay_seconds", replay_seconds},
           {"train_seconds", train_seconds}};
@@ -564,6 +574,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   const BundleFiles files = read_bundle(dir);
   const Manifest& manifest = files.manifest;
   verdict.train_seconds = manifest.outcome.train_seconds;
+  verdict.segments_total = static_cast<std::int64_t>(manifest.segments.size());
   check_signature(files, options, failures);
   const std::optional<Task> task = check_task(dir, manifest, options, failures);
   check_files(dir, manifest, failures);

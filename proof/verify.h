@@ -43,12 +43,21 @@ class Replayer {
 // Builds a replayer for a task (loading its model and data) with the bundle's thread count.
 using ReplayerFactory = std::function<std::unique_ptr<Replayer>(const Task& task, int threads)>;
 
+// Which segments are replayed (all cheap checks run on every segment regardless):
+//   TopQ    within each epoch, the q segments with the largest recorded updates (l2), as in
+//           Jia et al.'s proof of learning, plus random_count more drawn among all the rest.
+//           Top-q alone is blind to a forger who keeps the largest updates honest and fakes
+//           small ones; the random draws, unknown to the solver, are what catch that.
+//           A segment belongs to the epoch of its last step, where its update is measured
+//           (epochs of manifest.steps_per_epoch steps).
+//   Random  random_count segments drawn among all.
+//   All     every segment.
 enum class SegmentSelection { TopQ, Random, All };
 
 struct VerifyOptions {
   SegmentSelection selection = SegmentSelection::TopQ;
-  int q = 2;              // top-q: the q largest updates (by l2)...
-  int random_count = 1;   // ...plus this many drawn at random among the rest
+  int q = 2;              // top-q: the q largest updates of each epoch...
+  int random_count = 1;   // ...plus this many drawn at random among the rest of the bundle
   std::optional<std::uint64_t> random_seed;  // verifier's randomness; drawn and reported when absent
   double delta = 1e-3;    // l2 threshold when the replay runtime differs from the bundle's
   std::optional<std::string> expected_task_sha256;   // reject a bundle for another task
@@ -73,6 +82,7 @@ struct Verdict {
   std::vector<SegmentReport> segments;
   std::uint64_t random_seed = 0;
   bool same_runtime = false;       // bitwise replay required
+  std::int64_t segments_total = 0;  // in the bundle; `segments` holds the replayed ones
   double replayed_fraction = 0.0;  // replayed steps / total steps
   double replay_seconds = 0.0;
   double train_seconds = 0.0;      // as recorded in the bundle

@@ -122,15 +122,61 @@ TEST_CASE("An honest bundle is accepted with every replay bitwise equal", "[proo
   CHECK(all.replayed_fraction == 1.0);
   CHECK(all.train_seconds == 1.25);
 
-  const Verdict sampled = fixture.verify();  // top-2 by update plus 1 at random
+  VerifyOptions sampling;  // the largest update of each of the 3 epochs, plus 1 at random
+  sampling.q = 1;
+  const Verdict sampled = fixture.verify(sampling);
   CHECK(sampled.accepted);
-  REQUIRE(sampled.segments.size() == 3);
+  REQUIRE(sampled.segments.size() == 4);
+  CHECK(sampled.segments_total == 5);
   CHECK(sampled.replayed_fraction < 1.0);
 
   const json report = sampled.to_json();
   CHECK(report.at("accepted") == true);
-  CHECK(report.at("segments").size() == 3);
+  CHECK(report.at("segments").size() == 4);
+  CHECK(report.at("segments_replayed") == 4);
+  CHECK(report.at("segments_total") == 5);
   CHECK(report.at("random_seed") == sampled.random_seed);
+}
+
+TEST_CASE("Top-q replays the largest updates of each epoch, then random ones among the rest", "[proof]") {
+  // The toy run has 8 steps per epoch; segments belong to the epoch of their last step:
+  // epoch 0 holds steps 1-5, epoch 1 steps 6-10 and 11-15, epoch 2 steps 16-20 and 21-23.
+  Fixture fixture;
+  const Manifest manifest = read_manifest(fixture.dir());
+  REQUIRE(manifest.steps_per_epoch == 8);
+  auto update_ending_at = [&](std::int64_t step) {
+    for (const CheckpointEntry& entry : manifest.checkpoints)
+      if (entry.step == step) return entry.update->l2;
+    FAIL("no checkpoint at step " << step);
+    return 0.0;
+  };
+  const std::int64_t larger_in_epoch_1 = update_ending_at(10) > update_ending_at(15) ? 6 : 11;
+  const std::int64_t larger_in_epoch_2 = update_ending_at(20) > update_ending_at(23) ? 16 : 21;
+
+  VerifyOptions options;
+  options.q = 1;
+  options.random_count = 0;
+  const Verdict top = fixture.verify(options);
+  CHECK(top.accepted);
+  std::vector<std::int64_t> first_steps;
+  for (const SegmentReport& report : top.segments) {
+    CHECK(report.chosen_by == "top-q");
+    first_steps.push_back(report.first_step);
+  }
+  CHECK(first_steps == std::vector<std::int64_t>{1, larger_in_epoch_1, larger_in_epoch_2});
+  CHECK(top.segments_total == 5);
+
+  options.random_count = 5;  // more than the 2 left: each is drawn once
+  const Verdict topped_up = fixture.verify(options);
+  REQUIRE(topped_up.segments.size() == 5);
+  CHECK(std::count_if(topped_up.segments.begin(), topped_up.segments.end(),
+                      [](const SegmentReport& r) { return r.chosen_by == "random"; }) == 2);
+
+  options.q = 2;  // each epoch has at most 2 segments: top-q takes them all
+  options.random_count = 1;
+  const Verdict everything = fixture.verify(options);
+  REQUIRE(everything.segments.size() == 5);
+  for (const SegmentReport& report : everything.segments) CHECK(report.chosen_by == "top-q");
 }
 
 TEST_CASE("On another runtime an honest bundle passes under the distance threshold", "[proof]") {
@@ -148,11 +194,11 @@ TEST_CASE("On another runtime an honest bundle passes under the distance thresho
 TEST_CASE("The same random seed gives the same verdict and segment choice", "[proof]") {
   Fixture fixture;
   VerifyOptions options;
-  options.q = 1;
-  options.random_count = 2;
+  options.q = 1;  // one per epoch: 3 of the 5 segments...
+  options.random_count = 1;  // ...and one of the other 2, as the seed says
   const Verdict first = fixture.verify(options);
-  REQUIRE(first.segments.size() == 3);
-  CHECK(std::count_if(first.segments.begin(), first.segments.end(), [](const SegmentReport& r) { return r.chosen_by == "top-q"; }) == 1);
+  REQUIRE(first.segments.size() == 4);
+  CHECK(std::count_if(first.segments.begin(), first.segments.end(), [](const SegmentReport& r) { return r.chosen_by == "top-q"; }) == 3);
 
   options.random_seed = first.random_seed;  // drawn and reported by the first verdict
   for (int again = 0; again < 2; ++again) {
@@ -167,6 +213,7 @@ TEST_CASE("The same random seed gives the same verdict and segment choice", "[pr
   }
 
   options.selection = SegmentSelection::Random;
+  options.random_count = 2;
   options.random_seed = 42;
   const Verdict random = fixture.verify(options);
   CHECK(random.segments.size() == 2);

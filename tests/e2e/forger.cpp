@@ -1,0 +1,103 @@
+#include "tests/e2e/forger.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <optional>
+
+#include "common/files.h"
+#include "common/sha256.h"
+#include "tests/e2e/e2e_support.h"
+
+namespace solver::test {
+
+std::filesystem::path copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
+  return to;
+}
+
+kernels::WeightDistance parameter_distance(const checkpoint::Checkpoint& from, const checkpoint::Checkpoint& to) {
+  kernels::DistanceAccumulator accumulator;
+  for (const auto& tensor : to.tensors)
+    if (tensor.name.starts_with("param.")) accumulator.add(from.find(tensor.name)->as_f32(), tensor.as_f32());
+  return accumulator.finish();
+}
+
+void interpolate_parameters(checkpoint::Checkpoint& state, const checkpoint::Checkpoint& from, const checkpoint::Checkpoint& to,
+                            float t) {
+  for (auto& tensor : state.tensors) {
+    if (!tensor.name.starts_with("param.")) continue;
+    const auto start = from.find(tensor.name)->as_f32();
+    const auto end = to.find(tensor.name)->as_f32();
+    auto* values = reinterpret_cast<float*>(tensor.data.data());
+    for (std::size_t i = 0; i < start.size(); ++i) values[i] = start[i] + t * (end[i] - start[i]);
+  }
+}
+
+Forger::Forger(const std::filesystem::path& dir, const std::filesystem::path& key)
+    : dir_(dir), manifest_(proof::manifest_from_json(read_json(dir / "manifest.json"))), key_(proof::SigningKey::load(key)) {}
+
+checkpoint::Checkpoint Forger::checkpoint_at(std::size_t index) const {
+  return checkpoint::read_safetensors(path(manifest_.checkpoints.at(index).file.path));
+}
+
+void Forger::replace_checkpoint(std::size_t index, const checkpoint::Checkpoint& state) {
+  checkpoint::write_safetensors(path(manifest_.checkpoints.at(index).file.path), state);
+}
+
+std::vector<StepRecord> Forger::segment(std::size_t index) const {
+  return proof::decode_segment(read_file(path(manifest_.segments.at(index).file.path)), "segment");
+}
+
+void Forger::replace_segment(std::size_t index, const std::vector<StepRecord>& steps) {
+  const auto& entry = manifest_.segments.at(index);
+  write_file_durably(path(entry.file.path), proof::encode_segment(entry.first_step, entry.last_step, steps));
+}
+
+void Forger::reseal() {
+  std::optional<checkpoint::Checkpoint> previous;
+  std::string chain = manifest_.task_sha256;
+  for (std::size_t i = 0; i < manifest_.checkpoints.size(); ++i) {
+    auto& entry = manifest_.checkpoints[i];
+    refresh(entry.file);
+    const checkpoint::Checkpoint state = checkpoint::read_safetensors(path(entry.file.path));
+    entry.update.reset();
+    if (previous) entry.update = parameter_distance(*previous, state);
+    std::string segment_sha;
+    if (i > 0 && i - 1 < manifest_.segments.size()) {
+      refresh(manifest_.segments[i - 1].file);
+      segment_sha = manifest_.segments[i - 1].file.sha256;
+    }
+    chain = proof::chain_link(chain, entry.step, entry.file.sha256, segment_sha);
+    entry.chain = chain;
+    previous = state;
+  }
+  manifest_.chain_root = chain;
+  manifest_.solver_public_key = key_.public_key_hex();
+  proof::write_signed_manifest(dir_, manifest_, key_);
+}
+
+void Forger::refresh(proof::FileEntry& file) const {
+  file.size = std::filesystem::file_size(path(file.path));
+  file.sha256 = sha256_file_hex(path(file.path));
+}
+
+Verification run_verify(const std::filesystem::path& bundle, const std::vector<std::string>& options) {
+  std::vector<std::string> arguments{"verify", bundle.string()};
+  arguments.insert(arguments.end(), options.begin(), options.end());
+  Verification verification{run_solver(arguments)};
+  const std::string& output = verification.result.output;
+  const std::size_t summary = output.find("replayed ");
+  if (summary != std::string::npos)
+    std::sscanf(output.c_str() + summary, "replayed %d of %d segments", &verification.segments_replayed,
+                &verification.segments_total);
+  return verification;
+}
+
+void check_rejected(const CommandResult& result, const std::string& reason) {
+  CHECK(result.exit_code == 1);
+  CHECK(result.output.find("verdict: REJECTED") != std::string::npos);
+  CHECK(result.output.find(reason) != std::string::npos);
+}
+
+}  // namespace solver::test
