@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/task.h"
+
 namespace solver::agent {
 
 // Exit statuses shared by every command (docs/cli.md).
@@ -22,6 +24,9 @@ inline constexpr int kExitConfig = 78;      // configuration (e.g. the key file)
 // The task `solver run` trains when given none: configs/tasks/fashion-mnist-mlp.json,
 // embedded at build time.
 std::string_view embedded_default_task();
+// The embedded default task, parsed (its paths are absolute). Throws Error(Internal) if the
+// build embedded an invalid one.
+Task parse_embedded_default_task();
 
 // The solver key: --key, else $SOLVER_KEY, else $XDG_CONFIG_HOME (or ~/.config)/solver/solver.key.
 std::filesystem::path default_key_path();
@@ -52,5 +57,14 @@ struct VerifyCommandOptions {
 int verify_command(const VerifyCommandOptions& options);
 
 int keygen_command(const std::optional<std::filesystem::path>& key_file);
+
+struct BenchOptions {
+  bool quick = false;  // seconds instead of minutes: smaller sizes, fewer repeats
+  bool json = false;
+  std::string device;                  // where matmul and training run; "": cuda:0 if LibTorch sees a GPU, else cpu
+  std::filesystem::path disk_dir = ".";  // the disk test's folder: where `solver run` writes runs/
+};
+// `solver bench`: measures this machine (docs/benchmarks.md) and prints a table or JSON.
+int bench_command(const BenchOptions& options);
 
 }  // namespace solver::agent

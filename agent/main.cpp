@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("--segments", verify.segments, "Which segments to replay: top-q, random or all")
       ->check(CLI::IsMember({"top-q", "random", "all"}))
       ->capture_default_str();
-  verify_cmd->add_option("--q", verify.q, "top-q: how many of the largest updates to replay")->check(CLI::Range(0, 1000000))->capture_default_str();
+  verify_cmd->add_option("--q", verify.q, "top-q: how many of the largest updates of each epoch to replay")->check(CLI::Range(0, 1000000))->capture_default_str();
   verify_cmd->add_option("--random", verify.random_count, "How many further segments to replay at random")->check(CLI::Range(0, 1000000))->capture_default_str();
   verify_cmd->add_option("--seed", verify.random_seed, "The verifier's random seed (default: drawn, and printed)");
   verify_cmd->add_option("--delta", verify.delta, "l2 threshold when replaying on another build or device")->check(CLI::PositiveNumber)->capture_default_str();
@@ -88,6 +88,15 @@ int main(int argc, char** argv) {
   std::optional<std::filesystem::path> keygen_file;
   auto* keygen_cmd = app.add_subcommand("keygen", "Create the solver's Ed25519 key (mode 0600)");
   keygen_cmd->add_option("--key", keygen_file, "Where to write it (default: $SOLVER_KEY or ~/.config/solver/solver.key)");
+
+  BenchOptions bench;
+  auto* bench_cmd = app.add_subcommand("bench", "Measure this machine: matmul, memory, SHA-256, disk, training, GPUs");
+  bench_cmd->add_flag("--quick", bench.quick, "Fewer repeats, smaller sizes: about 15 s on 2 cores instead of 40");
+  bench_cmd->add_flag("--json", bench.json, "Print the figures as JSON");
+  bench_cmd->add_option("--device", bench.device,
+                        "Where matmul and training run: cpu, cuda or cuda:N (default: cuda:0 when LibTorch sees a GPU, else cpu)");
+  bench_cmd->add_option("--dir", bench.disk_dir, "Folder for the disk test (default: the current folder)")
+      ->check(CLI::ExistingDirectory);
 
   bool version_json = false;
   auto* version_cmd = app.add_subcommand("version", "Print the version");
@@ -113,6 +122,7 @@ int main(int argc, char** argv) {
       return verify_command(verify);
     }
     if (*keygen_cmd) return keygen_command(keygen_file);
+    if (*bench_cmd) return bench_command(bench);
     if (*version_cmd) return version_command(version_json);
   } catch (const Error& error) {
     log_error("agent", "{} error: {}", error_kind_name(error.kind()), error.what());

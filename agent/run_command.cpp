@@ -60,11 +60,7 @@ class ProgressReporter {
 Task load_run_task(const RunOptions& options) {
   if (options.task_file) return load_task_file(*options.task_file);
   log_info("agent", "no task file given: training the embedded default task (configs/tasks/fashion-mnist-mlp.json)");
-  try {
-    return parse_task(nlohmann::json::parse(embedded_default_task()), std::filesystem::current_path());
-  } catch (const nlohmann::json::exception& error) {
-    throw Error(ErrorKind::Internal, std::string("the embedded default task is not valid JSON: ") + error.what());
-  }
+  return parse_embedded_default_task();
 }
 
 proof::SigningKey load_or_create_key(const std::optional<std::filesystem::path>& explicit_path) {
@@ -87,6 +83,14 @@ std::uint64_t directory_size(const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+Task parse_embedded_default_task() {
+  try {
+    return parse_task(nlohmann::json::parse(embedded_default_task()), std::filesystem::current_path());
+  } catch (const nlohmann::json::exception& error) {
+    throw Error(ErrorKind::Internal, std::string("the embedded default task is not valid JSON: ") + error.what());
+  }
+}
 
 std::filesystem::path default_key_path() {
   if (const char* key = std::getenv("SOLVER_KEY"); key != nullptr && *key != '\0') return key;

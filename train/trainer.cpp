@@ -13,8 +13,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/stack.h>
-#include <c10/util/Exception.h>
-#include <torch/cuda.h>
 #include <torch/version.h>
 #include <unistd.h>
 
@@ -23,17 +21,16 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <thread>
 
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "train/detail/data.h"
+#include "train/detail/device.h"
 #include "train/detail/model.h"
 #include "train/detail/optimizer.h"
 
@@ -43,45 +40,16 @@ namespace solver::train {
 namespace {
 
 using detail::NamedTensor;
+using detail::parse_device;
+using detail::require_usable_cuda;
+using detail::resolved_threads;
+using detail::translating_torch_errors;
 using Clock = std::chrono::steady_clock;
 
 // Evaluation only reads the model; its batch size sets speed and memory, not the weights.
 constexpr std::int64_t kEvaluationBatchSize = 1000;
 // clip_grad_norm_'s guard against dividing by a zero norm.
 constexpr double kClipEpsilon = 1e-6;
-
-c10::Device parse_device(const std::string& text) {
-  if (text == "cpu") return c10::Device(c10::kCPU);
-  if (text == "cuda") return c10::Device(c10::kCUDA, 0);
-  int index = -1;
-  if (text.starts_with("cuda:")) {
-    const char* begin = text.data() + 5;
-    const char* end = text.data() + text.size();
-    const auto [stop, error] = std::from_chars(begin, end, index);
-    if (error != std::errc() || stop != end || begin == end || index < 0 || index > 127) index = -1;
-  }
-  if (index < 0) throw Error(ErrorKind::Config, "device: expected cpu, cuda or cuda:N, got \"" + text + "\"");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
-}
-
-void require_usable_cuda(c10::Device device) {
-  // cuBLAS is only deterministic with a fixed workspace; it reads this once, at first use.
-  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
-  if (!torch::cuda::is_available())
-    throw Error(ErrorKind::Cuda, "device " + device.str() +
-                                     " requested, but CUDA is unavailable (this LibTorch has no CUDA support, or no "
-                                     "GPU and driver are visible); use --device cpu");
-  const auto count = static_cast<std::int64_t>(torch::cuda::device_count());
-  if (device.index() >= count)
-    throw Error(ErrorKind::Cuda, "device " + device.str() + " requested, but only " + std::to_string(count) +
-                                     " CUDA device(s) are visible (cuda:0 to cuda:" + std::to_string(count - 1) + ")");
-}
-
-int resolved_threads(int requested) {
-  if (requested < 0) throw Error(ErrorKind::Config, "threads: expected 0 (automatic) or a positive count, got " + std::to_string(requested));
-  if (requested > 0) return requested;
-  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
-}
 
 // Process-wide switches: deterministic kernels (an op without one throws), no cuDNN autotuning
 // (it picks kernels by timing), and a fixed intra-op thread count (CPU reductions split by it).
@@ -177,21 +145,6 @@ double resident_memory_mb() {
   std::int64_t size_pages = 0, resident_pages = 0;
   statm >> size_pages >> resident_pages;
   return static_cast<double>(resident_pages) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
-}
-
-// libtorch reports failures as c10::Error; callers get solver::Error. On a GPU a failure may
-// be the device's or the model's and we cannot tell, so it is Error(Cuda) there, Error(Input)
-// on the CPU; running out of memory is the task asking for more than it may (Error(Budget)).
-template <typename Body>
-auto translating_torch_errors(c10::Device device, const std::string& context, Body&& body) -> decltype(body()) {
-  try {
-    return body();
-  } catch (const c10::OutOfMemoryError& error) {
-    throw Error(ErrorKind::Budget, context + ": out of memory on " + device.str() + ": " + error.what_without_backtrace());
-  } catch (const c10::Error& error) {
-    throw Error(device.is_cuda() ? ErrorKind::Cuda : ErrorKind::Input,
-                context + ": libtorch: " + error.what_without_backtrace());
-  }
 }
 
 }  // namespace

@@ -1,0 +1,384 @@
+// `solver bench`: measures this machine and prints each figure beside its datasheet peak where
+// one is known (docs/benchmarks.md). The measuring lives in hardware/ (host figures, NVML, the
+// datasheet table) and train/benchmark.h (LibTorch); this file picks the sizes and prints.
+// Invariant: every number printed was measured in this run, read from NVML, or taken from the
+// datasheet table, and the report says which; a peak we do not know is printed as unknown.
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/commands.h"
+#include "common/log.h"
+#include "common/version.h"
+#include "hardware/datasheet_peaks.h"
+#include "hardware/host_benchmark.h"
+#include "hardware/nvml.h"
+#include "train/benchmark.h"
+
+namespace solver::agent {
+namespace {
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+// Sizes and repeats. Quick finishes in about 15 s on a 2-core machine (the promise is 30 s),
+// most of it faulting in the memory arrays; full takes about 40 s there.
+struct BenchPlan {
+  std::int64_t cpu_matmul_n;
+  int cpu_matmul_repeats;
+  std::size_t memory_array_bytes;  // the least; grown to 4x the last-level cache (stream_array_bytes)
+  int memory_repeats;
+  std::size_t sha256_bytes;
+  int sha256_repeats;
+  std::size_t disk_bytes;
+  std::int64_t training_warmup_steps;
+  std::int64_t training_steps;
+  std::int64_t gpu_matmul_n;
+  int gpu_matmul_repeats;
+  std::size_t gpu_memory_bytes;
+  int gpu_memory_repeats;
+};
+constexpr BenchPlan kQuickPlan{1024, 3, 64 * kMiB, 3, 64 * kMiB, 3, 256 * kMiB, 10, 200, 4096, 3, 256 * kMiB, 5};
+constexpr BenchPlan kFullPlan{2048, 5, 256 * kMiB, 5, 256 * kMiB, 3, 1024 * kMiB, 20, 1000, 8192, 5, 1024 * kMiB, 10};
+
+// The peaks that apply to the GPU measured as cuda:N. CUDA numbers GPUs in its own order
+// (and CUDA_VISIBLE_DEVICES renumbers them), so NVML's GPU N need not be cuda:N; the
+// datasheet row is only lent when every GPU has the same name, the PCIe peak only when every
+// GPU's link is the same.
+struct MeasuredGpuPeaks {
+  std::optional<hardware::DatasheetPeaks> datasheet;
+  std::optional<double> pcie_gb_per_s;
+};
+
+MeasuredGpuPeaks peaks_for_measured_gpu(const hardware::GpuInventory& inventory) {
+  MeasuredGpuPeaks peaks;
+  if (inventory.gpus.empty()) return peaks;
+  const hardware::GpuInfo& first = inventory.gpus.front();
+  const auto same = [&](auto field) {
+    return std::all_of(inventory.gpus.begin(), inventory.gpus.end(), [&](const hardware::GpuInfo& gpu) { return field(gpu) == field(first); });
+  };
+  if (same([](const hardware::GpuInfo& gpu) { return gpu.name; })) peaks.datasheet = hardware::datasheet_peaks(first.name);
+  if (first.pcie_max_generation && first.pcie_max_width &&
+      same([](const hardware::GpuInfo& gpu) { return std::pair(gpu.pcie_max_generation, gpu.pcie_max_width); }))
+    peaks.pcie_gb_per_s = hardware::pcie_peak_gb_per_s(*first.pcie_max_generation, *first.pcie_max_width);
+  return peaks;
+}
+
+struct GpuMeasurements {
+  train::MatmulResult matmul_fp32;
+  train::MatmulResult matmul_bf16;
+  train::DeviceMemoryBandwidth memory;
+  MeasuredGpuPeaks peaks;
+};
+
+struct BenchReport {
+  bool quick = false;
+  hardware::HostInfo host;
+  train::MatmulResult cpu_matmul;
+  hardware::MemoryBandwidth memory;
+  hardware::Sha256Throughput sha256;
+  hardware::DiskWrite disk;
+  train::TrainingThroughput training;
+  hardware::GpuInventory inventory;
+  int torch_cuda_devices = 0;
+  std::optional<GpuMeasurements> gpu;
+  std::string gpu_skipped_reason;  // why `gpu` is empty
+};
+
+BenchReport measure(const BenchOptions& options) {
+  const BenchPlan& plan = options.quick ? kQuickPlan : kFullPlan;
+  BenchReport report;
+  report.quick = options.quick;
+  report.host = hardware::read_host_info();
+  report.inventory = hardware::read_gpu_inventory();
+  report.torch_cuda_devices = train::cuda_device_count();
+  const std::string device = !options.device.empty() ? options.device : report.torch_cuda_devices > 0 ? "cuda:0" : "cpu";
+  log_info("agent", "bench: {} mode, matmul and training on {}; this takes {}", options.quick ? "quick" : "full", device,
+           options.quick ? "about 15 s on 2 cores" : "about 40 s on 2 cores");
+
+  // The GPU first: a requested GPU that is unusable fails the command before minutes of CPU work.
+  if (device != "cpu") {
+    log_debug("agent", "bench: GPU matmul and memory on {}", device);
+    GpuMeasurements gpu;
+    gpu.matmul_fp32 = train::measure_matmul({device, "fp32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.matmul_bf16 = train::measure_matmul({device, "bf16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
+    gpu.peaks = peaks_for_measured_gpu(report.inventory);
+    report.gpu = gpu;
+  } else {
+    report.gpu_skipped_reason = report.torch_cuda_devices == 0
+                                    ? "no CUDA device (LibTorch sees none: no GPU or driver, or a LibTorch without CUDA)"
+                                    : "--device cpu";
+  }
+
+  log_debug("agent", "bench: CPU matmul");
+  report.cpu_matmul = train::measure_matmul({"cpu", "fp32", plan.cpu_matmul_n, plan.cpu_matmul_repeats, 0});
+  log_debug("agent", "bench: memory bandwidth");
+  report.memory =
+      hardware::measure_memory_bandwidth({hardware::stream_array_bytes(report.host, plan.memory_array_bytes), 0, plan.memory_repeats});
+  log_debug("agent", "bench: SHA-256");
+  report.sha256 = hardware::measure_sha256(plan.sha256_bytes, plan.sha256_repeats);
+  log_debug("agent", "bench: disk write in {}", options.disk_dir.string());
+  report.disk = hardware::measure_disk_write({options.disk_dir, plan.disk_bytes});
+  log_debug("agent", "bench: training throughput on {}", device);
+  report.training = train::measure_training_throughput(parse_embedded_default_task(),
+                                                       {device, 0, plan.training_warmup_steps, plan.training_steps, 5});
+  return report;
+}
+
+std::optional<double> percent_of(double measured, const std::optional<double>& peak) {
+  if (!peak) return std::nullopt;
+  return 100.0 * measured / *peak;
+}
+
+// ---- table ----
+
+std::string format_value(double value) {
+  if (value >= 100.0) return fmt::format("{:.0f}", value);
+  if (value >= 10.0) return fmt::format("{:.1f}", value);
+  return fmt::format("{:.2f}", value);
+}
+
+std::string format_mib(std::size_t bytes) { return fmt::format("{} MiB", bytes / kMiB); }
+
+struct Row {
+  std::string figure;
+  double value = 0.0;
+  std::string unit;
+  std::optional<double> peak;  // same unit as value
+  bool has_peak = true;        // false: no peak applies (SHA-256, disk, training)
+  std::string how;
+};
+
+void print_rows(const std::vector<Row>& rows) {
+  std::printf("  %-24s %16s  %-16s %9s  %s\n", "figure", "measured", "peak", "of peak", "how");
+  for (const Row& row : rows) {
+    const std::string measured = format_value(row.value) + " " + row.unit;
+    const std::string peak = !row.has_peak ? "-" : row.peak ? format_value(*row.peak) + " " + row.unit : "unknown";
+    const std::optional<double> percent = percent_of(row.value, row.peak);
+    const std::string share = percent ? fmt::format("{:.0f}%", *percent) : "-";
+    std::printf("  %-24s %16s  %-16s %9s  %s\n", row.figure.c_str(), measured.c_str(), peak.c_str(), share.c_str(), row.how.c_str());
+  }
+}
+
+// Whether the memory arrays obey STREAM's rule (each 4x the last-level cache).
+std::string cache_note(const hardware::HostInfo& host, std::size_t array_bytes) {
+  if (host.last_level_cache_bytes == 0) return "last-level cache size unknown";
+  if (array_bytes >= 4 * host.last_level_cache_bytes)
+    return fmt::format("arrays >= 4x the {} last-level cache", format_mib(host.last_level_cache_bytes));
+  return fmt::format("arrays < 4x the {} last-level cache (capped at 1/8 of RAM): may measure the cache",
+                     format_mib(host.last_level_cache_bytes));
+}
+
+std::string matmul_how(const train::MatmulResult& matmul) {
+  const std::string cpu = matmul.blas.empty() ? "" : fmt::format("{} LibTorch threads, BLAS {}, ", matmul.threads, matmul.blas);
+  return fmt::format("at::mm {0}x{0} (2n^3 = {1:.3g} FLOP), {2}best of {3}", matmul.n, matmul.flop, cpu, matmul.repeats);
+}
+
+std::string optional_text(const auto& value, const char* suffix = "") {
+  return value ? fmt::format("{}{}", *value, suffix) : "n/a";
+}
+
+void print_gpu_inventory(const hardware::GpuInventory& inventory) {
+  if (!inventory.unavailable_reason.empty()) {
+    std::printf("\nGPUs: 0 (%s)\n", inventory.unavailable_reason.c_str());
+    return;
+  }
+  std::printf("\nGPUs: %zu (NVIDIA driver %s, CUDA %s)\n", inventory.gpus.size(), inventory.driver_version.c_str(),
+              inventory.cuda_driver_version.c_str());
+  for (const hardware::GpuInfo& gpu : inventory.gpus) {
+    std::printf("  GPU %d: %s, %s\n", gpu.index, gpu.name.c_str(), gpu.uuid.c_str());
+    const std::string memory = gpu.memory_total_bytes
+                                   ? fmt::format("{:.1f} GiB ({:.1f} GiB used)", *gpu.memory_total_bytes / double(1 << 30),
+                                                 gpu.memory_used_bytes.value_or(0) / double(1 << 30))
+                                   : "n/a";
+    const std::string power = gpu.power_limit_watts ? fmt::format("{:.0f} W", *gpu.power_limit_watts) : "n/a";
+    std::string throttle = "n/a";
+    if (gpu.throttle_reasons) {
+      const std::vector<std::string> names = hardware::throttle_reason_names(*gpu.throttle_reasons);
+      throttle = names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "));
+    }
+    std::printf("    memory %s; PCIe gen %s x%s now, gen %s x%s max; power limit %s; %s; throttle reasons: %s\n",
+                memory.c_str(), optional_text(gpu.pcie_generation).c_str(), optional_text(gpu.pcie_width).c_str(),
+                optional_text(gpu.pcie_max_generation).c_str(), optional_text(gpu.pcie_max_width).c_str(), power.c_str(),
+                optional_text(gpu.temperature_c, " C").c_str(), throttle.c_str());
+    if (const auto peaks = hardware::datasheet_peaks(gpu.name))
+      std::printf("    datasheet (%s): fp32 %s TFLOP/s, bf16 dense %s TFLOP/s, memory %s TB/s\n", std::string(peaks->model).c_str(),
+                  format_value(peaks->fp32_tflops).c_str(), format_value(peaks->bf16_dense_tflops).c_str(),
+                  format_value(peaks->memory_tb_per_s).c_str());
+    else
+      std::printf("    datasheet: not in solver's table (peaks unknown)\n");
+  }
+}
+
+void print_table(const BenchReport& report) {
+  const hardware::HostInfo& host = report.host;
+  std::printf("solver %s bench (%s)\n", std::string(solver_version()).c_str(), report.quick ? "quick" : "full");
+  std::printf("host: %s, %d logical CPUs, %.1f GiB RAM, last-level cache %s\n\n",
+              host.cpu_model.empty() ? "CPU model unknown" : host.cpu_model.c_str(), host.logical_cpus,
+              host.memory_total_bytes / double(1 << 30),
+              host.last_level_cache_bytes > 0 ? format_mib(host.last_level_cache_bytes).c_str() : "unknown");
+
+  const train::TrainingThroughput& training = report.training;
+  std::vector<Row> rows{
+      {"matmul fp32 (CPU)", report.cpu_matmul.gflops, "GFLOP/s", std::nullopt, true, matmul_how(report.cpu_matmul)},
+      {"memory copy", report.memory.copy_gb_per_s, "GB/s", std::nullopt, true,
+       fmt::format("a[i] = b[i], 3 x {}, {} threads, best of {}", format_mib(report.memory.array_bytes), report.memory.threads,
+                   report.memory.repeats)},
+      {"memory triad", report.memory.triad_gb_per_s, "GB/s", std::nullopt, true,
+       "a[i] = b[i] + s * c[i], as above; " + cache_note(report.host, report.memory.array_bytes)},
+      {"SHA-256", report.sha256.gb_per_s, "GB/s", std::nullopt, false,
+       fmt::format("{} in memory, 1 thread, best of {}", format_mib(report.sha256.buffer_bytes), report.sha256.repeats)},
+      {"disk write + fsync", report.disk.gb_per_s, "GB/s", std::nullopt, false,
+       fmt::format("{} to a temp file in {}, one pass", format_mib(report.disk.bytes), report.disk.dir.string())},
+      {"training", training.samples_per_second, "samples/s", std::nullopt, false,
+       fmt::format("{} on {}, {} threads, batch {}, best of {} passes of {} steps", training.task_id, training.device,
+                   training.threads, training.batch_size, training.passes, training.steps / training.passes)},
+  };
+  std::printf("CPU and host (CPU peaks unknown: solver has no table of CPU datasheets)\n");
+  print_rows(rows);
+
+  print_gpu_inventory(report.inventory);
+  if (!report.gpu) {
+    std::printf("\nGPU measurements: skipped: %s\n", report.gpu_skipped_reason.c_str());
+    return;
+  }
+  const GpuMeasurements& gpu = *report.gpu;
+  const auto& datasheet = gpu.peaks.datasheet;
+  std::optional<double> fp32_peak, bf16_peak, memory_peak;
+  if (datasheet) {
+    fp32_peak = datasheet->fp32_tflops;
+    bf16_peak = datasheet->bf16_dense_tflops;
+    memory_peak = datasheet->memory_tb_per_s * 1e3;
+  }
+  std::printf("\nGPU measurements on %s%s\n", gpu.matmul_fp32.device.c_str(),
+              datasheet ? fmt::format(" (peaks: {} datasheet)", datasheet->model).c_str() : " (datasheet peaks unknown)");
+  print_rows({
+      {"matmul fp32", gpu.matmul_fp32.gflops / 1e3, "TFLOP/s", fp32_peak, true, matmul_how(gpu.matmul_fp32)},
+      {"matmul bf16", gpu.matmul_bf16.gflops / 1e3, "TFLOP/s", bf16_peak, true, matmul_how(gpu.matmul_bf16)},
+      {"device memory copy", gpu.memory.device_copy_gb_per_s, "GB/s", memory_peak, true, fmt::format("{} device to device, read + write counted, best", format_mib(gpu.memory.bytes))},
+      {"host to device", gpu.memory.host_to_device_gb_per_s, "GB/s", gpu.peaks.pcie_gb_per_s, true,
+       "pinned host memory, median; peak: the PCIe link's rate"},
+      {"device to host", gpu.memory.device_to_host_gb_per_s, "GB/s", gpu.peaks.pcie_gb_per_s, true, "pinned host memory, median"},
+  });
+}
+
+// ---- JSON ----
+
+using Json = nlohmann::ordered_json;
+
+template <typename Value>
+Json optional_json(const std::optional<Value>& value) {
+  return value ? Json(*value) : Json(nullptr);
+}
+
+Json gpu_json(const hardware::GpuInfo& gpu) {
+  Json throttle = nullptr;
+  if (gpu.throttle_reasons) throttle = hardware::throttle_reason_names(*gpu.throttle_reasons);
+  Json datasheet = nullptr;
+  if (const auto peaks = hardware::datasheet_peaks(gpu.name))
+    datasheet = Json{{"model", peaks->model},
+                     {"fp32_tflops", peaks->fp32_tflops},
+                     {"bf16_dense_tflops", peaks->bf16_dense_tflops},
+                     {"memory_tb_per_s", peaks->memory_tb_per_s}};
+  return Json{{"index", gpu.index},
+              {"name", gpu.name},
+              {"uuid", gpu.uuid},
+              {"memory_total_bytes", optional_json(gpu.memory_total_bytes)},
+              {"memory_used_bytes", optional_json(gpu.memory_used_bytes)},
+              {"pcie_generation", optional_json(gpu.pcie_generation)},
+              {"pcie_width", optional_json(gpu.pcie_width)},
+              {"pcie_max_generation", optional_json(gpu.pcie_max_generation)},
+              {"pcie_max_width", optional_json(gpu.pcie_max_width)},
+              {"power_limit_watts", optional_json(gpu.power_limit_watts)},
+              {"temperature_c", optional_json(gpu.temperature_c)},
+              {"throttle_reasons", throttle},
+              {"datasheet", datasheet}};
+}
+
+Json report_json(const BenchReport& report) {
+  const train::TrainingThroughput& training = report.training;
+  Json json{
+      {"solver_version", std::string(solver_version())},
+      {"mode", report.quick ? "quick" : "full"},
+      {"host",
+       {{"cpu_model", report.host.cpu_model},
+        {"logical_cpus", report.host.logical_cpus},
+        {"memory_total_bytes", report.host.memory_total_bytes},
+        {"last_level_cache_bytes", report.host.last_level_cache_bytes}}},
+      {"cpu",
+       {{"matmul_fp32_gflops", report.cpu_matmul.gflops},
+        {"matmul_n", report.cpu_matmul.n},
+        {"matmul_flop_per_product", report.cpu_matmul.flop},
+        {"matmul_threads", report.cpu_matmul.threads},
+        {"matmul_blas", report.cpu_matmul.blas},
+        {"matmul_peak_gflops", nullptr},
+        {"memory_copy_gb_per_s", report.memory.copy_gb_per_s},
+        {"memory_triad_gb_per_s", report.memory.triad_gb_per_s},
+        {"memory_array_bytes", report.memory.array_bytes},
+        {"memory_threads", report.memory.threads},
+        {"memory_peak_gb_per_s", nullptr},
+        {"sha256_gb_per_s", report.sha256.gb_per_s},
+        {"sha256_buffer_bytes", report.sha256.buffer_bytes}}},
+      {"disk", {{"dir", report.disk.dir.string()}, {"write_fsync_gb_per_s", report.disk.gb_per_s}, {"bytes", report.disk.bytes}}},
+      {"training",
+       {{"task_id", training.task_id},
+        {"device", training.device},
+        {"threads", training.threads},
+        {"batch_size", training.batch_size},
+        {"steps", training.steps},
+        {"passes", training.passes},
+        {"best_pass_seconds", training.seconds},
+        {"setup_seconds", training.setup_seconds},
+        {"samples_per_s", training.samples_per_second}}},
+      {"gpu_count", report.inventory.gpus.size()},
+      {"cuda_device_count", report.torch_cuda_devices},
+      {"nvml",
+       {{"available", report.inventory.unavailable_reason.empty()},
+        {"unavailable_reason", report.inventory.unavailable_reason},
+        {"driver_version", report.inventory.driver_version},
+        {"cuda_driver_version", report.inventory.cuda_driver_version}}},
+  };
+  Json gpus = Json::array();
+  for (const hardware::GpuInfo& gpu : report.inventory.gpus) gpus.push_back(gpu_json(gpu));
+  json["gpus"] = gpus;
+  if (!report.gpu) {
+    json["gpu_benchmark"] = Json{{"skipped_reason", report.gpu_skipped_reason}};
+    return json;
+  }
+  const GpuMeasurements& gpu = *report.gpu;
+  const auto& datasheet = gpu.peaks.datasheet;
+  json["gpu_benchmark"] = Json{
+      {"device", gpu.matmul_fp32.device},
+      {"matmul_n", gpu.matmul_fp32.n},
+      {"matmul_fp32_tflops", gpu.matmul_fp32.gflops / 1e3},
+      {"matmul_fp32_peak_tflops", datasheet ? Json(datasheet->fp32_tflops) : Json(nullptr)},
+      {"matmul_bf16_tflops", gpu.matmul_bf16.gflops / 1e3},
+      {"matmul_bf16_peak_tflops", datasheet ? Json(datasheet->bf16_dense_tflops) : Json(nullptr)},
+      {"memory_bytes", gpu.memory.bytes},
+      {"memory_copy_gb_per_s", gpu.memory.device_copy_gb_per_s},
+      {"memory_peak_gb_per_s", datasheet ? Json(datasheet->memory_tb_per_s * 1e3) : Json(nullptr)},
+      {"host_to_device_gb_per_s", gpu.memory.host_to_device_gb_per_s},
+      {"device_to_host_gb_per_s", gpu.memory.device_to_host_gb_per_s},
+      {"pcie_peak_gb_per_s", optional_json(gpu.peaks.pcie_gb_per_s)},
+      {"skipped_reason", nullptr}};
+  return json;
+}
+
+}  // namespace
+
+int bench_command(const BenchOptions& options) {
+  const BenchReport report = measure(options);
+  if (options.json) {
+    std::printf("%s\n", report_json(report).dump(2).c_str());
+  } else {
+    print_table(report);
+  }
+  return kExitOk;
+}
+
+}  // namespace solver::agent

@@ -1,0 +1,186 @@
+// NVML through dlopen. The declarations below copy NVML's C ABI (nvml.h): every call returns
+// nvmlReturn_t (0 = success), devices are opaque handles, strings are caller-sized buffers.
+// Invariant: only the _v2 variants of init, count and handle lookup are used, because the v1
+// symbols enumerate GPUs the process may not be allowed to use.
+#include "hardware/nvml.h"
+
+#include <dlfcn.h>
+
+#include <array>
+#include <cstdio>
+#include <memory>
+
+namespace solver::hardware {
+namespace {
+
+using NvmlReturn = int;
+using NvmlDevice = struct NvmlDeviceOpaque*;
+constexpr NvmlReturn kNvmlSuccess = 0;
+constexpr int kNvmlTemperatureGpu = 0;  // NVML_TEMPERATURE_GPU
+constexpr unsigned kNvmlStringBuffer = 96;  // ≥ NVML's name (96), UUID (96) and driver version (80) sizes
+
+struct NvmlMemory {  // nvmlMemory_t
+  unsigned long long total;
+  unsigned long long free;
+  unsigned long long used;
+};
+
+struct CloseLibrary {
+  void operator()(void* handle) const { ::dlclose(handle); }
+};
+
+// The entry points; required ones are checked at load, optional ones may be null (older or
+// newer drivers), and their fields then stay empty.
+struct Nvml {
+  std::unique_ptr<void, CloseLibrary> library;
+  NvmlReturn (*init)() = nullptr;
+  NvmlReturn (*shutdown)() = nullptr;
+  const char* (*error_string)(NvmlReturn) = nullptr;
+  NvmlReturn (*device_count)(unsigned*) = nullptr;
+  NvmlReturn (*device_by_index)(unsigned, NvmlDevice*) = nullptr;
+  NvmlReturn (*driver_version)(char*, unsigned) = nullptr;
+  NvmlReturn (*cuda_driver_version)(int*) = nullptr;
+  NvmlReturn (*name)(NvmlDevice, char*, unsigned) = nullptr;
+  NvmlReturn (*uuid)(NvmlDevice, char*, unsigned) = nullptr;
+  NvmlReturn (*memory)(NvmlDevice, NvmlMemory*) = nullptr;
+  NvmlReturn (*pcie_generation)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*pcie_width)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*pcie_max_generation)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*pcie_max_width)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*power_limit_mw)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*temperature)(NvmlDevice, int, unsigned*) = nullptr;
+  NvmlReturn (*throttle_reasons)(NvmlDevice, unsigned long long*) = nullptr;
+};
+
+template <typename Function>
+void bind(void* library, const char* symbol, Function*& function) {
+  function = reinterpret_cast<Function*>(::dlsym(library, symbol));
+}
+
+std::string error_text(const Nvml& nvml, NvmlReturn status) {
+  const char* text = nvml.error_string != nullptr ? nvml.error_string(status) : nullptr;
+  return text != nullptr ? std::string(text) : "NVML error " + std::to_string(status);
+}
+
+// The value when the call exists and succeeds.
+std::optional<unsigned> query_unsigned(NvmlReturn (*call)(NvmlDevice, unsigned*), NvmlDevice device) {
+  unsigned value = 0;
+  if (call == nullptr || call(device, &value) != kNvmlSuccess) return std::nullopt;
+  return value;
+}
+
+std::string query_string(NvmlReturn (*call)(NvmlDevice, char*, unsigned), NvmlDevice device) {
+  std::array<char, kNvmlStringBuffer> buffer{};
+  if (call == nullptr || call(device, buffer.data(), buffer.size()) != kNvmlSuccess) return "";
+  buffer.back() = '\0';
+  return buffer.data();
+}
+
+GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
+  GpuInfo gpu;
+  gpu.index = index;
+  gpu.name = query_string(nvml.name, device);
+  gpu.uuid = query_string(nvml.uuid, device);
+  NvmlMemory memory{};
+  if (nvml.memory != nullptr && nvml.memory(device, &memory) == kNvmlSuccess) {
+    gpu.memory_total_bytes = memory.total;
+    gpu.memory_used_bytes = memory.used;
+  }
+  gpu.pcie_generation = query_unsigned(nvml.pcie_generation, device);
+  gpu.pcie_width = query_unsigned(nvml.pcie_width, device);
+  gpu.pcie_max_generation = query_unsigned(nvml.pcie_max_generation, device);
+  gpu.pcie_max_width = query_unsigned(nvml.pcie_max_width, device);
+  if (const auto milliwatts = query_unsigned(nvml.power_limit_mw, device)) gpu.power_limit_watts = *milliwatts / 1000.0;
+  unsigned temperature = 0;
+  if (nvml.temperature != nullptr && nvml.temperature(device, kNvmlTemperatureGpu, &temperature) == kNvmlSuccess)
+    gpu.temperature_c = static_cast<int>(temperature);
+  unsigned long long reasons = 0;
+  if (nvml.throttle_reasons != nullptr && nvml.throttle_reasons(device, &reasons) == kNvmlSuccess) gpu.throttle_reasons = reasons;
+  return gpu;
+}
+
+}  // namespace
+
+GpuInventory read_gpu_inventory(const std::string& library_name) {
+  GpuInventory inventory;
+  Nvml nvml;
+  nvml.library.reset(::dlopen(library_name.c_str(), RTLD_NOW | RTLD_LOCAL));
+  if (!nvml.library) {
+    const char* why = ::dlerror();
+    inventory.unavailable_reason = "no NVIDIA driver (NVML not found: " + std::string(why != nullptr ? why : library_name) + ")";
+    return inventory;
+  }
+  void* library = nvml.library.get();
+  bind(library, "nvmlInit_v2", nvml.init);
+  bind(library, "nvmlShutdown", nvml.shutdown);
+  bind(library, "nvmlErrorString", nvml.error_string);
+  bind(library, "nvmlDeviceGetCount_v2", nvml.device_count);
+  bind(library, "nvmlDeviceGetHandleByIndex_v2", nvml.device_by_index);
+  if (nvml.init == nullptr || nvml.shutdown == nullptr || nvml.device_count == nullptr || nvml.device_by_index == nullptr) {
+    inventory.unavailable_reason = library_name + " lacks NVML's v2 entry points (a driver older than NVML 5.319?)";
+    return inventory;
+  }
+  bind(library, "nvmlSystemGetDriverVersion", nvml.driver_version);
+  bind(library, "nvmlSystemGetCudaDriverVersion", nvml.cuda_driver_version);
+  bind(library, "nvmlDeviceGetName", nvml.name);
+  bind(library, "nvmlDeviceGetUUID", nvml.uuid);
+  bind(library, "nvmlDeviceGetMemoryInfo", nvml.memory);
+  bind(library, "nvmlDeviceGetCurrPcieLinkGeneration", nvml.pcie_generation);
+  bind(library, "nvmlDeviceGetCurrPcieLinkWidth", nvml.pcie_width);
+  bind(library, "nvmlDeviceGetMaxPcieLinkGeneration", nvml.pcie_max_generation);
+  bind(library, "nvmlDeviceGetMaxPcieLinkWidth", nvml.pcie_max_width);
+  bind(library, "nvmlDeviceGetEnforcedPowerLimit", nvml.power_limit_mw);
+  bind(library, "nvmlDeviceGetTemperature", nvml.temperature);
+  // Renamed "clocks event reasons" in driver 535; the old name is kept there but may go.
+  bind(library, "nvmlDeviceGetCurrentClocksEventReasons", nvml.throttle_reasons);
+  if (nvml.throttle_reasons == nullptr) bind(library, "nvmlDeviceGetCurrentClocksThrottleReasons", nvml.throttle_reasons);
+
+  if (const NvmlReturn status = nvml.init(); status != kNvmlSuccess) {
+    inventory.unavailable_reason = "NVML failed to initialise: " + error_text(nvml, status);
+    return inventory;
+  }
+  std::array<char, kNvmlStringBuffer> driver{};
+  if (nvml.driver_version != nullptr && nvml.driver_version(driver.data(), driver.size()) == kNvmlSuccess) {
+    driver.back() = '\0';
+    inventory.driver_version = driver.data();
+  }
+  int cuda_version = 0;  // 1000 * major + 10 * minor
+  if (nvml.cuda_driver_version != nullptr && nvml.cuda_driver_version(&cuda_version) == kNvmlSuccess)
+    inventory.cuda_driver_version = std::to_string(cuda_version / 1000) + "." + std::to_string(cuda_version % 1000 / 10);
+
+  unsigned count = 0;
+  if (const NvmlReturn status = nvml.device_count(&count); status != kNvmlSuccess) {
+    inventory.unavailable_reason = "NVML could not count GPUs: " + error_text(nvml, status);
+    count = 0;
+  }
+  for (unsigned index = 0; index < count; ++index) {
+    NvmlDevice device = nullptr;
+    if (nvml.device_by_index(index, &device) != kNvmlSuccess) continue;  // e.g. a GPU lost off the bus: skip it
+    inventory.gpus.push_back(read_gpu(nvml, static_cast<int>(index), device));
+  }
+  nvml.shutdown();
+  return inventory;
+}
+
+std::vector<std::string> throttle_reason_names(std::uint64_t reasons) {
+  // NVML's nvmlClocksThrottleReason* bits, in bit order.
+  constexpr std::array<std::string_view, 9> kNames{
+      "gpu_idle",         "applications_clocks_setting", "sw_power_cap",
+      "hw_slowdown",      "sync_boost",                  "sw_thermal_slowdown",
+      "hw_thermal_slowdown", "hw_power_brake_slowdown",  "display_clock_setting"};
+  std::vector<std::string> names;
+  for (unsigned bit = 0; bit < 64; ++bit) {
+    const std::uint64_t mask = std::uint64_t{1} << bit;
+    if ((reasons & mask) == 0) continue;
+    if (bit < kNames.size()) {
+      names.emplace_back(kNames[bit]);
+    } else {
+      char hex[24];
+      std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(mask));
+      names.emplace_back(hex);
+    }
+  }
+  return names;
+}
+
+}  // namespace solver::hardware

@@ -1,0 +1,53 @@
+// The GPU inventory through NVML, which ships with the NVIDIA driver. libnvidia-ml is opened
+// at run time with dlopen and never linked, so `solver` starts, and reports 0 GPUs, on a
+// machine without a driver. No NVIDIA header is needed: the few NVML entry points used are
+// declared in nvml.cpp with the ABI the driver has kept stable since NVML's v2 calls.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace solver::hardware {
+
+inline constexpr std::string_view kNvmlLibrary = "libnvidia-ml.so.1";
+
+// One GPU as NVML sees it. A query the GPU or driver does not support stays empty (nullopt or
+// ""), so one missing field never hides the rest.
+struct GpuInfo {
+  int index = 0;                 // NVML's index (not necessarily CUDA's: CUDA_VISIBLE_DEVICES reorders)
+  std::string name;              // "NVIDIA H100 80GB HBM3"
+  std::string uuid;              // "GPU-…", stable across reboots: the name to label metrics with
+  std::optional<std::uint64_t> memory_total_bytes;
+  std::optional<std::uint64_t> memory_used_bytes;
+  std::optional<unsigned> pcie_generation;      // current link; an idle GPU may downshift to save power
+  std::optional<unsigned> pcie_width;           // current lanes
+  std::optional<unsigned> pcie_max_generation;  // what the GPU and slot can do
+  std::optional<unsigned> pcie_max_width;
+  std::optional<double> power_limit_watts;  // enforced limit
+  std::optional<int> temperature_c;         // GPU core
+  std::optional<std::uint64_t> throttle_reasons;  // NVML clock throttle (event) reason bits
+};
+
+struct GpuInventory {
+  // Empty when NVML answered; otherwise why there is no inventory ("no NVIDIA driver (NVML not
+  // found)", "NVML failed to initialise: …"). Either way `gpus` then is empty: not an error.
+  std::string unavailable_reason;
+  std::string driver_version;       // "550.54.15"
+  std::string cuda_driver_version;  // highest CUDA version the driver supports, "12.4"
+  std::vector<GpuInfo> gpus;
+};
+
+// Opens `library` with dlopen (a soname or a path), reads every GPU, closes it again. Blocks
+// for as long as NVML takes (well under a second, more when GPUs are waking up). Never throws
+// for a missing or failing NVML: that is a normal machine state, reported in
+// unavailable_reason. Not thread-safe (NVML's init and shutdown are process-wide).
+GpuInventory read_gpu_inventory(const std::string& library = std::string(kNvmlLibrary));
+
+// Names of the set bits of an NVML throttle-reason mask ("sw_power_cap", "hw_thermal_slowdown",
+// ...); bits NVML may add later appear as hex ("0x400"). Empty for 0.
+std::vector<std::string> throttle_reason_names(std::uint64_t reasons);
+
+}  // namespace solver::hardware

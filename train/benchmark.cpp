@@ -1,0 +1,182 @@
+// LibTorch measurements. Invariant: a timed region holds only the work its figure counts;
+// allocation, random fills and the first (warm-up) call happen before the clock starts, and
+// on a GPU the clock stops only after torch::cuda::synchronize.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "train/benchmark.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/rand.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "common/data_order.h"
+#include "common/error.h"
+#include "train/detail/device.h"
+#include "train/trainer.h"
+
+namespace solver::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+void wait_for(c10::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+at::ScalarType matmul_scalar_type(const std::string& dtype) {
+  if (dtype == "fp32") return at::kFloat;
+  if (dtype == "bf16") return at::kBFloat16;
+  throw Error(ErrorKind::Config, "matmul dtype: expected fp32 or bf16, got \"" + dtype + "\"");
+}
+
+void require_at_least_one(std::int64_t value, const std::string& what) {
+  if (value < 1) throw Error(ErrorKind::Config, what + ": expected at least 1, got " + std::to_string(value));
+}
+
+// Seconds of one pass of `body`, which runs on `device`: best (or median) of `repeats`.
+template <typename Body>
+std::vector<double> timed_passes(c10::Device device, int repeats, Body&& body) {
+  body();  // warm-up: lazy initialisation, allocator caches, kernel selection
+  wait_for(device);
+  std::vector<double> seconds;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    const Clock::time_point start = Clock::now();
+    body();
+    wait_for(device);
+    seconds.push_back(seconds_since(start));
+  }
+  return seconds;
+}
+
+// BLAS_INFO from LibTorch's build configuration: on the CPU the BLAS, not the CPU, often
+// decides the matmul figure.
+std::string blas_info() {
+  const std::string config = at::show_config();
+  const std::string key = "BLAS_INFO=";
+  const std::size_t begin = config.find(key);
+  if (begin == std::string::npos) return "unknown";
+  const std::size_t value = begin + key.size();
+  return config.substr(value, config.find_first_of(", \n", value) - value);
+}
+
+double best(const std::vector<double>& values) { return *std::min_element(values.begin(), values.end()); }
+
+double median(std::vector<double> values) {
+  const auto middle = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
+  std::nth_element(values.begin(), middle, values.end());
+  return *middle;
+}
+
+}  // namespace
+
+int cuda_device_count() { return detail::torch_cuda_device_count(); }
+
+MatmulResult measure_matmul(const MatmulOptions& options) {
+  const c10::Device device = detail::parse_device(options.device);
+  const at::ScalarType scalar_type = matmul_scalar_type(options.dtype);
+  require_at_least_one(options.n, "matmul size n");
+  require_at_least_one(options.repeats, "matmul repeats");
+  if (options.threads < 0) throw Error(ErrorKind::Config, "matmul threads: expected 0 (one per CPU) or more, got " + std::to_string(options.threads));
+  if (device.is_cuda()) detail::require_usable_cuda(device);
+  const int threads = device.is_cuda() ? 0 : options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (!device.is_cuda()) at::set_num_threads(threads);
+  const int products_per_pass = device.is_cuda() ? kGpuMatmulsPerPass : 1;
+
+  const double seconds = detail::translating_torch_errors(device, "matmul benchmark on " + device.str(), [&] {
+    const at::TensorOptions tensor_options = at::TensorOptions().dtype(at::kFloat).device(device);
+    const at::Tensor a = at::rand({options.n, options.n}, tensor_options).to(scalar_type);
+    const at::Tensor b = at::rand({options.n, options.n}, tensor_options).to(scalar_type);
+    at::Tensor product = at::empty({options.n, options.n}, tensor_options.dtype(scalar_type));
+    return best(timed_passes(device, options.repeats, [&] {
+             for (int i = 0; i < products_per_pass; ++i) at::mm_out(product, a, b);
+           })) /
+           products_per_pass;
+  });
+  const double n = static_cast<double>(options.n);
+  const double flop = 2.0 * n * n * n;
+  return MatmulResult{device.str(), options.dtype, options.n, threads, options.repeats, device.is_cuda() ? "" : blas_info(),
+                      flop, seconds, flop / seconds / 1e9};
+}
+
+DeviceMemoryBandwidth measure_device_memory(const DeviceMemoryOptions& options) {
+  const c10::Device device = detail::parse_device(options.device);
+  if (!device.is_cuda()) throw Error(ErrorKind::Config, "device memory benchmark: expected a CUDA device, got " + options.device);
+  require_at_least_one(static_cast<std::int64_t>(options.bytes), "device memory benchmark size (bytes)");
+  require_at_least_one(options.repeats, "device memory benchmark repeats");
+  detail::require_usable_cuda(device);
+
+  return detail::translating_torch_errors(device, "memory benchmark on " + device.str(), [&] {
+    const auto size = static_cast<std::int64_t>(options.bytes);
+    const at::Tensor source = at::empty({size}, at::TensorOptions().dtype(at::kByte).device(device)).fill_(1);
+    at::Tensor target = at::empty_like(source);
+    at::Tensor host = at::empty({size}, at::TensorOptions().dtype(at::kByte).pinned_memory(true)).fill_(2);
+    const double bytes = static_cast<double>(options.bytes);
+    DeviceMemoryBandwidth result{device.str(), options.bytes};
+    result.device_copy_gb_per_s = 2.0 * bytes / best(timed_passes(device, options.repeats, [&] { target.copy_(source); })) / 1e9;
+    result.host_to_device_gb_per_s = bytes / median(timed_passes(device, options.repeats, [&] { target.copy_(host); })) / 1e9;
+    result.device_to_host_gb_per_s = bytes / median(timed_passes(device, options.repeats, [&] { host.copy_(source); })) / 1e9;
+    return result;
+  });
+}
+
+TrainingThroughput measure_training_throughput(const Task& task, const TrainingThroughputOptions& options) {
+  require_at_least_one(options.warmup_steps, "training benchmark warm-up steps");
+  require_at_least_one(options.passes, "training benchmark passes");
+  require_at_least_one(options.steps / options.passes, "training benchmark steps per pass");
+  const std::int64_t pass_steps = options.steps / options.passes;
+  const std::int64_t run_steps = options.warmup_steps + pass_steps * options.passes;
+  const Clock::time_point setup_start = Clock::now();
+  Trainer trainer(task, TrainerOptions{options.device, options.threads});
+  const double setup_seconds = seconds_since(setup_start);
+  const std::int64_t total = trainer.total_steps();
+  if (run_steps > total)
+    throw Error(ErrorKind::Config, "training benchmark: " + std::to_string(run_steps) + " steps asked, but task " + task.id +
+                                       " has only " + std::to_string(total));
+
+  // The steps `solver run` would take first: the task's data order and learning-rate schedule.
+  DataOrder order(task.seed, static_cast<std::uint32_t>(trainer.train_samples()),
+                  static_cast<std::uint32_t>(task.training.batch_size));
+  std::vector<StepRecord> records;
+  for (std::int64_t step = 1; step <= run_steps; ++step) {
+    const std::span<const std::uint32_t> indices = order.batch(step);
+    records.push_back(StepRecord{step, {indices.begin(), indices.end()}, 0.0f, learning_rate_at(task.training, step, total)});
+  }
+  std::span<const StepRecord> remaining(records);
+  trainer.replay(remaining.first(static_cast<std::size_t>(options.warmup_steps)));
+  remaining = remaining.subspan(static_cast<std::size_t>(options.warmup_steps));
+  double fastest = std::numeric_limits<double>::infinity();
+  float last_loss = 0.0f;
+  for (int pass = 0; pass < options.passes; ++pass) {
+    const Clock::time_point start = Clock::now();
+    last_loss = trainer.replay(remaining.first(static_cast<std::size_t>(pass_steps))).back();
+    fastest = std::min(fastest, seconds_since(start));
+    remaining = remaining.subspan(static_cast<std::size_t>(pass_steps));
+  }
+
+  const RuntimeInfo runtime = trainer.runtime();
+  return TrainingThroughput{task.id,
+                            runtime.device,
+                            runtime.threads,
+                            task.training.batch_size,
+                            pass_steps * options.passes,
+                            options.passes,
+                            setup_seconds,
+                            fastest,
+                            static_cast<double>(pass_steps * task.training.batch_size) / fastest,
+                            last_loss};
+}
+
+}  // namespace solver::train

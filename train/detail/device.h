@@ -1,0 +1,44 @@
+// Devices, threads and LibTorch errors, shared by the Trainer and the benchmarks so that both
+// accept the same device names and report failures the same way.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "common/error.h"
+
+namespace solver::train::detail {
+
+// "cpu", "cuda" (= cuda:0) or "cuda:N". Throws Error(Config) for anything else.
+c10::Device parse_device(const std::string& text);
+
+// Throws Error(Cuda) when this LibTorch has no CUDA, no GPU is visible or the index is out of
+// range. Sets CUBLAS_WORKSPACE_CONFIG first (unless already set): cuBLAS is deterministic only
+// with a fixed workspace and reads the variable once, at first use.
+void require_usable_cuda(c10::Device device);
+
+// CUDA devices LibTorch can use; 0 when it was built without CUDA or sees no GPU.
+int torch_cuda_device_count();
+
+// The intra-op thread count for a request: 0 = min(hardware threads, 4). Throws Error(Config)
+// for a negative request.
+int resolved_threads(int requested);
+
+// libtorch reports failures as c10::Error; callers get solver::Error. On a GPU a failure may
+// be the device's or the model's and we cannot tell, so it is Error(Cuda) there, Error(Input)
+// on the CPU; running out of memory is the task asking for more than it may (Error(Budget)).
+template <typename Body>
+auto translating_torch_errors(c10::Device device, const std::string& context, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const c10::OutOfMemoryError& error) {
+    throw Error(ErrorKind::Budget, context + ": out of memory on " + device.str() + ": " + error.what_without_backtrace());
+  } catch (const c10::Error& error) {
+    throw Error(device.is_cuda() ? ErrorKind::Cuda : ErrorKind::Input,
+                context + ": libtorch: " + error.what_without_backtrace());
+  }
+}
+
+}  // namespace solver::train::detail
