@@ -56,6 +56,15 @@ CommandResult run_command(const std::vector<std::string>& argv) {
   return result;
 }
 
+std::optional<ErrorKind> error_kind_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.kind();
+  }
+  return std::nullopt;
+}
+
 void write_text(const std::filesystem::path& path, const std::string& text) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary);

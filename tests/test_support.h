@@ -2,8 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/error.h"
 
 namespace solver::test {
 
@@ -33,6 +37,9 @@ struct CommandResult {
 
 // Runs argv[0] with the arguments (no shell), waits, and captures its output.
 CommandResult run_command(const std::vector<std::string>& argv);
+
+// The kind of the solver::Error that `action` throws; nullopt when it throws none.
+std::optional<ErrorKind> error_kind_of(const std::function<void()>& action);
 
 // Writes text to a file (creating parent folders).
 void write_text(const std::filesystem::path& path, const std::string& text);

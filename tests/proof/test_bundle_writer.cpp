@@ -20,15 +20,6 @@ namespace {
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
-ErrorKind kind_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.kind();
-  }
-  FAIL("expected a solver::Error");
-  return ErrorKind::Internal;
-}
 
 BundlePlan toy_plan(const Task& task) {
   return BundlePlan{test::toy_runtime(), test::kToySamples, test::kToySamples / 8, total_steps(task, test::kToySamples)};
@@ -140,7 +131,7 @@ TEST_CASE("Resuming needs the journal of the same task and an intact last checkp
   const Task other = test::toy_task(8);
   CHECK_THROWS_WITH(BundleWriter(scratch.path(), other, key, toy_plan(other), true),
                     Contains("belongs to task " + task_sha256(task)) && Contains("not to this task " + task_sha256(other)));
-  CHECK(kind_of([&] { BundleWriter(scratch.path(), other, key, toy_plan(other), true); }) == ErrorKind::Input);
+  CHECK(test::error_kind_of([&] { BundleWriter(scratch.path(), other, key, toy_plan(other), true); }) == ErrorKind::Input);
 
   BundlePlan other_threads = toy_plan(task);
   other_threads.runtime.threads = 4;
@@ -167,7 +158,7 @@ TEST_CASE("Checkpoints and steps out of order are refused as bugs", "[proof]") {
   CHECK_THROWS_WITH(writer.add_checkpoint(0, state), Contains("out of order"));
   for (std::int64_t step = 1; step <= 4; ++step) writer.record_step(StepRecord{step, {1}, 0.5f, 0.1});
   CHECK_THROWS_WITH(writer.add_checkpoint(5, state), Contains("the last recorded step is 4"));
-  CHECK(kind_of([&] { writer.add_checkpoint(5, state); }) == ErrorKind::Internal);
+  CHECK(test::error_kind_of([&] { writer.add_checkpoint(5, state); }) == ErrorKind::Internal);
   CHECK_THROWS_WITH(writer.finish(TrainOutcome{}), Contains("steps 1-4 were recorded after the last checkpoint"));
 }
 

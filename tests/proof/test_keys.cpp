@@ -23,15 +23,6 @@ constexpr const char* kEcKeyPem =
     "mbeMpnlq+Cdkuu3U71/pX5rKpEJnuQveGjCGkERdlb0QIhA0B8oJLcpq\n"
     "-----END PRIVATE KEY-----\n";
 
-ErrorKind kind_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.kind();
-  }
-  FAIL("expected a solver::Error");
-  return ErrorKind::Internal;
-}
 
 unsigned mode_of(const std::filesystem::path& path) {
   struct stat info {};
@@ -76,7 +67,7 @@ TEST_CASE("Loading a key that others can read is refused with the chmod fix", "[
   SigningKey::generate().save(path);
   REQUIRE(::chmod(path.c_str(), 0644) == 0);
   CHECK_THROWS_WITH(SigningKey::load(path), Contains("key file " + path.string() + " is readable by others (mode 0644): run chmod 600 " + path.string()));
-  CHECK(kind_of([&] { SigningKey::load(path); }) == ErrorKind::Config);
+  CHECK(test::error_kind_of([&] { SigningKey::load(path); }) == ErrorKind::Config);
 }
 
 TEST_CASE("Saving a key never overwrites an existing one", "[proof]") {
@@ -85,14 +76,14 @@ TEST_CASE("Saving a key never overwrites an existing one", "[proof]") {
   const SigningKey first = SigningKey::generate();
   first.save(path);
   CHECK_THROWS_WITH(SigningKey::generate().save(path), Contains(path.string()) && Contains("already exists"));
-  CHECK(kind_of([&] { SigningKey::generate().save(path); }) == ErrorKind::Config);
+  CHECK(test::error_kind_of([&] { SigningKey::generate().save(path); }) == ErrorKind::Config);
   CHECK(SigningKey::load(path).public_key_hex() == first.public_key_hex());
 }
 
 TEST_CASE("Loading a missing, malformed or non-Ed25519 key says what is wrong", "[proof]") {
   test::ScratchDir scratch("keys");
   CHECK_THROWS_WITH(SigningKey::load(scratch / "absent.key"), Contains("does not exist") && Contains("solver keygen"));
-  CHECK(kind_of([&] { SigningKey::load(scratch / "absent.key"); }) == ErrorKind::Config);
+  CHECK(test::error_kind_of([&] { SigningKey::load(scratch / "absent.key"); }) == ErrorKind::Config);
 
   const std::filesystem::path garbage = scratch / "garbage.key";
   test::write_text(garbage, "not a key\n");
@@ -103,7 +94,7 @@ TEST_CASE("Loading a missing, malformed or non-Ed25519 key says what is wrong", 
   test::write_text(ec, kEcKeyPem);
   REQUIRE(::chmod(ec.c_str(), 0600) == 0);
   CHECK_THROWS_WITH(SigningKey::load(ec), Contains("EC key") && Contains("Ed25519"));
-  CHECK(kind_of([&] { SigningKey::load(ec); }) == ErrorKind::Config);
+  CHECK(test::error_kind_of([&] { SigningKey::load(ec); }) == ErrorKind::Config);
 }
 
 }  // namespace
