@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
-#include "proof/detail/parameters.h"
+#include "proof/parameters.h"
 #include "proof/keys.h"
 
 namespace solver::proof {
@@ -60,7 +60,7 @@ void fsync_folder(const std::filesystem::path& folder) {
 std::vector<checkpoint::Tensor> take_parameters(checkpoint::Checkpoint& state) {
   std::vector<checkpoint::Tensor> parameters;
   for (checkpoint::Tensor& tensor : state.tensors)
-    if (detail::is_parameter(tensor)) parameters.push_back(std::move(tensor));
+    if (is_parameter(tensor)) parameters.push_back(std::move(tensor));
   return parameters;
 }
 
@@ -219,7 +219,7 @@ struct BundleWriter::Impl {
     std::string segment_sha256;
     if (step > 0) {
       try {
-        entry.update = detail::parameter_distance(previous_parameters, state.tensors);
+        entry.update = parameter_distance(previous_parameters, state.tensors);
       } catch (const Error& error) {
         throw error.with_context("checkpoint at step " + std::to_string(step) + " vs the previous one");
       }
@@ -290,7 +290,7 @@ std::optional<std::pair<std::int64_t, checkpoint::Checkpoint>> BundleWriter::res
       checkpoint::decode_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path.string());
   self.previous_parameters.clear();
   for (const checkpoint::Tensor& tensor : state.tensors)
-    if (detail::is_parameter(tensor)) self.previous_parameters.push_back(tensor);
+    if (is_parameter(tensor)) self.previous_parameters.push_back(tensor);
   self.last_checkpoint_step = last.step;
   self.last_recorded_step = last.step;
   self.resume_pending = false;

@@ -24,7 +24,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
-#include "proof/detail/parameters.h"
+#include "proof/parameters.h"
 #include "proof/keys.h"
 #include "proof/manifest.h"
 
@@ -389,7 +389,7 @@ void check_states(const std::filesystem::path& dir, const Manifest& manifest, Re
     if (previous && current) {
       const std::string what = "update distance at step " + std::to_string(entry.step) + ": ";
       try {
-        const kernels::WeightDistance recomputed = detail::parameter_distance(previous->tensors, current->tensors);
+        const kernels::WeightDistance recomputed = parameter_distance(previous->tensors, current->tensors);
         if (const auto difference = distance_difference(*entry.update, recomputed)) failures.push_back(what + *difference);
       } catch (const Error& error) {
         failures.push_back(what + "cannot be recomputed: " + error.what());
@@ -483,7 +483,7 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
   const std::optional<Difference> difference = first_difference(*claimed, result.state);
   report.bitwise_equal = !difference;
   try {
-    report.distance = detail::parameter_distance(claimed->tensors, result.state.tensors);
+    report.distance = parameter_distance(claimed->tensors, result.state.tensors);
   } catch (const Error& error) {
     failures.push_back(what + "the replayed state does not match the claimed checkpoint's parameters: " + error.what());
     return report;

@@ -3,24 +3,16 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
-#include <optional>
 
 #include "common/files.h"
-#include "common/sha256.h"
 #include "tests/e2e/e2e_support.h"
+#include "tests/forgery.h"
 
 namespace solver::test {
 
 std::filesystem::path copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to) {
   std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
   return to;
-}
-
-kernels::WeightDistance parameter_distance(const checkpoint::Checkpoint& from, const checkpoint::Checkpoint& to) {
-  kernels::DistanceAccumulator accumulator;
-  for (const auto& tensor : to.tensors)
-    if (tensor.name.starts_with("param.")) accumulator.add(from.find(tensor.name)->as_f32(), tensor.as_f32());
-  return accumulator.finish();
 }
 
 void interpolate_parameters(checkpoint::Checkpoint& state, const checkpoint::Checkpoint& from, const checkpoint::Checkpoint& to,
@@ -54,33 +46,7 @@ void Forger::replace_segment(std::size_t index, const std::vector<StepRecord>& s
   write_file_durably(path(entry.file.path), proof::encode_segment(entry.first_step, entry.last_step, steps));
 }
 
-void Forger::reseal() {
-  std::optional<checkpoint::Checkpoint> previous;
-  std::string chain = manifest_.task_sha256;
-  for (std::size_t i = 0; i < manifest_.checkpoints.size(); ++i) {
-    auto& entry = manifest_.checkpoints[i];
-    refresh(entry.file);
-    const checkpoint::Checkpoint state = checkpoint::read_safetensors(path(entry.file.path));
-    entry.update.reset();
-    if (previous) entry.update = parameter_distance(*previous, state);
-    std::string segment_sha;
-    if (i > 0 && i - 1 < manifest_.segments.size()) {
-      refresh(manifest_.segments[i - 1].file);
-      segment_sha = manifest_.segments[i - 1].file.sha256;
-    }
-    chain = proof::chain_link(chain, entry.step, entry.file.sha256, segment_sha);
-    entry.chain = chain;
-    previous = state;
-  }
-  manifest_.chain_root = chain;
-  manifest_.solver_public_key = key_.public_key_hex();
-  proof::write_signed_manifest(dir_, manifest_, key_);
-}
-
-void Forger::refresh(proof::FileEntry& file) const {
-  file.size = std::filesystem::file_size(path(file.path));
-  file.sha256 = sha256_file_hex(path(file.path));
-}
+void Forger::reseal() { reseal_bundle(dir_, manifest_, key_); }
 
 Verification run_verify(const std::filesystem::path& bundle, const std::vector<std::string>& options) {
   std::vector<std::string> arguments{"verify", bundle.string()};

@@ -11,7 +11,6 @@
 
 #include "checkpoint/safetensors.h"
 #include "common/records.h"
-#include "kernels/distance.h"
 #include "proof/keys.h"
 #include "proof/manifest.h"
 #include "tests/test_support.h"
@@ -20,9 +19,6 @@ namespace solver::test {
 
 // Copies the bundle folder `from` to a new folder `to` and returns `to`.
 std::filesystem::path copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to);
-
-// The distance between the parameters (param.* tensors) of two states, as the manifest records it.
-kernels::WeightDistance parameter_distance(const checkpoint::Checkpoint& from, const checkpoint::Checkpoint& to);
 
 // Sets every parameter of `state` to from + t * (to - from), leaving other tensors (optimizer
 // state, buffers) and metadata as they are.
@@ -44,12 +40,10 @@ class Forger {
   std::vector<StepRecord> segment(std::size_t index) const;
   void replace_segment(std::size_t index, const std::vector<StepRecord>& steps);
 
-  // Makes every recorded hash, size, distance and chain link match the files, and signs.
+  // Makes every recorded hash, size, distance, task hash and chain link match the files, and signs.
   void reseal();
 
  private:
-  void refresh(proof::FileEntry& file) const;
-
   std::filesystem::path dir_;
   proof::Manifest manifest_;
   proof::SigningKey key_;

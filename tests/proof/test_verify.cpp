@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
-#include "proof/detail/parameters.h"
+#include "tests/forgery.h"
 #include "proof/keys.h"
 #include "proof/manifest.h"
 #include "proof/verify.h"
@@ -26,31 +26,11 @@ namespace fs = std::filesystem;
 
 Manifest read_manifest(const fs::path& dir) { return manifest_from_json(json::parse(read_file(dir / "manifest.json"))); }
 
-// What a forger can do without training: rehash every file, recompute the update distances,
-// the task hash and the chain, and sign with their own key.
+// A forger's edit, then the reseal every forger can do without training.
 void reseal(const fs::path& dir, const SigningKey& forger, const std::function<void(Manifest&)>& edit = {}) {
   Manifest manifest = read_manifest(dir);
   if (edit) edit(manifest);
-  manifest.task_sha256 = task_sha256(parse_task(manifest.task, dir));
-  auto rehash = [&](FileEntry& file) {
-    file.size = fs::file_size(dir / file.path);
-    file.sha256 = sha256_file_hex(dir / file.path);
-  };
-  for (SegmentEntry& segment : manifest.segments) rehash(segment.file);
-  std::string chain = manifest.task_sha256;
-  std::optional<checkpoint::Checkpoint> previous;
-  for (std::size_t i = 0; i < manifest.checkpoints.size(); ++i) {
-    CheckpointEntry& entry = manifest.checkpoints[i];
-    rehash(entry.file);
-    checkpoint::Checkpoint current = checkpoint::read_safetensors(dir / entry.file.path);
-    if (previous) entry.update = detail::parameter_distance(previous->tensors, current.tensors);
-    chain = chain_link(chain, entry.step, entry.file.sha256, i == 0 ? "" : manifest.segments.at(i - 1).file.sha256);
-    entry.chain = chain;
-    previous = std::move(current);
-  }
-  manifest.chain_root = chain;
-  manifest.solver_public_key = forger.public_key_hex();
-  write_signed_manifest(dir, manifest, forger);
+  test::reseal_bundle(dir, manifest, forger);
 }
 
 std::vector<float> weights_of(const checkpoint::Checkpoint& state) {

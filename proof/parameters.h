@@ -1,7 +1,7 @@
 // Which tensors of a checkpoint are the model's parameters, and the distance between two
-// parameter sets. The bundle writer records update distances with this function and the
-// verifier recomputes them with it and demands exact equality, so both must take the same
-// tensors in the same order. Invariant: parameters are the F32 tensors named "param.*", fed to
+// parameter sets: the rule behind the manifest's "update" distances. The bundle writer records
+// them with this function and the verifier recomputes them with it and demands exact
+// equality, so both must take the same tensors in the same order. Invariant: parameters are the F32 tensors named "param.*", fed to
 // the accumulator in the order they appear in the later state; changing either rule changes
 // the bits of every recorded distance.
 #pragma once
@@ -12,7 +12,7 @@
 #include "checkpoint/safetensors.h"
 #include "kernels/distance.h"
 
-namespace solver::proof::detail {
+namespace solver::proof {
 
 inline constexpr std::string_view kParameterPrefix = "param.";
 
@@ -24,4 +24,4 @@ bool is_parameter(const checkpoint::Tensor& tensor);
 kernels::WeightDistance parameter_distance(std::span<const checkpoint::Tensor> before,
                                            std::span<const checkpoint::Tensor> after);
 
-}  // namespace solver::proof::detail
+}  // namespace solver::proof

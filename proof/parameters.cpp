@@ -1,6 +1,6 @@
 // See parameters.h: one definition of "the parameters" and of their distance for the bundle
-// writer and the verifier alike.
-#include "proof/detail/parameters.h"
+// writer, the verifier and anyone recomputing a manifest.
+#include "proof/parameters.h"
 
 #include <algorithm>
 #include <map>
@@ -8,7 +8,7 @@
 
 #include "common/error.h"
 
-namespace solver::proof::detail {
+namespace solver::proof {
 namespace {
 
 std::string shape_text(const std::vector<std::int64_t>& shape) {
@@ -53,4 +53,4 @@ kernels::WeightDistance parameter_distance(std::span<const checkpoint::Tensor> b
   return accumulator.finish();
 }
 
-}  // namespace solver::proof::detail
+}  // namespace solver::proof
