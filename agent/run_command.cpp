@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "common/task.h"
 #include "proof/bundle_writer.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "train/trainer.h"
 
 namespace solver::agent {
@@ -63,16 +63,16 @@ Task load_run_task(const RunOptions& options) {
   return parse_embedded_default_task();
 }
 
-proof::SigningKey load_or_create_key(const std::optional<std::filesystem::path>& explicit_path) {
+SigningKey load_or_create_key(const std::optional<std::filesystem::path>& explicit_path) {
   const std::filesystem::path path = explicit_path.value_or(default_key_path());
   if (!explicit_path && !std::filesystem::exists(path)) {
-    proof::SigningKey key = proof::SigningKey::generate();
+    SigningKey key = SigningKey::generate();
     key.save(path);
     log_warn("agent", "created a new solver key at {} (public {}); back it up: it is this solver's identity",
              path.string(), key.public_key_hex());
     return key;
   }
-  return proof::SigningKey::load(path);
+  return SigningKey::load(path);
 }
 
 std::uint64_t directory_size(const std::filesystem::path& dir) {
@@ -102,7 +102,7 @@ std::filesystem::path default_key_path() {
 
 int keygen_command(const std::optional<std::filesystem::path>& key_file) {
   const std::filesystem::path path = key_file.value_or(default_key_path());
-  const proof::SigningKey key = proof::SigningKey::generate();
+  const SigningKey key = SigningKey::generate();
   key.save(path);
   std::printf("wrote %s (mode 0600)\npublic key: %s\nBack this file up: it is this solver's identity on the market.\n",
               path.c_str(), key.public_key_hex().c_str());
@@ -112,7 +112,7 @@ int keygen_command(const std::optional<std::filesystem::path>& key_file) {
 int run_command(const RunOptions& options) {
   const Task task = load_run_task(options);
   const std::filesystem::path out_dir = options.out_dir.value_or(std::filesystem::path("runs") / task.id);
-  std::optional<proof::SigningKey> key;
+  std::optional<SigningKey> key;
   if (options.proof) key = load_or_create_key(options.key_file);  // before training: a bad key must not cost a run
 
   train::Trainer trainer(task, train::TrainerOptions{options.device, options.threads});

@@ -16,9 +16,11 @@
 #include "common/task.h"
 #include "proof/manifest.h"
 
-namespace solver::proof {
-
+namespace solver {
 class SigningKey;
+}
+
+namespace solver::proof {
 
 struct BundlePlan {  // what the trainer knows before step 1
   RuntimeInfo runtime;

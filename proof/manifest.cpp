@@ -15,7 +15,7 @@
 #include "common/sha256.h"
 #include "common/task.h"
 #include "proof/detail/bundle_paths.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 
 namespace solver::proof {
 namespace {

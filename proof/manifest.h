@@ -15,6 +15,10 @@
 #include "common/records.h"
 #include "kernels/distance.h"
 
+namespace solver {
+class SigningKey;
+}
+
 namespace solver::proof {
 
 inline constexpr std::string_view kBundleSchema = "solver.pol-bundle/1";
@@ -81,7 +85,6 @@ std::string encode_segment(std::int64_t first_step, std::int64_t last_step, cons
 // Throws Error(Input) when malformed or when the steps are not first_step..last_step in order.
 std::vector<StepRecord> decode_segment(const std::string& text, std::string_view what);
 
-class SigningKey;
 // Writes manifest.json (canonical) and manifest.sig durably into `dir`.
 void write_signed_manifest(const std::filesystem::path& dir, const Manifest& manifest, const SigningKey& key);
 

@@ -25,7 +25,7 @@
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
 #include "proof/parameters.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 
 namespace solver::proof {

@@ -6,12 +6,12 @@
 
 #include <filesystem>
 
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 
 namespace solver::test {
 
 // Updates `manifest` from the files in `dir`, sets its key to `key`'s, and writes it signed.
-void reseal_bundle(const std::filesystem::path& dir, proof::Manifest& manifest, const proof::SigningKey& key);
+void reseal_bundle(const std::filesystem::path& dir, proof::Manifest& manifest, const SigningKey& key);
 
 }  // namespace solver::test

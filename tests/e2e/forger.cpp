@@ -27,7 +27,7 @@ void interpolate_parameters(checkpoint::Checkpoint& state, const checkpoint::Che
 }
 
 Forger::Forger(const std::filesystem::path& dir, const std::filesystem::path& key)
-    : dir_(dir), manifest_(proof::manifest_from_json(read_json(dir / "manifest.json"))), key_(proof::SigningKey::load(key)) {}
+    : dir_(dir), manifest_(proof::manifest_from_json(read_json(dir / "manifest.json"))), key_(SigningKey::load(key)) {}
 
 checkpoint::Checkpoint Forger::checkpoint_at(std::size_t index) const {
   return checkpoint::read_safetensors(path(manifest_.checkpoints.at(index).file.path));

@@ -11,7 +11,7 @@
 
 #include "checkpoint/safetensors.h"
 #include "common/records.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 #include "tests/test_support.h"
 
@@ -46,7 +46,7 @@ class Forger {
  private:
   std::filesystem::path dir_;
   proof::Manifest manifest_;
-  proof::SigningKey key_;
+  SigningKey key_;
 };
 
 // A `solver verify` run and how many segments it replayed, from its summary line.

@@ -12,7 +12,7 @@
 
 #include "checkpoint/safetensors.h"
 #include "common/sha256.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/verify.h"
 #include "tests/e2e/e2e_support.h"
 #include "tests/e2e/forger.h"
@@ -281,7 +281,7 @@ TEST_CASE("a bundle stolen and re-signed by another solver is rejected when the 
           "[e2e][attack]") {
   ScratchDir scratch("attack-stolen");
   const auto bundle = copy_bundle(world().honest, scratch / "bundle");
-  const std::string victim = proof::SigningKey::load(world().key).public_key_hex();
+  const std::string victim = SigningKey::load(world().key).public_key_hex();
   const auto thief_key = make_key(scratch / "thief");
   Forger thief(bundle, thief_key);
   thief.reseal();

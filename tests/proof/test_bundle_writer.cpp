@@ -9,7 +9,7 @@
 #include "common/sha256.h"
 #include "kernels/distance.h"
 #include "proof/bundle_writer.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 #include "tests/proof/toy_training.h"
 #include "tests/test_support.h"

@@ -11,7 +11,7 @@
 #include "common/files.h"
 #include "common/sha256.h"
 #include "common/task.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 #include "tests/test_support.h"
 

@@ -11,7 +11,7 @@
 #include "common/files.h"
 #include "common/sha256.h"
 #include "tests/forgery.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/manifest.h"
 #include "proof/verify.h"
 #include "tests/proof/toy_training.h"

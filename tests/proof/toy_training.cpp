@@ -84,7 +84,7 @@ float toy_step(checkpoint::Checkpoint& state, std::span<const std::uint32_t> ind
 }
 
 std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir, const Task& task,
-                                                const proof::SigningKey& key, const ToyRun& run) {
+                                                const SigningKey& key, const ToyRun& run) {
   const std::int64_t total = total_steps(task, kToySamples);
   proof::BundleWriter writer(dir, task, key, proof::BundlePlan{run.runtime, kToySamples, kToySamples / 8, total}, run.resume);
   checkpoint::Checkpoint state = toy_initial_state(task.seed);

@@ -14,7 +14,7 @@
 #include "common/records.h"
 #include "common/task.h"
 #include "proof/bundle_writer.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "proof/verify.h"
 
 namespace solver::test {
@@ -38,7 +38,7 @@ struct ToyRun {
 
 // Trains the toy task into a bundle in `dir`. Returns the manifest, or nullopt after a crash.
 std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir, const Task& task,
-                                                const proof::SigningKey& key, const ToyRun& run = {});
+                                                const SigningKey& key, const ToyRun& run = {});
 
 // The honest replayer of the toy training. Counts replays, so tests can tell a bundle was
 // rejected before any replay.

@@ -2,7 +2,7 @@
 // Invariant: a key file is created with mode 0600 and never overwritten (O_CREAT|O_EXCL), and a
 // key file that group or others could read is refused on load: a leaked key signs work in the
 // solver's name, so the check stays even though it annoys people who copy keys around.
-#include "proof/keys.h"
+#include "common/keys.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -23,7 +23,7 @@
 #include "common/files.h"
 #include "common/sha256.h"
 
-namespace solver::proof {
+namespace solver {
 namespace {
 
 constexpr std::size_t kPublicKeyBytes = 32;
@@ -206,4 +206,4 @@ bool verify_signature(std::string_view public_key_hex, std::string_view message,
   }
 }
 
-}  // namespace solver::proof
+}  // namespace solver

@@ -1,5 +1,4 @@
-// The solver's Ed25519 identity (OpenSSL): it signs bundle manifests (and, later, market
-// requests). Stored as a PKCS#8 PEM file with mode 0600; a key readable by group or others is
+// The solver's Ed25519 identity (OpenSSL): it signs bundle manifests and market requests. Stored as a PKCS#8 PEM file with mode 0600; a key readable by group or others is
 // refused, because anyone who reads it can sign work in the solver's name.
 #pragma once
 
@@ -8,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace solver::proof {
+namespace solver {
 
 class SigningKey {
  public:
@@ -34,4 +33,4 @@ class SigningKey {
 // False for a bad signature or malformed key/signature hex; never throws.
 bool verify_signature(std::string_view public_key_hex, std::string_view message, std::string_view signature_hex);
 
-}  // namespace solver::proof
+}  // namespace solver

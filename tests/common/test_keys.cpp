@@ -7,10 +7,10 @@
 #include <functional>
 
 #include "common/error.h"
-#include "proof/keys.h"
+#include "common/keys.h"
 #include "tests/test_support.h"
 
-namespace solver::proof {
+namespace solver {
 namespace {
 
 using Catch::Matchers::Contains;
@@ -98,4 +98,4 @@ TEST_CASE("Loading a missing, malformed or non-Ed25519 key says what is wrong", 
 }
 
 }  // namespace
-}  // namespace solver::proof
+}  // namespace solver
