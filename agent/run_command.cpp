@@ -1,6 +1,6 @@
-// `solver run`: train one task and write its proof-of-learning bundle.
-// The order matters for "nothing lost": the bundle writer journals every checkpoint as it
-// lands, so a run killed at any moment resumes (--resume) from its last checkpoint.
+// `solver run`: train one task and write its proof-of-learning bundle (agent/training_job.h).
+// A run killed at any moment resumes (--resume) from its last checkpoint; SIGINT or SIGTERM
+// stop it after the current step with the journal current.
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -10,12 +10,12 @@
 #include <cstdlib>
 
 #include "agent/commands.h"
+#include "agent/signals.h"
+#include "agent/training_job.h"
 #include "common/error.h"
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/task.h"
-#include "proof/bundle_writer.h"
-#include "common/keys.h"
-#include "train/trainer.h"
 
 namespace solver::agent {
 namespace {
@@ -115,57 +115,31 @@ int run_command(const RunOptions& options) {
   std::optional<SigningKey> key;
   if (options.proof) key = load_or_create_key(options.key_file);  // before training: a bad key must not cost a run
 
-  train::Trainer trainer(task, train::TrainerOptions{options.device, options.threads});
-  const RuntimeInfo runtime = trainer.runtime();
+  TrainingJob job(task, train::TrainerOptions{options.device, options.threads}, key ? &*key : nullptr, out_dir,
+                  options.resume);
+  const RuntimeInfo runtime = job.trainer().runtime();
   log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} torch={}", task.id, task.model.kind,
-           trainer.total_steps(), task.training.batch_size, task.checkpoint_every, runtime.device, runtime.threads,
+           job.trainer().total_steps(), task.training.batch_size, task.checkpoint_every, runtime.device, runtime.threads,
            runtime.torch_version);
 
-  std::optional<proof::BundleWriter> writer;
-  std::int64_t from_step = 0;
-  if (key) {
-    writer.emplace(out_dir, task, *key,
-                   proof::BundlePlan{runtime, trainer.train_samples(), trainer.steps_per_epoch(), trainer.total_steps()},
-                   options.resume);
-    if (options.resume) {
-      if (auto point = writer->resume_point()) {
-        trainer.load_state(point->second);
-        from_step = point->first;
-        log_info("agent", "task={} resuming from checkpoint step={}", task.id, from_step);
-      } else {
-        log_info("agent", "task={} no checkpoint to resume from: starting at step 0", task.id);
-      }
-    }
-  }
-
+  const StopSignals stop;  // SIGINT/SIGTERM: stop after the current step with the journal current
   ProgressReporter progress;
-  float last_loss = 0.0f;
   train::TrainHooks hooks;
-  hooks.on_step = [&](StepRecord&& record) {
-    last_loss = record.loss;
-    if (writer) writer->record_step(std::move(record));
-  };
-  if (writer) {
-    hooks.on_checkpoint = [&](std::int64_t step, checkpoint::Checkpoint&& state) {
-      writer->add_checkpoint(step, std::move(state));
-      log_debug("proof", "task={} checkpoint step={} queued", task.id, step);
-    };
-  }
   hooks.on_progress = [&](const train::Progress& update) { progress.report(update); };
-
-  const auto started = std::chrono::steady_clock::now();
-  trainer.train(from_step, hooks);
-  const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  hooks.should_stop = [&] { return stop.requested(); };
+  const TrainingOutcome outcome = job.run(std::move(hooks));
   progress.end_line();
-  const std::int64_t steps_run = trainer.total_steps() - from_step;
-
-  const double accuracy = trainer.evaluate();
+  const std::int64_t steps_run = outcome.last_step - outcome.first_step;
+  if (!outcome.finished) {
+    std::printf("stopped by a signal at step %lld of %lld; continue with: solver run --resume --out %s\n",
+                static_cast<long long>(outcome.last_step), static_cast<long long>(outcome.total_steps), out_dir.c_str());
+    return kExitOk;
+  }
   std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test accuracy %.2f%%\n", task.id.c_str(),
-              static_cast<long long>(steps_run), train_seconds, steps_run / std::max(train_seconds, 1e-9), last_loss,
-              accuracy * 100.0);
-  if (!writer) return kExitOk;
-
-  const proof::Manifest manifest = writer->finish(proof::TrainOutcome{accuracy, last_loss, train_seconds});
+              static_cast<long long>(steps_run), outcome.train_seconds, steps_run / std::max(outcome.train_seconds, 1e-9),
+              outcome.final_loss, outcome.test_accuracy * 100.0);
+  if (!outcome.manifest) return kExitOk;
+  const proof::Manifest& manifest = *outcome.manifest;
   std::printf("bundle %s: %zu checkpoints, %zu segments, %.1f MB, signed by %s\n", out_dir.c_str(),
               manifest.checkpoints.size(), manifest.segments.size(), directory_size(out_dir) / 1e6,
               manifest.solver_public_key.c_str());

@@ -17,14 +17,29 @@ Error io_error(const std::string& what, const std::filesystem::path& path) {
   return Error(ErrorKind::Io, what + " " + path.string() + ": " + std::strerror(errno));
 }
 
+}  // namespace
+
 void fsync_folder(const std::filesystem::path& folder) {
-  const int fd = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY);
+  const int fd = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw io_error("cannot open folder", folder);
-  ::fsync(fd);
+  const bool synced = ::fsync(fd) == 0;
   ::close(fd);
+  if (!synced) throw io_error("cannot fsync folder", folder);
 }
 
-}  // namespace
+void copy_file_durably(const std::filesystem::path& from, const std::filesystem::path& to) {
+  const std::filesystem::path temp = to.string() + ".tmp";
+  std::error_code error;
+  std::filesystem::copy_file(from, temp, std::filesystem::copy_options::overwrite_existing, error);
+  if (error) throw Error(ErrorKind::Io, "cannot copy " + from.string() + " to " + temp.string() + ": " + error.message());
+  const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw io_error("cannot open", temp);
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced) throw io_error("cannot fsync", temp);
+  if (::rename(temp.c_str(), to.c_str()) != 0) throw io_error("cannot rename into place", to);
+  fsync_folder(to.parent_path());
+}
 
 void write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes) {
   const std::filesystem::path temp = path.string() + ".tmp";

@@ -14,6 +14,12 @@ namespace solver {
 void write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes);
 void write_file_durably(const std::filesystem::path& path, std::string_view text);
 
+// Copies a file the same way (temp file, fsync, rename, fsync folder), streaming it.
+void copy_file_durably(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// Makes renames and removals in a folder durable: without it a crash can undo them.
+void fsync_folder(const std::filesystem::path& folder);
+
 // Reads a whole file. Throws Error(Io) naming the path when it is missing or unreadable.
 std::string read_file(const std::filesystem::path& path);
 

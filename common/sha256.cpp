@@ -50,7 +50,7 @@ std::string sha256_hex(std::span<const std::byte> bytes) {
 }
 std::string sha256_hex(std::string_view text) { return sha256_hex(std::as_bytes(std::span(text.data(), text.size()))); }
 
-std::string sha256_file_hex(const std::filesystem::path& path) {
+Digest sha256_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::Io, "cannot open " + path.string() + " to hash it");
   Sha256 hasher;
@@ -60,8 +60,10 @@ std::string sha256_file_hex(const std::filesystem::path& path) {
     hasher.update(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
   }
   if (in.bad()) throw Error(ErrorKind::Io, "read error while hashing " + path.string());
-  return to_hex(hasher.finish());
+  return hasher.finish();
 }
+
+std::string sha256_file_hex(const std::filesystem::path& path) { return to_hex(sha256_file(path)); }
 
 bool is_sha256_hex(std::string_view text) {
   if (text.size() != 64) return false;

@@ -35,7 +35,8 @@ class Sha256 {
 std::string to_hex(std::span<const std::uint8_t> bytes);
 std::string sha256_hex(std::span<const std::byte> bytes);
 std::string sha256_hex(std::string_view text);
-// Streams the file; throws Error(Io) naming the path when it cannot be read.
+// Both stream the file; they throw Error(Io) naming the path when it cannot be read.
+Digest sha256_file(const std::filesystem::path& path);
 std::string sha256_file_hex(const std::filesystem::path& path);
 bool is_sha256_hex(std::string_view text);
 

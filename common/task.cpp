@@ -260,10 +260,10 @@ double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::in
 
 std::filesystem::path checked_local_file(const FileRef& file, std::string_view what) {
   const std::string field(what);
-  if (file.location.find("://") != std::string::npos)
+  if (file.local_copy.empty() && file.location.find("://") != std::string::npos)
     throw Error(ErrorKind::Input, field + ": location " + file.location +
                                       " is remote; solver run reads local paths and file:// only (the agent fetches remote data)");
-  const std::filesystem::path path(file.location);
+  const std::filesystem::path path = file.local_copy.empty() ? std::filesystem::path(file.location) : file.local_copy;
   if (!std::filesystem::is_regular_file(path))
     throw Error(ErrorKind::Input, field + ": file " + path.string() + " does not exist");
   const std::string actual = sha256_file_hex(path);

@@ -20,6 +20,8 @@ namespace solver {
 struct FileRef {
   std::string location;
   std::string sha256;  // lowercase hex
+  // Where the agent's fetcher put a remote file. Not part of the task: never hashed or written.
+  std::filesystem::path local_copy;
 };
 
 struct ModelSpec {
@@ -96,7 +98,7 @@ std::int64_t total_steps(const Task& task, std::int64_t train_sample_count);
 // The learning rate used by 1-based step `step` of a run of `total` steps.
 double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total);
 
-// The local path of a file, after checking it exists and matches its sha256.
+// The local path of a file (its local_copy when fetched), after checking it exists and matches its sha256.
 // `what` names the field in errors ("dataset.train_images"). Throws Error(Input).
 std::filesystem::path checked_local_file(const FileRef& file, std::string_view what);
 

@@ -7,10 +7,8 @@
 // in between and no lock is needed.
 #include "proof/bundle_writer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -20,9 +18,9 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "common/keys.h"
 #include "proof/detail/bundle_paths.h"
 #include "proof/parameters.h"
-#include "common/keys.h"
 
 namespace solver::proof {
 namespace {
@@ -46,15 +44,6 @@ bool same_runtime(const RuntimeInfo& a, const RuntimeInfo& b) {
 std::string runtime_text(const RuntimeInfo& runtime) {
   return "solver " + runtime.solver_version + ", torch " + runtime.torch_version + ", " + runtime.device + ", " +
          std::to_string(runtime.threads) + " threads" + (runtime.deterministic ? ", deterministic" : "");
-}
-
-// Makes a removal durable: without it a crash could bring a deleted journal back.
-void fsync_folder(const std::filesystem::path& folder) {
-  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw Error(ErrorKind::Io, "cannot open folder " + folder.string() + " to sync it");
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) throw Error(ErrorKind::Io, "cannot fsync folder " + folder.string());
 }
 
 std::vector<checkpoint::Tensor> take_parameters(checkpoint::Checkpoint& state) {
@@ -113,6 +102,15 @@ struct BundleWriter::Impl {
   bool resume_pending = false;  // a journaled checkpoint exists that resume_point() has not restored
   bool finished = false;
 
+  // Any thread: the journaled checkpoints, for commitments sent while training runs.
+  mutable std::mutex written_mutex;
+  std::vector<WrittenCheckpoint> written;
+
+  void note_written(const CheckpointEntry& entry) {
+    const std::lock_guard lock(written_mutex);
+    written.push_back(WrittenCheckpoint{entry.step, entry.file.sha256});
+  }
+
   // Last member: destroyed first, so queued jobs finish while the state they use still exists.
   checkpoint::AsyncWriter writer{2};
 
@@ -162,6 +160,7 @@ struct BundleWriter::Impl {
     manifest.checkpoints = std::move(journaled.checkpoints);
     manifest.segments = std::move(journaled.segments);
     manifest.chain_root = std::move(journaled.chain_root);
+    for (const CheckpointEntry& entry : manifest.checkpoints) note_written(entry);
     resume_pending = !manifest.checkpoints.empty();
   }
 
@@ -236,6 +235,7 @@ struct BundleWriter::Impl {
     manifest.checkpoints.push_back(std::move(entry));
     previous_parameters = take_parameters(state);
     write_journal();
+    note_written(manifest.checkpoints.back());
     log_debug("proof", "checkpoint step={} written bytes={} sha256={}", step, written.size, written.sha256);
   }
 };
@@ -338,6 +338,13 @@ void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint stat
   auto job = std::make_shared<Job>(Job{step, std::move(state), std::move(self.pending_steps)});
   self.pending_steps = {};
   self.writer.submit([&self, job] { self.write_checkpoint(job->step, job->state, job->steps); });
+}
+
+void BundleWriter::flush() { impl_->writer.wait(); }
+
+std::vector<WrittenCheckpoint> BundleWriter::written_checkpoints() const {
+  const std::lock_guard lock(impl_->written_mutex);
+  return impl_->written;
 }
 
 Manifest BundleWriter::finish(const TrainOutcome& outcome) {

@@ -29,6 +29,12 @@ struct BundlePlan {  // what the trainer knows before step 1
   std::int64_t total_steps = 0;
 };
 
+// A checkpoint on disk and in the journal: what the agent commits to the market while training.
+struct WrittenCheckpoint {
+  std::int64_t step = 0;
+  std::string sha256;
+};
+
 class BundleWriter {
  public:
   // Starts a bundle in `dir`, which must not hold another bundle unless `resume` is set.
@@ -45,6 +51,11 @@ class BundleWriter {
   // Queues checkpoint `step` (0 first, then every k and the last step) for writing. Blocks
   // only while earlier checkpoints are still being written. Rethrows an earlier write error.
   void add_checkpoint(std::int64_t step, checkpoint::Checkpoint state);
+  // Waits until every queued checkpoint is written and journaled. Rethrows a write error.
+  void flush();
+  // The checkpoints journaled so far (including those found on resume), oldest first.
+  // Safe to call from any thread while training runs.
+  std::vector<WrittenCheckpoint> written_checkpoints() const;
   // Waits for all writes, then writes the signed manifest. Returns it.
   Manifest finish(const TrainOutcome& outcome);
 

@@ -271,6 +271,19 @@ void check_chain(const Manifest& manifest, std::vector<std::string>& failures) {
     failures.push_back("hash chain: chain_root " + manifest.chain_root + " is not the last checkpoint's chain " + previous);
 }
 
+void check_commitments(const Manifest& manifest, const VerifyOptions& options, std::vector<std::string>& failures) {
+  for (const auto& [step, committed] : options.committed_checkpoints) {
+    const auto entry = std::find_if(manifest.checkpoints.begin(), manifest.checkpoints.end(),
+                                    [step](const CheckpointEntry& checkpoint) { return checkpoint.step == step; });
+    if (entry == manifest.checkpoints.end())
+      failures.push_back("commitments: checkpoint step " + std::to_string(step) + " was committed while training (sha256 " +
+                         committed + ") but is not in the bundle");
+    else if (entry->file.sha256 != committed)
+      failures.push_back("commitments: checkpoint step " + std::to_string(step) + " has sha256 " + entry->file.sha256 +
+                         " in the bundle, but " + committed + " was committed while training: the bundle was rewritten");
+  }
+}
+
 // The records of each segment (empty where a segment could not be read; a failure says why).
 std::vector<std::vector<StepRecord>> read_segments(const std::filesystem::path& dir, const Manifest& manifest,
                                                    std::vector<std::string>& failures) {
@@ -570,7 +583,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   }
   std::vector<std::string>& failures = verdict.failures;
 
-  // 1-6: the bundle's claims are signed, complete, hashed, ordered and chained.
+  // 1-6: the bundle's claims are signed, complete, hashed, ordered, chained and match what was committed.
   const BundleFiles files = read_bundle(dir);
   const Manifest& manifest = files.manifest;
   verdict.train_seconds = manifest.outcome.train_seconds;
@@ -579,14 +592,17 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   const std::optional<Task> task = check_task(dir, manifest, options, failures);
   check_files(dir, manifest, failures);
   if (check_sequence(manifest, failures)) check_chain(manifest, failures);
+  check_commitments(manifest, options, failures);
   if (!failures.empty() || !task) return verdict;
 
   // 7-9: what the seed and the files determine without training.
   const std::vector<std::vector<StepRecord>> segments = read_segments(dir, manifest, failures);
   check_data_order(*task, manifest, segments, failures);
   Task replay_task = *task;
-  if (replay_task.model.kind == "torchscript")
+  if (replay_task.model.kind == "torchscript") {
     replay_task.model.file.location = std::filesystem::absolute(dir / detail::kModelFile).string();
+    replay_task.model.file.local_copy.clear();
+  }
   std::unique_ptr<Replayer> replayer;
   try {
     replayer = make_replayer(replay_task, manifest.runtime.threads);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -62,6 +63,9 @@ struct VerifyOptions {
   double delta = 1e-3;    // l2 threshold when the replay runtime differs from the bundle's
   std::optional<std::string> expected_task_sha256;   // reject a bundle for another task
   std::optional<std::string> expected_public_key;    // reject a bundle signed by someone else
+  // step -> sha256 of the checkpoints the solver committed to the market while training: a
+  // bundle whose checkpoints differ was rewritten afterwards and is rejected.
+  std::map<std::int64_t, std::string> committed_checkpoints;
 };
 
 struct SegmentReport {

@@ -325,7 +325,7 @@ void Trainer::load_state(const checkpoint::Checkpoint& state) {
   impl_->optimizer->set_step_count(optimizer_step);
 }
 
-void Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
+std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
   Impl& impl = *impl_;
   const Task& task = impl.task;
   const std::int64_t total = impl.total_steps;
@@ -364,7 +364,9 @@ void Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
                                  static_cast<double>(total - step) * elapsed_seconds / steps_done});
     }
     impl.enforce_budgets(step, elapsed_seconds, last_checkpoint);
+    if (step < total && hooks.should_stop && hooks.should_stop()) return step;
   }
+  return total;
 }
 
 std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {

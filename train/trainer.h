@@ -40,6 +40,7 @@ struct TrainHooks {
   std::function<void(StepRecord&&)> on_step;                                 // after each step
   std::function<void(std::int64_t step, checkpoint::Checkpoint&&)> on_checkpoint;  // every k steps and the last
   std::function<void(const Progress&)> on_progress;                          // about once a second and at the end
+  std::function<bool()> should_stop;  // polled after each step; true ends train() early (SIGTERM, a cancel)
 };
 
 // One thread drives a Trainer (not thread-safe); every call blocks until its work is done.
@@ -75,7 +76,8 @@ class Trainer {
   // Trains from the state after `from_step` to the last step, calling the hooks. Enforces
   // the task's budgets (Error(Budget)) and stops on a non-finite loss or gradient (Error(Input)).
   // on_checkpoint also fires for step `from_step` when it is 0 (the initialisation).
-  void train(std::int64_t from_step, const TrainHooks& hooks);
+  // Returns the last step trained: the total, or less when should_stop asked to stop.
+  std::int64_t train(std::int64_t from_step, const TrainHooks& hooks);
 
   // Runs the given steps from the current state with their recorded indices and learning
   // rates; returns each step's loss. The state afterwards is what state() returns. Throws
