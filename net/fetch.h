@@ -1,0 +1,51 @@
+// Task inputs (datasets, TorchScript models) fetched by URL into a cache keyed by content:
+// a file is stored under its sha256, downloaded to a temporary name, checked against the hash
+// the task states, and only then renamed into place, so the cache never holds a wrong byte.
+// The cache has a size cap; the least recently used files not needed by the current task go first.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "common/task.h"
+#include "net/retry.h"
+
+namespace solver::net {
+
+// Downloads `url` to `dest` (overwriting it). Throws Error(Network) when it cannot.
+using Downloader = std::function<void(const std::string& url, const std::filesystem::path& dest)>;
+
+struct FetchOptions {
+  std::filesystem::path cache_dir;
+  std::uint64_t max_cache_bytes = 50ull << 30;
+  // Local paths and file:// URLs name files on this machine: fine for your own tasks, a way to
+  // probe the disk for tasks from strangers. Off unless the config allows it.
+  bool allow_local_files = false;
+  RetryPolicy retry;
+  Downloader ipfs;  // ipfs:// URLs; unset: refused with a message saying to configure IPFS
+  Downloader s3;    // s3:// URLs; unset: refused likewise
+};
+
+class FileCache {
+ public:
+  explicit FileCache(FetchOptions options);
+
+  // A local file whose content has the sha256 that `file` states. Throws Error(Input) for a
+  // refused location or a hash mismatch, Error(Network) when the download fails for good.
+  std::filesystem::path fetch(const FileRef& file, std::string_view what);
+  // Fetches every file the task names and sets their local_copy; evicts after, never a file
+  // this task uses.
+  void resolve(Task& task);
+
+ private:
+  std::filesystem::path download(const FileRef& file, std::string_view what);
+  void evict(const std::set<std::string>& keep);
+
+  FetchOptions options_;
+};
+
+}  // namespace solver::net

@@ -1,0 +1,67 @@
+// The directory store. Copies go file by file with fsync, into a temporary sibling folder that
+// is renamed into place last: a crash mid-publish leaves only a temporary folder, removed by the
+// next publish of the same bundle.
+#include "net/store.h"
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
+
+namespace solver::net {
+namespace {
+
+// Copies the bundle's files (hidden files such as upload records stay behind), fsyncing each.
+void copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::error_code error;
+  std::filesystem::create_directories(to, error);
+  if (error) throw Error(ErrorKind::Io, "cannot create " + to.string() + ": " + error.message());
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(from)) {
+    const std::filesystem::path relative = std::filesystem::relative(entry.path(), from);
+    if (relative.filename().string().starts_with(".")) continue;
+    if (entry.is_directory()) {
+      std::filesystem::create_directories(to / relative, error);
+      if (error) throw Error(ErrorKind::Io, "cannot create " + (to / relative).string() + ": " + error.message());
+    } else if (entry.is_regular_file()) {
+      copy_file_durably(entry.path(), to / relative);
+    }
+  }
+}
+
+void require_bundle(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_regular_file(dir / "manifest.json") || !std::filesystem::is_regular_file(dir / "manifest.sig"))
+    throw Error(ErrorKind::Input, dir.string() + " is not a finished bundle (no manifest.json and manifest.sig)");
+}
+
+}  // namespace
+
+DirectoryStore::DirectoryStore(std::filesystem::path root) : root_(std::filesystem::absolute(std::move(root))) {}
+
+std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) {
+  require_bundle(bundle_dir);
+  if (bundle_name.empty() || bundle_name.find('/') != std::string::npos || bundle_name.starts_with("."))
+    throw Error(ErrorKind::Internal, "bundle name \"" + bundle_name + "\" is not a plain folder name");
+  const std::filesystem::path target = root_ / bundle_name;
+  const std::string manifest_sha256 = sha256_file_hex(bundle_dir / "manifest.json");
+  if (std::filesystem::exists(target / "manifest.json")) {
+    if (sha256_file_hex(target / "manifest.json") != manifest_sha256)
+      throw Error(ErrorKind::Input, "store " + root_.string() + " already holds a different bundle named " + bundle_name);
+    return target.string();  // published before: nothing to do
+  }
+  const std::filesystem::path staging = root_ / ("." + bundle_name + ".partial");
+  std::error_code error;
+  std::filesystem::remove_all(staging, error);
+  copy_bundle(bundle_dir, staging);
+  std::filesystem::rename(staging, target, error);
+  if (error) throw Error(ErrorKind::Io, "cannot move " + staging.string() + " to " + target.string() + ": " + error.message());
+  fsync_folder(root_);
+  return target.string();
+}
+
+void DirectoryStore::fetch(const std::string& address, const std::filesystem::path& dest_dir) {
+  const std::filesystem::path source(address);
+  if (!source.is_absolute()) throw Error(ErrorKind::Input, "bundle address " + address + " is not an absolute folder path");
+  require_bundle(source);
+  copy_bundle(source, dest_dir);
+}
+
+}  // namespace solver::net

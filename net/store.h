@@ -1,0 +1,34 @@
+// Where finished bundles go: a local folder, an IPFS node or an S3 bucket, behind one interface,
+// so the agent and `solver publish` publish (and verifiers fetch) through the same code.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace solver::net {
+
+class BundleStore {
+ public:
+  virtual ~BundleStore() = default;
+  // Publishes a finished bundle directory and returns its address (a path, ipfs://CID, s3://bucket/prefix).
+  // Idempotent: publishing the same bundle again returns the same address and duplicates nothing.
+  // Throws Error(Network, retryable=true) while the store is unreachable; nothing is reported published that is not.
+  virtual std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) = 0;
+  // Copies the bundle at `address` into `dest_dir` (created), checking what it can against the address.
+  virtual void fetch(const std::string& address, const std::filesystem::path& dest_dir) = 0;
+};
+
+// A folder on this machine (or a mounted share): bundles are copied to <root>/<bundle_name>/
+// through a temporary folder and a rename, so a reader never sees half a bundle. The address is
+// the bundle folder's absolute path.
+class DirectoryStore final : public BundleStore {
+ public:
+  explicit DirectoryStore(std::filesystem::path root);
+  std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
+  void fetch(const std::string& address, const std::filesystem::path& dest_dir) override;
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace solver::net
