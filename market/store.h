@@ -1,0 +1,97 @@
+// The market's state in SQLite: workers, tasks, leases, checkpoint commitments, verification
+// jobs and verdicts, and the nonces of recent requests. Every state change is one transaction
+// on a WAL database with synchronous=FULL, so a market killed at any moment restarts with all
+// it had acknowledged. The market's rules live here too (who may act on which lease, when a
+// lease expires, when a task is requeued or failed), because each rule reads and writes in the
+// same transaction. One connection behind a mutex: the market's load is a few requests per
+// worker per minute, far below what a serialised SQLite handles.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "net/market_protocol.h"
+
+namespace solver::market {
+
+// A request the market's rules turn down: the HTTP status and error code the server answers
+// with, and a sentence saying why.
+class Refusal : public std::runtime_error {
+ public:
+  Refusal(int status, std::string code, const std::string& message)
+      : std::runtime_error(message), status_(status), code_(std::move(code)) {}
+  int status() const { return status_; }
+  const std::string& code() const { return code_; }
+
+ private:
+  int status_;
+  std::string code_;
+};
+
+struct StorePolicy {
+  std::int64_t lease_seconds = 300;
+  std::int64_t verification_lease_seconds = 900;
+  int max_attempts = 3;  // leases that end without a completion (failed or expired) before the task fails
+};
+
+// A validated task, ready to be stored.
+struct NewTask {
+  std::string task_id;
+  std::string submitter;    // the submitter's public key
+  nlohmann::json task;      // normalised (task_to_json)
+  std::string task_sha256;
+  std::string model_kind;
+  std::int64_t max_memory_mb = 0;
+};
+
+class Store {
+ public:
+  // Opens or creates the database. Throws Error(Io) when it cannot, Error(Config) when it was
+  // written by a market with another schema version.
+  Store(const std::filesystem::path& path, StorePolicy policy);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Remembers (key, nonce) and returns true, or returns false when it was seen before. Nonces whose
+  // timestamp has left the request window are forgotten: such a request is refused as stale anyway.
+  bool remember_nonce(const std::string& key, const std::string& nonce, std::int64_t timestamp, std::int64_t now);
+
+  void register_worker(const std::string& key, const net::WorkerProfile& profile, std::int64_t now);
+  std::optional<net::WorkerProfile> worker(const std::string& key);
+  // A registered worker or a key that has submitted a task: may read task statuses.
+  bool is_known_key(const std::string& key);
+
+  // True when stored now; false when the same task from the same submitter was already there.
+  bool submit_task(const NewTask& task, std::int64_t now);
+  void cancel_task(const std::string& task_id, const std::string& key, std::int64_t now);
+
+  // The oldest queued task the worker can run, leased to it; nullopt when none matches.
+  std::optional<net::Lease> claim_task(const std::string& key, const net::WorkerProfile& profile, std::int64_t now);
+  net::HeartbeatReply heartbeat(const std::string& task_id, const std::string& key, const net::Heartbeat& beat, std::int64_t now);
+  void complete_task(const std::string& task_id, const std::string& key, const net::Completion& completion, std::int64_t now);
+  void fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
+
+  // The oldest completed task that `key` did not solve and nobody is verifying, as a job.
+  std::optional<net::VerificationJob> claim_verification(const std::string& key, std::int64_t now);
+  void record_verdict(const std::string& job_id, const std::string& key, const net::Verdict& verdict, std::int64_t now);
+
+  // Returns tasks whose lease has passed to the queue (or fails them after max_attempts) and
+  // frees verification jobs whose lease has passed. Returns how many leases and jobs expired.
+  int expire_due(std::int64_t now);
+
+  nlohmann::json task_status(const std::string& task_id);  // Refusal 404 when unknown
+  nlohmann::json list_tasks();                             // summaries, oldest first
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace solver::market

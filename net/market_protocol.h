@@ -1,0 +1,154 @@
+// The market protocol (docs/market-protocol.md), shared by the client and the server: how a
+// request is signed and checked, and the JSON bodies of the endpoints. Parsing is strict about
+// what it needs (a missing or mistyped field is an error naming it, "lease.task_id: missing")
+// and ignores fields it does not know, so a newer peer can add some.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/http.h"
+
+namespace solver {
+class SigningKey;
+}
+
+namespace solver::net {
+
+inline constexpr std::string_view kMarketProtocol = "solver-market/1";
+inline constexpr std::string_view kKeyHeader = "X-Solver-Key";
+inline constexpr std::string_view kTimestampHeader = "X-Solver-Timestamp";
+inline constexpr std::string_view kNonceHeader = "X-Solver-Nonce";
+inline constexpr std::string_view kSignatureHeader = "X-Solver-Signature";
+// A request whose timestamp is further than this from the market's clock is refused as stale;
+// the market remembers nonces for this long, so a replay is caught either way.
+inline constexpr std::int64_t kRequestWindowSeconds = 300;
+
+// Bodies nested deeper than this are refused before parsing, by both sides: the protocol needs a
+// handful of levels, and code that walks or prints JSON recurses once per level, so a body of a
+// million brackets would otherwise exhaust a thread's stack.
+inline constexpr int kMaxJsonDepth = 64;
+// Whether the brackets of `text` (outside strings) nest at most `limit` deep. Does not validate.
+bool json_depth_within(std::string_view text, int limit = kMaxJsonDepth);
+
+// The four signature headers of one request.
+struct SignedHeaders {
+  std::string key;        // the signer's Ed25519 public key, 64 hex digits
+  std::string timestamp;  // unix seconds, decimal
+  std::string nonce;      // 32 hex digits, fresh for every request
+  std::string signature;  // Ed25519 over canonical_request(...), 128 hex digits
+  Headers as_headers() const;
+};
+
+// "solver-request-v1\n" METHOD "\n" path_with_query "\n" timestamp "\n" nonce "\n" sha256_hex(body).
+std::string canonical_request(std::string_view method, std::string_view path_with_query, std::string_view timestamp,
+                              std::string_view nonce, std::string_view body);
+
+// 16 random bytes as 32 lowercase hex digits (OpenSSL's generator).
+std::string random_nonce();
+
+SignedHeaders sign_request(const SigningKey& key, std::string_view method, std::string_view path_with_query,
+                           std::string_view body, std::int64_t now, std::string_view nonce);
+
+// Whether a request's signature headers hold, at the verifier's clock `now`. `reason` is one of
+// the market's 401 error codes: "unsigned" (a header missing), "malformed_signature" (a header not
+// in its format), "stale" (timestamp outside the window) or "bad_signature". Replays are the
+// caller's to catch: it must remember (key, nonce) for kRequestWindowSeconds.
+struct RequestCheck {
+  bool ok = false;
+  std::string reason;
+  std::string message;  // a sentence for the error body
+  std::int64_t timestamp = 0;
+};
+RequestCheck verify_request(const SignedHeaders& headers, std::string_view method, std::string_view path_with_query,
+                            std::string_view body, std::int64_t now);
+
+// --- Bodies -------------------------------------------------------------------------------------
+// Each parse_* takes the object and its name in errors, and throws Error(Input)
+// "<name>.<field>: <problem>"; the client turns that into Error(Network) naming the endpoint,
+// the server into a 400.
+
+struct CheckpointCommitment {
+  std::int64_t step = 0;
+  std::string sha256;
+};
+
+struct WorkerProfile {
+  std::string name;
+  std::vector<std::string> roles;  // "solve", "verify"
+  nlohmann::json hardware = nlohmann::json::object();  // free-form, shown in listings
+  int devices = 0;
+  std::int64_t memory_mb = 0;
+  std::vector<std::string> model_kinds;  // "mlp", "cnn", "torchscript"
+};
+
+struct Lease {
+  std::string task_id, lease_id;
+  nlohmann::json task;  // the normalised task (common/task.h task_to_json)
+  std::string task_sha256;
+  std::int64_t lease_seconds = 0;
+  std::int64_t expires_at = 0;  // unix seconds
+};
+
+struct Heartbeat {
+  std::string lease_id;
+  std::int64_t step = 0, total_steps = 0;
+  std::optional<double> loss;
+  std::vector<CheckpointCommitment> checkpoints;
+};
+
+struct HeartbeatReply {
+  std::int64_t expires_at = 0;
+  bool cancel = false;
+  std::string reason;
+};
+
+struct Completion {
+  std::string lease_id, bundle_address, manifest_sha256, manifest_signature;
+};
+
+struct FailureReport {
+  std::string lease_id, reason;
+  bool requeue = false;
+};
+
+struct VerificationJob {
+  std::string job_id, task_id;
+  nlohmann::json task;
+  std::string task_sha256, bundle_address, manifest_sha256, solver_key;
+  std::vector<CheckpointCommitment> commitments;  // those of the lease that completed the task
+  std::int64_t lease_seconds = 0;
+};
+
+struct Verdict {
+  bool accepted = false;
+  std::string reason;
+  nlohmann::json report = nlohmann::json::object();
+};
+
+nlohmann::json to_json(const CheckpointCommitment& commitment);
+nlohmann::json to_json(const WorkerProfile& profile);
+nlohmann::json to_json(const Lease& lease);
+nlohmann::json to_json(const Heartbeat& beat);
+nlohmann::json to_json(const HeartbeatReply& reply);
+nlohmann::json to_json(const Completion& completion);
+nlohmann::json to_json(const FailureReport& report);
+nlohmann::json to_json(const VerificationJob& job);
+nlohmann::json to_json(const Verdict& verdict);
+
+CheckpointCommitment parse_commitment(const nlohmann::json& json, const std::string& name);
+WorkerProfile parse_worker_profile(const nlohmann::json& json, const std::string& name);
+Lease parse_lease(const nlohmann::json& json, const std::string& name);
+Heartbeat parse_heartbeat(const nlohmann::json& json, const std::string& name);
+HeartbeatReply parse_heartbeat_reply(const nlohmann::json& json, const std::string& name);
+Completion parse_completion(const nlohmann::json& json, const std::string& name);
+FailureReport parse_failure_report(const nlohmann::json& json, const std::string& name);
+VerificationJob parse_verification_job(const nlohmann::json& json, const std::string& name);
+Verdict parse_verdict(const nlohmann::json& json, const std::string& name);
+
+}  // namespace solver::net
