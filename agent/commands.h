@@ -67,4 +67,60 @@ struct BenchOptions {
 // `solver bench`: measures this machine (docs/benchmarks.md) and prints a table or JSON.
 int bench_command(const BenchOptions& options);
 
+struct AgentOptions {
+  std::optional<std::filesystem::path> config_file;  // empty: defaults (docs/agent.md)
+  std::optional<std::filesystem::path> key_file;     // overrides the config's key
+  std::optional<std::filesystem::path> work_dir;     // overrides the config's work_dir
+  bool until_idle = false;  // exit once the market has no work and nothing is left to publish
+  bool local = false;       // a market in-process with the embedded task; solve, publish, verify, exit
+  std::string device = "cpu";  // --local only (a config file names its devices)
+  int threads = 0;             // --local only
+};
+// `solver agent`: the long-running worker (agent/daemon.h). Exits 0 after SIGTERM/SIGINT.
+int agent_command(const AgentOptions& options);
+
+struct PublishOptions {
+  std::filesystem::path bundle_dir;
+  std::optional<std::string> name;                   // the bundle's name in the store; default: its folder's name
+  std::optional<std::filesystem::path> config_file;  // use this agent config's "storage"
+  std::optional<std::filesystem::path> directory;    // or a folder...
+  std::optional<std::string> ipfs_api;               // ...or an IPFS node's RPC API...
+  std::optional<std::string> s3_bucket;              // ...or an S3 bucket (credentials: environment or AWS profile)
+  std::optional<std::string> s3_endpoint;
+  std::optional<std::string> s3_prefix;
+};
+// `solver publish`: prints the bundle's address (a path, ipfs://CID or s3://bucket/key).
+int publish_command(const PublishOptions& options);
+
+struct StatusOptions {
+  std::optional<std::filesystem::path> config_file;
+  std::optional<std::filesystem::path> work_dir;
+  bool json = false;
+};
+// `solver status`: what the agent using this work dir is doing (its status.json).
+int status_command(const StatusOptions& options);
+
+// `solver market ...` (agent/market_command.cpp): the reference market server and a client for
+// submitters (docs/market-protocol.md).
+// The market URL: $SOLVER_MARKET, else http://127.0.0.1:8470.
+std::string default_market_url();
+
+struct MarketServeOptions {
+  std::filesystem::path db = "market.db";
+  std::string host = "127.0.0.1";
+  int port = 8470;  // 0: any free port
+  std::int64_t lease_seconds = 300;
+};
+// Serves until SIGINT or SIGTERM, then stops cleanly; prints the bound URL on stdout.
+int market_serve_command(const MarketServeOptions& options);
+
+struct MarketClientCommandOptions {
+  std::string market_url;                         // empty: default_market_url()
+  std::optional<std::filesystem::path> key_file;  // empty: default_key_path()
+  bool json = false;
+};
+int market_submit_command(const MarketClientCommandOptions& options, const std::filesystem::path& task_file);
+int market_status_command(const MarketClientCommandOptions& options, const std::optional<std::string>& task_id);
+int market_cancel_command(const MarketClientCommandOptions& options, const std::string& task_id);
+
 }  // namespace solver::agent

@@ -98,6 +98,65 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--dir", bench.disk_dir, "Folder for the disk test (default: the current folder)")
       ->check(CLI::ExistingDirectory);
 
+  MarketServeOptions market_serve;
+  MarketClientCommandOptions market_client;
+  std::filesystem::path market_task_file;
+  std::optional<std::string> market_task_id;
+  std::string market_cancel_id;
+  auto* market_cmd = app.add_subcommand("market", "The reference market: serve it, submit tasks, follow and cancel them");
+  market_cmd->require_subcommand(1);
+  auto* market_serve_cmd = market_cmd->add_subcommand("serve", "Run the market server until SIGINT or SIGTERM (prints its URL)");
+  market_serve_cmd->add_option("--db", market_serve.db, "SQLite database file")->capture_default_str();
+  market_serve_cmd->add_option("--host", market_serve.host, "Address to listen on")->capture_default_str();
+  market_serve_cmd->add_option("--port", market_serve.port, "Port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  market_serve_cmd->add_option("--lease-seconds", market_serve.lease_seconds, "How long a claim lasts without a heartbeat")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  auto add_market_client_options = [&](CLI::App* command) {
+    command->add_option("--market", market_client.market_url, "Market URL (default: $SOLVER_MARKET or http://127.0.0.1:8470)");
+    command->add_option("--key", market_client.key_file, "Key that signs the requests (default: $SOLVER_KEY or ~/.config/solver/solver.key)");
+  };
+  auto* market_submit_cmd = market_cmd->add_subcommand("submit", "Validate a task file and submit it; prints the task id");
+  market_submit_cmd->add_option("task", market_task_file, "Task file (JSON, docs/task-format.md)")->required()->check(CLI::ExistingFile);
+  add_market_client_options(market_submit_cmd);
+  auto* market_status_cmd = market_cmd->add_subcommand("status", "Show one task, or list all");
+  market_status_cmd->add_option("task_id", market_task_id, "Task id (default: all tasks)");
+  market_status_cmd->add_flag("--json", market_client.json, "Print the market's JSON");
+  add_market_client_options(market_status_cmd);
+  auto* market_cancel_cmd = market_cmd->add_subcommand("cancel", "Cancel a queued or running task you submitted");
+  market_cancel_cmd->add_option("task_id", market_cancel_id, "Task id")->required();
+  add_market_client_options(market_cancel_cmd);
+
+  AgentOptions agent;
+  auto* agent_cmd = app.add_subcommand("agent", "Work for a market: claim tasks, train, prove, publish; verify others' work");
+  agent_cmd->add_option("--config", agent.config_file, "Agent config (JSON with comments; docs/agent.md)")->check(CLI::ExistingFile);
+  agent_cmd->add_option("--key", agent.key_file, "Solver key (default: the config's, else $SOLVER_KEY or ~/.config/solver/solver.key)");
+  agent_cmd->add_option("--work-dir", agent.work_dir, "Where tasks in flight and status.json live (default: the config's)");
+  agent_cmd->add_flag("--until-idle", agent.until_idle, "Exit once there is no work and nothing left to publish");
+  agent_cmd->add_flag("--local", agent.local,
+                      "Run a market in-process with the embedded task: train it, publish it, verify it with a second key, exit");
+  agent_cmd->add_option("--device", agent.device, "--local: cpu, cuda or cuda:N")->capture_default_str();
+  agent_cmd->add_option("--threads", agent.threads, "--local: CPU threads for LibTorch (0: min(cores, 4))")->check(CLI::Range(0, 256));
+
+  PublishOptions publish;
+  auto* publish_cmd = app.add_subcommand("publish", "Publish a finished bundle to a folder, IPFS or S3; prints its address");
+  publish_cmd->add_option("bundle", publish.bundle_dir, "Bundle folder")->required()->check(CLI::ExistingDirectory);
+  publish_cmd->add_option("--name", publish.name, "Name in the store (default: the folder's name)");
+  publish_cmd->add_option("--config", publish.config_file, "Publish to this agent config's storage")->check(CLI::ExistingFile);
+  auto* publish_dir = publish_cmd->add_option("--dir", publish.directory, "Publish into this folder");
+  auto* publish_ipfs = publish_cmd->add_option("--ipfs", publish.ipfs_api, "Publish to the IPFS node with this RPC API URL");
+  auto* publish_s3 = publish_cmd->add_option("--s3-bucket", publish.s3_bucket, "Publish to this S3 bucket");
+  publish_cmd->add_option("--s3-endpoint", publish.s3_endpoint, "S3-compatible endpoint URL (default: AWS)")->needs(publish_s3);
+  publish_cmd->add_option("--s3-prefix", publish.s3_prefix, "Key prefix in the bucket")->needs(publish_s3);
+  publish_dir->excludes(publish_ipfs)->excludes(publish_s3);
+  publish_ipfs->excludes(publish_s3);
+
+  StatusOptions status;
+  auto* status_cmd = app.add_subcommand("status", "Show what the agent is doing (from its work dir's status.json)");
+  status_cmd->add_option("--config", status.config_file, "The agent's config")->check(CLI::ExistingFile);
+  status_cmd->add_option("--work-dir", status.work_dir, "The agent's work dir (default: the config's)");
+  status_cmd->add_flag("--json", status.json, "As JSON");
+
   bool version_json = false;
   auto* version_cmd = app.add_subcommand("version", "Print the version");
   version_cmd->add_flag("--json", version_json, "As JSON");
@@ -123,6 +182,15 @@ int main(int argc, char** argv) {
     }
     if (*keygen_cmd) return keygen_command(keygen_file);
     if (*bench_cmd) return bench_command(bench);
+    if (*market_cmd) {
+      if (*market_serve_cmd) return market_serve_command(market_serve);
+      if (*market_submit_cmd) return market_submit_command(market_client, market_task_file);
+      if (*market_status_cmd) return market_status_command(market_client, market_task_id);
+      if (*market_cancel_cmd) return market_cancel_command(market_client, market_cancel_id);
+    }
+    if (*agent_cmd) return agent_command(agent);
+    if (*publish_cmd) return publish_command(publish);
+    if (*status_cmd) return status_command(status);
     if (*version_cmd) return version_command(version_json);
   } catch (const Error& error) {
     log_error("agent", "{} error: {}", error_kind_name(error.kind()), error.what());

@@ -1,0 +1,126 @@
+// `solver agent` (the long-running worker, agent/daemon.h), its `--local` demonstration (a market
+// in-process, the embedded task, a solver and then a verifier identity), and `solver status`.
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "agent/agent_config.h"
+#include "agent/commands.h"
+#include "agent/daemon.h"
+#include "agent/signals.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "common/keys.h"
+#include "common/log.h"
+#include "market/server.h"
+#include "net/market_client.h"
+
+namespace solver::agent {
+namespace {
+
+SigningKey load_or_create(const std::filesystem::path& path, std::string_view role) {
+  if (std::filesystem::exists(path)) return SigningKey::load(path);
+  SigningKey key = SigningKey::generate();
+  key.save(path);
+  log_warn("agent", "created a new {} key at {} (public {}); back it up: it is this rig's identity", role, path.string(),
+           key.public_key_hex());
+  return key;
+}
+
+// The whole loop on one machine: a market on 127.0.0.1 with the embedded task submitted, this
+// rig's solver key training and publishing it to a local folder, then a second (verifier) key
+// replaying and judging it. Exits 0 when the market records an accepting verdict.
+int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
+  const std::filesystem::path work = std::filesystem::absolute(options.work_dir.value_or("runs/local"));
+  std::filesystem::create_directories(work);
+  market::MarketServer server(market::MarketServerOptions{.db_path = work / "market.db", .port = 0});
+  server.start();
+  log_info("agent", "local market at {} (database {})", server.url(), (work / "market.db").string());
+
+  const SigningKey solver_key = load_or_create(options.key_file.value_or(default_key_path()), "solver");
+  const SigningKey verifier_key = load_or_create(work / "verifier.key", "local verifier");
+  const Task task = parse_embedded_default_task();
+  net::MarketClient submitter(net::MarketClientOptions{server.url()}, solver_key);
+  const std::string task_id = submitter.submit_task(task_to_json(task));
+  log_info("agent", "submitted the embedded task {} as market task {}", task.id, task_id);
+
+  AgentConfig config = default_agent_config();
+  config.market_url = server.url();
+  config.name = "local-solver";
+  config.work_dir = work / "solver";
+  config.cache_dir = work / "cache";
+  config.storage.directory = work / "published";
+  config.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
+  config.devices = {options.device};
+  config.threads = options.threads;
+  config.poll_min_seconds = config.poll_max_seconds = 0.2;
+  config.roles = {"solve"};
+  Agent(config, solver_key, stop).run(/*until_idle=*/true);
+  if (stop) return kExitOk;
+
+  config.name = "local-verifier";
+  config.work_dir = work / "verifier";
+  config.roles = {"verify"};
+  Agent(config, verifier_key, stop).run(/*until_idle=*/true);
+  if (stop) return kExitOk;
+
+  const nlohmann::json status = submitter.task_status(task_id);
+  const std::string state = status.value("state", "?");
+  std::printf("task %s: %s\n", task_id.c_str(), state.c_str());
+  if (status.contains("completion")) std::printf("bundle: %s\n", status["completion"].value("bundle_address", "").c_str());
+  if (status.contains("verdicts"))
+    for (const auto& verdict : status["verdicts"])
+      std::printf("verdict: %s%s\n", verdict.value("accepted", false) ? "accepted" : "rejected",
+                  verdict.value("accepted", false) ? "" : (": " + verdict.value("reason", std::string())).c_str());
+  return state == "verified" ? kExitOk : kExitRejected;
+}
+
+}  // namespace
+
+int agent_command(const AgentOptions& options) {
+  const StopSignals signals;
+  if (options.local) return run_local(options, StopSignals::flag());
+  AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
+  if (options.key_file) config.key_file = options.key_file;
+  if (options.work_dir) config.work_dir = std::filesystem::absolute(*options.work_dir);
+  const SigningKey key = load_or_create(config.key_file.value_or(default_key_path()), "solver");
+  return Agent(config, key, StopSignals::flag()).run(options.until_idle);
+}
+
+int status_command(const StatusOptions& options) {
+  AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
+  if (options.work_dir) config.work_dir = std::filesystem::absolute(*options.work_dir);
+  const std::filesystem::path path = config.work_dir / "status.json";
+  if (!std::filesystem::exists(path)) {
+    std::printf("no agent has run with work dir %s (no status.json)\n", config.work_dir.c_str());
+    return kExitBadInput;
+  }
+  nlohmann::json status;
+  try {
+    status = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& error) {
+    throw Error(ErrorKind::Input, path.string() + " is damaged: " + error.what());
+  }
+  const auto pid = status.value("pid", 0);
+  const bool running = pid > 0 && ::kill(pid, 0) == 0 && status.value("activity", "") != "stopped";
+  status["running"] = running;
+  if (options.json) {
+    std::printf("%s\n", status.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("agent %s (pid %d) %s, market %s\n", status.value("name", "?").c_str(), pid,
+              running ? "running" : "not running", status.value("market", "?").c_str());
+  std::printf("activity: %s", status.value("activity", "?").c_str());
+  if (!status.value("task_id", "").empty()) std::printf(" task %s", status.value("task_id", "").c_str());
+  if (status.value("total_steps", 0) > 0)
+    std::printf(" step %lld/%lld", static_cast<long long>(status.value("step", 0)),
+                static_cast<long long>(status.value("total_steps", 0)));
+  std::printf("\ncompleted %lld tasks, posted %lld verdicts; updated %s\n",
+              static_cast<long long>(status.value("tasks_completed", 0)),
+              static_cast<long long>(status.value("verdicts_posted", 0)), status.value("updated_at", "?").c_str());
+  return kExitOk;
+}
+
+}  // namespace solver::agent

@@ -1,0 +1,155 @@
+#include "agent/agent_config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "common/error.h"
+#include "common/files.h"
+#include "common/json_reader.h"
+
+namespace solver::agent {
+namespace {
+
+std::filesystem::path home_dir() {
+  const char* home = std::getenv("HOME");
+  return home != nullptr && *home != '\0' ? std::filesystem::path(home) : std::filesystem::current_path();
+}
+
+std::filesystem::path xdg_dir(const char* variable, const char* fallback) {
+  if (const char* value = std::getenv(variable); value != nullptr && *value != '\0') return value;
+  return home_dir() / fallback;
+}
+
+std::filesystem::path config_path(const std::string& text, const std::filesystem::path& base_dir) {
+  if (text == "~") return home_dir();
+  if (text.starts_with("~/")) return home_dir() / text.substr(2);
+  return std::filesystem::absolute(base_dir / text).lexically_normal();
+}
+
+std::vector<std::string> strings(ObjectReader& reader, std::string_view key, const std::vector<std::string>& allowed) {
+  std::vector<std::string> values;
+  for (const nlohmann::json& item : reader.array(key)) {
+    if (!item.is_string() || item.get<std::string>().empty())
+      ObjectReader::fail(reader.field(key), "expected an array of non-empty strings, got " + ObjectReader::shown(item));
+    const std::string value = item.get<std::string>();
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), value) == allowed.end())
+      ObjectReader::fail(reader.field(key), "unknown value \"" + value + "\"");
+    values.push_back(value);
+  }
+  if (values.empty()) ObjectReader::fail(reader.field(key), "expected at least one entry");
+  return values;
+}
+
+double positive_seconds(ObjectReader& reader, std::string_view key, double fallback) {
+  const double value = reader.number_or(key, fallback);
+  if (value <= 0.0) ObjectReader::fail(reader.field(key), "expected a positive number of seconds");
+  return value;
+}
+
+std::uint64_t gigabytes(ObjectReader& reader, std::string_view key, std::uint64_t fallback_bytes) {
+  const double value = reader.number_or(key, static_cast<double>(fallback_bytes) / 1e9);
+  if (value < 0.0) ObjectReader::fail(reader.field(key), "expected a non-negative number of GB");
+  return static_cast<std::uint64_t>(value * 1e9);
+}
+
+StorageConfig parse_storage(const nlohmann::json& json, const std::filesystem::path& base_dir) {
+  ObjectReader reader(json, "config.storage");
+  StorageConfig storage;
+  storage.kind = reader.string("kind");
+  if (storage.kind == "directory") {
+    storage.directory = config_path(reader.string("path"), base_dir);
+    reader.finish();
+  } else if (storage.kind == "ipfs" || storage.kind == "s3") {
+    storage.settings = json;  // checked by the store itself when the agent builds it (docs/storage.md)
+  } else {
+    ObjectReader::fail(reader.field("kind"), "expected \"directory\", \"ipfs\" or \"s3\", got \"" + storage.kind + "\"");
+  }
+  return storage;
+}
+
+}  // namespace
+
+bool AgentConfig::has_role(const std::string& role) const {
+  return std::find(roles.begin(), roles.end(), role) != roles.end();
+}
+
+AgentConfig default_agent_config() {
+  AgentConfig config;
+  char host[256] = {};
+  config.name = ::gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0' ? host : "solver";
+  config.work_dir = xdg_dir("XDG_STATE_HOME", ".local/state") / "solver";
+  config.cache_dir = xdg_dir("XDG_CACHE_HOME", ".cache") / "solver";
+  config.storage.directory = config.work_dir / "published";
+  return config;
+}
+
+AgentConfig parse_agent_config(const std::string& text, const std::filesystem::path& base_dir) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(text, nullptr, true, /*ignore_comments=*/true);
+  } catch (const nlohmann::json::parse_error& error) {
+    throw Error(ErrorKind::Config, std::string("agent config is not valid JSON: ") + error.what());
+  }
+  AgentConfig config = default_agent_config();
+  try {
+    ObjectReader reader(json, "config");
+    if (reader.has("market")) config.market_url = reader.string("market");
+    if (reader.has("key")) config.key_file = config_path(reader.string("key"), base_dir);
+    if (reader.has("name")) config.name = reader.string("name");
+    if (reader.has("work_dir")) config.work_dir = config_path(reader.string("work_dir"), base_dir);
+    config.storage.directory = config.work_dir / "published";
+    if (reader.has("cache_dir")) config.cache_dir = config_path(reader.string("cache_dir"), base_dir);
+    if (reader.has("devices")) config.devices = strings(reader, "devices", {});
+    if (reader.has("threads")) config.threads = static_cast<int>(reader.non_negative("threads"));
+    if (reader.has("roles")) config.roles = strings(reader, "roles", {"solve", "verify"});
+    config.allow_local_files = reader.boolean_or("allow_local_files", false);
+    if (reader.has("storage")) config.storage = parse_storage(reader.raw("storage"), base_dir);
+    if (reader.has("limits")) {
+      ObjectReader limits = reader.object("limits");
+      config.max_cache_bytes = gigabytes(limits, "cache_gb", config.max_cache_bytes);
+      config.min_free_disk_bytes = gigabytes(limits, "min_free_disk_gb", config.min_free_disk_bytes);
+      limits.finish();
+    }
+    config.heartbeat_seconds = positive_seconds(reader, "heartbeat_seconds", config.heartbeat_seconds);
+    if (reader.has("poll")) {
+      ObjectReader poll = reader.object("poll");
+      config.poll_min_seconds = positive_seconds(poll, "min_seconds", config.poll_min_seconds);
+      config.poll_max_seconds = positive_seconds(poll, "max_seconds", config.poll_max_seconds);
+      poll.finish();
+      if (config.poll_max_seconds < config.poll_min_seconds)
+        ObjectReader::fail("config.poll.max_seconds", "must not be below poll.min_seconds");
+    }
+    if (reader.has("verify")) {
+      ObjectReader verify = reader.object("verify");
+      config.verify_q = static_cast<int>(verify.integer_or("q", config.verify_q));
+      config.verify_random = static_cast<int>(verify.integer_or("random", config.verify_random));
+      config.verify_delta = verify.number_or("delta", config.verify_delta);
+      verify.finish();
+      if (config.verify_q < 0 || config.verify_random < 0 || config.verify_delta <= 0.0)
+        ObjectReader::fail("config.verify", "q and random must be non-negative and delta positive");
+    }
+    reader.finish();
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::Input) throw;
+    throw Error(ErrorKind::Config, std::string("agent config: ") + error.what());
+  }
+  return config;
+}
+
+AgentConfig load_agent_config(const std::filesystem::path& path) {
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error& error) {
+    throw Error(ErrorKind::Config, std::string("cannot read the agent config: ") + error.what());
+  }
+  try {
+    return parse_agent_config(text, std::filesystem::absolute(path).parent_path());
+  } catch (const Error& error) {
+    throw error.with_context(path.string());
+  }
+}
+
+}  // namespace solver::agent

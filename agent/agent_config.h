@@ -1,0 +1,53 @@
+// The agent's configuration file (configs/agent.json, documented in docs/agent.md): JSON with
+// // comments allowed. Every field is checked on load and an error names the field, the value
+// and what was expected, so a typo fails at start-up instead of weeks later.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace solver::agent {
+
+struct StorageConfig {
+  std::string kind = "directory";  // "directory", "ipfs" or "s3"
+  std::filesystem::path directory;  // directory: where bundles are published
+  nlohmann::json settings;          // ipfs / s3: their own fields (docs/storage.md)
+};
+
+struct AgentConfig {
+  std::string market_url = "http://127.0.0.1:8470";
+  std::optional<std::filesystem::path> key_file;  // empty: default_key_path()
+  std::string name;                               // how the market lists this rig; default: the host name
+  std::filesystem::path work_dir;                 // in-flight tasks, spooled bundles, status.json
+  std::filesystem::path cache_dir;                // fetched task inputs
+  std::uint64_t max_cache_bytes = 50ull << 30;
+  std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
+  std::vector<std::string> devices = {"cpu"};      // the first is used (one task at a time)
+  int threads = 0;
+  std::vector<std::string> roles = {"solve", "verify"};
+  bool allow_local_files = false;  // tasks may name local paths and file:// (private pools only)
+  StorageConfig storage;
+  double heartbeat_seconds = 30.0;  // at most; a shorter lease makes it shorter (a third of the lease)
+  double poll_min_seconds = 2.0;    // idle polling backs off from here...
+  double poll_max_seconds = 60.0;   // ...to here, with jitter
+  // What a verifier replays (docs/cli.md, solver verify).
+  int verify_q = 2;
+  int verify_random = 1;
+  double verify_delta = 1e-3;
+
+  bool has_role(const std::string& role) const;
+};
+
+// Defaults for everything; paths under $XDG_STATE_HOME / $XDG_CACHE_HOME (or ~/.local/state, ~/.cache).
+AgentConfig default_agent_config();
+// Parses a config (JSON with comments); relative paths resolve against `base_dir`; "~/" is $HOME.
+// Throws Error(Config) naming the field.
+AgentConfig parse_agent_config(const std::string& text, const std::filesystem::path& base_dir);
+AgentConfig load_agent_config(const std::filesystem::path& path);
+
+}  // namespace solver::agent

@@ -1,0 +1,635 @@
+// The agent's loop and its per-task state machine (see daemon.h). Every market call goes through
+// MarketClient's retries; what still fails is logged and retried on a later turn of the loop, so
+// a market or store that is down, slow or erroring delays work but never crashes the agent.
+#include "agent/daemon.h"
+
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <exception>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "agent/replayer.h"
+#include "agent/stores.h"
+#include "agent/training_job.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "common/keys.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "common/task.h"
+#include "hardware/nvml.h"
+#include "kernels/distance.h"
+#include "net/fetch.h"
+#include "net/market_client.h"
+#include "net/retry.h"
+#include "net/store.h"
+#include "proof/verify.h"
+
+namespace solver::agent {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kTaskStateSchema = "solver.agent-task/1";
+// Checkpoints are committed as they land, but not in more than one heartbeat a second.
+constexpr auto kMinCommitInterval = std::chrono::seconds(1);
+
+// The phases of a task in flight, in order. Each is written before the work it names begins
+// (training) or right after the work it names is durable (bundled, published).
+constexpr std::string_view kTraining = "training";    // leased; the bundle folder may hold a journal
+constexpr std::string_view kBundled = "bundled";      // the bundle is finished and signed
+constexpr std::string_view kPublished = "published";  // the store holds it at bundle_address
+
+struct TaskState {
+  std::string task_id;
+  std::string lease_id;
+  json task;
+  std::string task_sha256;
+  std::int64_t lease_seconds = 0;
+  std::string phase;
+  std::string manifest_sha256;
+  std::string manifest_signature;
+  std::string bundle_address;
+  std::filesystem::path dir;  // not saved: where state.json lives
+
+  std::filesystem::path bundle_dir() const { return dir / "bundle"; }
+
+  void save() const {
+    write_file_durably(dir / "state.json", json{{"schema", kTaskStateSchema},
+                                                {"task_id", task_id},
+                                                {"lease_id", lease_id},
+                                                {"task", task},
+                                                {"task_sha256", task_sha256},
+                                                {"lease_seconds", lease_seconds},
+                                                {"phase", phase},
+                                                {"manifest_sha256", manifest_sha256},
+                                                {"manifest_signature", manifest_signature},
+                                                {"bundle_address", bundle_address}}
+                                               .dump(2));
+  }
+
+  static TaskState load(const std::filesystem::path& dir) {
+    const std::filesystem::path path = dir / "state.json";
+    try {
+      const json saved = json::parse(read_file(path));
+      if (saved.value("schema", "") != kTaskStateSchema) throw Error(ErrorKind::Input, "unknown schema");
+      TaskState state;
+      state.task_id = saved.at("task_id").get<std::string>();
+      state.lease_id = saved.at("lease_id").get<std::string>();
+      state.task = saved.at("task");
+      state.task_sha256 = saved.at("task_sha256").get<std::string>();
+      state.lease_seconds = saved.at("lease_seconds").get<std::int64_t>();
+      state.phase = saved.at("phase").get<std::string>();
+      state.manifest_sha256 = saved.at("manifest_sha256").get<std::string>();
+      state.manifest_signature = saved.at("manifest_signature").get<std::string>();
+      state.bundle_address = saved.at("bundle_address").get<std::string>();
+      state.dir = dir;
+      if (state.phase != kTraining && state.phase != kBundled && state.phase != kPublished)
+        throw Error(ErrorKind::Input, "unknown phase \"" + state.phase + "\"");
+      return state;
+    } catch (const json::exception& error) {
+      throw Error(ErrorKind::Input, path.string() + " is damaged: " + error.what());
+    } catch (const Error& error) {
+      throw error.with_context(path.string());
+    }
+  }
+};
+
+bool is_market_refusal(const std::exception& error, long status) {
+  const auto* refusal = dynamic_cast<const net::MarketError*>(&error);
+  return refusal != nullptr && refusal->status() == status;
+}
+
+std::string now_utc() {
+  const auto now = std::chrono::system_clock::now();
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(now));
+}
+
+json hardware_profile(const std::string& device, std::int64_t& memory_mb, int& devices) {
+  const hardware::GpuInventory inventory = hardware::read_gpu_inventory();
+  json gpus = json::array();
+  for (const hardware::GpuInfo& gpu : inventory.gpus)
+    gpus.push_back({{"name", gpu.name}, {"memory_mb", gpu.memory_total_bytes.value_or(0) >> 20}});
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGE_SIZE);
+  const std::int64_t ram_mb = pages > 0 && page_size > 0 ? (static_cast<std::int64_t>(pages) * page_size) >> 20 : 0;
+  devices = kernels::cuda_device_count();
+  memory_mb = ram_mb;
+  if (device.starts_with("cuda") && !inventory.gpus.empty())
+    memory_mb = static_cast<std::int64_t>(inventory.gpus.front().memory_total_bytes.value_or(0) >> 20);
+  return {{"cpu_threads", std::thread::hardware_concurrency()},
+          {"ram_mb", ram_mb},
+          {"gpus", gpus},
+          {"driver", inventory.driver_version},
+          {"device", device}};
+}
+
+}  // namespace
+
+struct Agent::Impl {
+  AgentConfig config;
+  const SigningKey& key;
+  const std::atomic<bool>& stop;
+  net::MarketClient market;
+  std::unique_ptr<net::BundleStore> store;
+  net::FileCache cache;
+
+  // What status.json says (solver status reads it).
+  std::string activity = "starting";
+  std::string current_task;
+  std::int64_t current_step = 0;
+  std::int64_t current_total = 0;
+  std::int64_t tasks_completed = 0;
+  std::int64_t verdicts_posted = 0;
+
+  Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in)
+      : config(std::move(config_in)),
+        key(key_in),
+        stop(stop_in),
+        market(net::MarketClientOptions{config.market_url, market_retry()}, key),
+        store(make_store(config.storage)),
+        cache(net::FetchOptions{config.cache_dir, config.max_cache_bytes, config.allow_local_files, market_retry(),
+                                make_downloader(config.storage, "ipfs"), make_downloader(config.storage, "s3")}) {}
+
+  net::RetryPolicy market_retry() const {
+    return net::RetryPolicy{.max_attempts = 4,
+                            .initial_delay = std::chrono::milliseconds(500),
+                            .max_delay = std::chrono::milliseconds(8000),
+                            .stop = &stop};
+  }
+
+  std::filesystem::path tasks_dir() const { return config.work_dir / "tasks"; }
+
+  void write_status() {
+    const json status{{"pid", ::getpid()},
+                      {"name", config.name},
+                      {"market", config.market_url},
+                      {"public_key", key.public_key_hex()},
+                      {"activity", activity},
+                      {"task_id", current_task},
+                      {"step", current_step},
+                      {"total_steps", current_total},
+                      {"tasks_completed", tasks_completed},
+                      {"verdicts_posted", verdicts_posted},
+                      {"updated_at", now_utc()}};
+    try {
+      write_file_durably(config.work_dir / "status.json", status.dump(2));
+    } catch (const Error& error) {
+      log_warn("agent", "cannot write status.json: {}", error.what());
+    }
+  }
+
+  void set_activity(std::string what, std::string task_id = "") {
+    activity = std::move(what);
+    current_task = std::move(task_id);
+    current_step = current_total = 0;
+    write_status();
+  }
+
+  // Registers, retrying until the market answers or the agent is stopped.
+  bool register_with_market() {
+    net::WorkerProfile profile;
+    profile.name = config.name;
+    profile.roles = config.roles;
+    profile.hardware = hardware_profile(config.devices.front(), profile.memory_mb, profile.devices);
+    profile.model_kinds = {"mlp", "cnn", "torchscript"};
+    for (int round = 1; !stop; ++round) {
+      try {
+        market.register_worker(profile);
+        log_info("agent", "registered with {} as {} (key {}, roles {})", config.market_url, config.name,
+                 key.public_key_hex().substr(0, 16), fmt::join(config.roles, ","));
+        return true;
+      } catch (const Error& error) {
+        // Even a market that refuses us or answers garbage is waited for: an operator may be
+        // fixing it, and a worker that exits would need a person to start it again.
+        if (error.kind() != ErrorKind::Network) throw;
+        const auto delay = idle_delay(round);
+        log_warn("agent", "market {} unreachable ({}); trying again in {:.0f} s", config.market_url, error.what(),
+                 delay.count() / 1000.0);
+        net::sleep_unless_stopped(delay, &stop);
+      }
+    }
+    return false;
+  }
+
+  net::RetryPolicy idle_policy() const {
+    return net::RetryPolicy{.initial_delay = std::chrono::milliseconds(static_cast<std::int64_t>(config.poll_min_seconds * 1000)),
+                            .max_delay = std::chrono::milliseconds(static_cast<std::int64_t>(config.poll_max_seconds * 1000))};
+  }
+
+  // Idle polling: backs off from poll.min_seconds to poll.max_seconds, jittered, never below the minimum.
+  std::chrono::milliseconds idle_delay(int round) const {
+    const net::RetryPolicy policy = idle_policy();
+    return std::max(net::backoff_delay(policy, round), policy.initial_delay);
+  }
+
+  // ---- tasks in flight ----
+
+  std::vector<TaskState> tasks_in_flight() {
+    std::vector<TaskState> states;
+    if (!std::filesystem::exists(tasks_dir())) return states;
+    for (const auto& entry : std::filesystem::directory_iterator(tasks_dir())) {
+      if (!entry.is_directory()) continue;
+      try {
+        states.push_back(TaskState::load(entry.path()));
+      } catch (const Error& error) {
+        // Keep it for a person to look at; it cannot be worked on.
+        log_error("agent", "skipping a task folder: {}", error.what());
+      }
+    }
+    return states;
+  }
+
+  void forget(const TaskState& state, std::string_view why) {
+    std::error_code error;
+    std::filesystem::remove_all(state.dir, error);
+    log_info("agent", "task={} {}; removed its work folder", state.task_id, why);
+  }
+
+  // The market told us the task is not ours any more (expired and re-leased, cancelled).
+  bool lost_lease(const std::exception& error) { return is_market_refusal(error, 409) || is_market_refusal(error, 404); }
+
+  // Tells the market the task failed. Budget and bad-input failures are the task's fault
+  // (not requeued); anything else may go better on another rig.
+  void report_failure(const TaskState& state, const Error& failure) {
+    const bool requeue = failure.kind() != ErrorKind::Budget && failure.kind() != ErrorKind::Input;
+    log_error("agent", "task={} failed: {}", state.task_id, failure.what());
+    try {
+      market.fail_task(state.task_id, state.lease_id, failure.what(), requeue);
+    } catch (const Error& error) {
+      log_warn("agent", "task={} could not report the failure ({}); the lease will expire instead", state.task_id,
+               error.what());
+    }
+    forget(state, requeue ? "returned to the market" : "failed");
+  }
+
+  void take_lease(const net::Lease& lease) {
+    TaskState state;
+    state.task_id = lease.task_id;
+    state.lease_id = lease.lease_id;
+    state.task = lease.task;
+    state.task_sha256 = lease.task_sha256;
+    state.lease_seconds = lease.lease_seconds;
+    state.phase = kTraining;
+    state.dir = tasks_dir() / lease.task_id;
+    std::filesystem::create_directories(state.dir);
+    state.save();
+    log_info("agent", "task={} claimed (lease {} for {} s)", state.task_id, state.lease_id, state.lease_seconds);
+    train(state, false);
+  }
+
+  // Trains (or resumes) a task while heartbeating; ends in phase bundled, or with the folder
+  // kept for a later resume (stopped), or removed (failed, cancelled, lost).
+  void train(TaskState& state, bool resume) {
+    set_activity("training", state.task_id);
+    Task task;
+    try {
+      task = parse_task(state.task, "/");
+      if (task_sha256(task) != state.task_sha256)
+        throw Error(ErrorKind::Input, "the market's task hashes to " + task_sha256(task) + ", not to the lease's " +
+                                          state.task_sha256);
+      cache.resolve(task);
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::Network && stop) return;  // interrupted while fetching: resume later
+      report_failure(state, error);
+      return;
+    }
+
+    std::unique_ptr<TrainingJob> job;
+    try {
+      job = std::make_unique<TrainingJob>(task, train::TrainerOptions{config.devices.front(), config.threads}, &key,
+                                          state.bundle_dir(), resume && std::filesystem::exists(state.bundle_dir()));
+    } catch (const Error& error) {
+      if (resume && error.kind() == ErrorKind::Input) {
+        // An unusable journal (say, a half-written first checkpoint): start the bundle afresh.
+        log_warn("agent", "task={} cannot resume ({}); training from step 0", state.task_id, error.what());
+        std::filesystem::remove_all(state.bundle_dir());
+        return train(state, false);
+      }
+      report_failure(state, error);
+      return;
+    }
+    const std::int64_t start_step = job->start_step();
+    current_total = job->trainer().total_steps();
+    log_info("agent", "task={} training steps {}..{} on {}{}", state.task_id, start_step + 1, current_total,
+             config.devices.front(), resume ? " (resumed)" : "");
+
+    std::atomic<std::int64_t> step{start_step};
+    std::atomic<float> loss{0.0f};
+    std::atomic<bool> abandon{false};  // cancelled by the submitter, or the lease is gone
+    std::atomic<bool> done{false};
+    std::exception_ptr failure;
+    TrainingOutcome outcome;
+    train::TrainHooks hooks;
+    hooks.on_step = [&](StepRecord&& record) {
+      step = record.step;
+      loss = record.loss;
+    };
+    hooks.should_stop = [&] { return stop.load() || abandon.load(); };
+    std::thread worker([&] {
+      try {
+        outcome = job->run(std::move(hooks));
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      done = true;
+    });
+
+    std::set<std::int64_t> committed;
+    const auto interval = std::chrono::milliseconds(static_cast<std::int64_t>(
+        1000 * std::min(config.heartbeat_seconds, std::max<double>(1.0, state.lease_seconds / 3.0))));
+    // A heartbeat goes out when the lease needs renewing, and also soon after each checkpoint
+    // lands: the sooner a hash is committed, the less time a forger has to rewrite history.
+    auto next_beat = Clock::now();
+    auto last_beat = Clock::now();
+    bool market_answered = true;  // while it does not, only the lease interval paces heartbeats
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (done || abandon) continue;
+      const auto now = Clock::now();
+      const std::vector<proof::WrittenCheckpoint> written = job->written_checkpoints();
+      const bool uncommitted = !written.empty() && !committed.contains(written.back().step);
+      if (now < next_beat && !(market_answered && uncommitted && now - last_beat >= kMinCommitInterval)) continue;
+      last_beat = now;
+      next_beat = now + interval;
+      current_step = step;
+      write_status();
+      market_answered = heartbeat(state, written, committed, step, current_total, loss, abandon);
+    }
+    worker.join();
+
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const Error& error) {
+        report_failure(state, error);
+      } catch (const std::exception& error) {
+        report_failure(state, Error(ErrorKind::Internal, std::string("training failed: ") + error.what()));
+      }
+      return;
+    }
+    if (abandon) {
+      forget(state, "abandoned");
+      return;
+    }
+    if (!outcome.finished) {
+      log_info("agent", "task={} stopped at step {} of {}; the lease is kept and training resumes from the last "
+               "checkpoint when the agent starts again", state.task_id, outcome.last_step, outcome.total_steps);
+      return;
+    }
+    const proof::Manifest& manifest = *outcome.manifest;
+    state.manifest_sha256 = sha256_file_hex(state.bundle_dir() / "manifest.json");
+    state.manifest_signature = read_file(state.bundle_dir() / "manifest.sig");
+    while (!state.manifest_signature.empty() && std::isspace(static_cast<unsigned char>(state.manifest_signature.back())))
+      state.manifest_signature.pop_back();
+    state.phase = kBundled;
+    state.save();
+    log_info("agent", "task={} trained {} steps in {:.1f} s (test accuracy {:.2f}%); bundle {} checkpoints, manifest {}",
+             state.task_id, outcome.last_step - outcome.first_step, outcome.train_seconds, outcome.test_accuracy * 100.0,
+             manifest.checkpoints.size(), state.manifest_sha256.substr(0, 16));
+    deliver(state);
+  }
+
+  // Renews the lease and commits the checkpoints written since the last accepted heartbeat.
+  // Returns whether the market answered.
+  bool heartbeat(const TaskState& state, const std::vector<proof::WrittenCheckpoint>& written,
+                 std::set<std::int64_t>& committed, std::int64_t step, std::int64_t total, float loss,
+                 std::atomic<bool>& abandon) {
+    net::Heartbeat beat;
+    beat.lease_id = state.lease_id;
+    beat.step = step;
+    beat.total_steps = total;
+    if (step > 0) beat.loss = loss;
+    for (const proof::WrittenCheckpoint& checkpoint : written)
+      if (!committed.contains(checkpoint.step)) beat.checkpoints.push_back({checkpoint.step, checkpoint.sha256});
+    try {
+      const net::HeartbeatReply reply = market.heartbeat(state.task_id, beat);
+      for (const auto& commitment : beat.checkpoints) {
+        committed.insert(commitment.step);
+        log_info("agent", "task={} checkpoint step={} committed sha256={}", state.task_id, commitment.step,
+                 commitment.sha256.substr(0, 16));
+      }
+      if (reply.cancel) {
+        log_info("agent", "task={} cancelled by the market: {}", state.task_id, reply.reason);
+        abandon = true;
+      }
+      return true;
+    } catch (const Error& error) {
+      if (lost_lease(error)) {
+        log_warn("agent", "task={} lease lost: {}", state.task_id, error.what());
+        abandon = true;
+        return true;
+      }
+      log_warn("agent", "task={} heartbeat failed, training goes on: {}", state.task_id, error.what());
+      return false;
+    }
+  }
+
+  // bundled -> published -> completed. Leaves the task spooled when the store or the market
+  // is unreachable; returns false then.
+  bool deliver(TaskState& state) {
+    try {
+      if (state.phase == kBundled) {
+        set_activity("publishing", state.task_id);
+        const auto started = Clock::now();
+        state.bundle_address = store->publish(state.bundle_dir(), state.task_id + "-" + state.manifest_sha256.substr(0, 16));
+        state.phase = kPublished;
+        state.save();
+        log_info("agent", "task={} published {} in {:.1f} s", state.task_id, state.bundle_address,
+                 std::chrono::duration<double>(Clock::now() - started).count());
+      }
+      // The commitments again, all of them: the market keeps the first copy of each, and a
+      // heartbeat lost while training must not leave one out.
+      set_activity("completing", state.task_id);
+      net::Heartbeat beat;
+      beat.lease_id = state.lease_id;
+      for (const proof::WrittenCheckpoint& checkpoint : manifest_checkpoints(state)) {
+        beat.checkpoints.push_back({checkpoint.step, checkpoint.sha256});
+        beat.step = beat.total_steps = checkpoint.step;
+      }
+      if (const net::HeartbeatReply reply = market.heartbeat(state.task_id, beat); reply.cancel) {
+        forget(state, "cancelled before completion: " + reply.reason);
+        return true;
+      }
+      log_info("agent", "task={} all {} checkpoints committed (steps 0..{})", state.task_id, beat.checkpoints.size(),
+               beat.step);
+      market.complete_task(state.task_id, net::Completion{state.lease_id, state.bundle_address, state.manifest_sha256,
+                                                          state.manifest_signature});
+      ++tasks_completed;
+      forget(state, "completed (bundle " + state.bundle_address + ")");
+      return true;
+    } catch (const Error& error) {
+      if (lost_lease(error)) {
+        forget(state, std::string("refused by the market at completion: ") + error.what());
+        return true;
+      }
+      if (!error.retryable() && error.kind() != ErrorKind::Network) throw;
+      log_warn("agent", "task={} spooled in phase {}: {}", state.task_id, state.phase, error.what());
+      return false;
+    }
+  }
+
+  std::vector<proof::WrittenCheckpoint> manifest_checkpoints(const TaskState& state) {
+    std::vector<proof::WrittenCheckpoint> checkpoints;
+    const json manifest = json::parse(read_file(state.bundle_dir() / "manifest.json"));
+    for (const json& entry : manifest.at("checkpoints"))
+      checkpoints.push_back({entry.at("step").get<std::int64_t>(), entry.at("file").at("sha256").get<std::string>()});
+    return checkpoints;
+  }
+
+  // Resumes what a previous run left: training first, then the spool. Returns false when
+  // something is still spooled (the store or market is down).
+  bool work_in_flight() {
+    bool all_delivered = true;
+    for (TaskState& state : tasks_in_flight()) {
+      if (stop) return false;
+      if (state.phase == kTraining) {
+        log_info("agent", "task={} was in training when the agent stopped: resuming", state.task_id);
+        train(state, true);
+        if (std::filesystem::exists(state.dir)) all_delivered = false;
+      } else {
+        all_delivered = deliver(state) && all_delivered;
+      }
+    }
+    return all_delivered;
+  }
+
+  bool disk_has_room() {
+    struct statvfs info {};
+    if (::statvfs(config.work_dir.c_str(), &info) != 0) return true;
+    const std::uint64_t free_bytes = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+    if (free_bytes >= config.min_free_disk_bytes) return true;
+    log_warn("agent", "only {:.1f} GB free under {} (limits.min_free_disk_gb is {:.1f}): claiming nothing new",
+             free_bytes / 1e9, config.work_dir.string(), config.min_free_disk_bytes / 1e9);
+    return false;
+  }
+
+  // ---- verification ----
+
+  bool verify_one() {
+    const std::optional<net::VerificationJob> job = market.claim_verification();
+    if (!job) return false;
+    set_activity("verifying", job->task_id);
+    log_info("agent", "verification job={} task={} claimed: bundle {}", job->job_id, job->task_id, job->bundle_address);
+    const std::filesystem::path dir = config.work_dir / "verify" / job->job_id;
+    std::filesystem::remove_all(dir);
+    net::Verdict verdict;
+    try {
+      verdict = judge(*job, dir);
+    } catch (const Error& error) {
+      if (error.kind() == ErrorKind::Network || error.kind() == ErrorKind::Io || error.kind() == ErrorKind::Cuda ||
+          error.kind() == ErrorKind::Internal) {
+        // Our problem, not the solver's: post nothing; the job's lease expires and it is retried.
+        log_error("agent", "verification job={} could not be done: {}", job->job_id, error.what());
+        std::filesystem::remove_all(dir);
+        return true;
+      }
+      verdict.accepted = false;
+      verdict.reason = std::string("the bundle could not be checked: ") + error.what();
+      verdict.report = json{{"error", error.what()}};
+    }
+    std::filesystem::remove_all(dir);
+    market.post_verdict(job->job_id, verdict);
+    ++verdicts_posted;
+    log_info("agent", "verification job={} task={} verdict {}{}", job->job_id, job->task_id,
+             verdict.accepted ? "ACCEPTED" : "REJECTED", verdict.accepted ? "" : ": " + verdict.reason);
+    return true;
+  }
+
+  net::Verdict judge(const net::VerificationJob& job, const std::filesystem::path& dir) {
+    const std::filesystem::path bundle = dir / "bundle";
+    store_for_address(job.bundle_address, config.storage)->fetch(job.bundle_address, bundle);
+    net::Verdict verdict;
+    const std::string manifest_sha256 = sha256_file_hex(bundle / "manifest.json");
+    if (manifest_sha256 != job.manifest_sha256) {
+      verdict.reason = "the bundle at " + job.bundle_address + " has manifest " + manifest_sha256 +
+                       ", but the solver completed the task with manifest " + job.manifest_sha256;
+      verdict.report = json{{"failures", json::array({verdict.reason})}};
+      return verdict;
+    }
+    Task inputs = parse_task(job.task, "/");
+    cache.resolve(inputs);
+    // The replayer gets the bundle's own task; its files are the ones just fetched (same hashes).
+    const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(config.devices.front());
+    const proof::ReplayerFactory factory = [&](const Task& task, int threads) {
+      Task local = task;
+      for (FileRef* file : {&local.dataset.train_images, &local.dataset.train_labels, &local.dataset.test_images,
+                            &local.dataset.test_labels})
+        for (const FileRef* fetched : {&inputs.dataset.train_images, &inputs.dataset.train_labels,
+                                       &inputs.dataset.test_images, &inputs.dataset.test_labels})
+          if (fetched->sha256 == file->sha256) file->local_copy = fetched->local_copy;
+      return trainer_factory(local, threads);
+    };
+    proof::VerifyOptions options;
+    options.q = config.verify_q;
+    options.random_count = config.verify_random;
+    options.delta = config.verify_delta;
+    options.expected_task_sha256 = job.task_sha256;
+    options.expected_public_key = job.solver_key;
+    for (const net::CheckpointCommitment& commitment : job.commitments)
+      options.committed_checkpoints[commitment.step] = commitment.sha256;
+    const proof::Verdict result = proof::verify_bundle(bundle, options, factory);
+    verdict.accepted = result.accepted;
+    verdict.reason = result.accepted ? "replayed segments match" : result.failures.front();
+    verdict.report = result.to_json();
+    return verdict;
+  }
+
+  // ---- the loop ----
+
+  int run(bool until_idle) {
+    std::filesystem::create_directories(tasks_dir());
+    log_info("agent", "{} starting: market {}, work dir {}, store {}, device {}", config.name, config.market_url,
+             config.work_dir.string(), config.storage.kind, config.devices.front());
+    if (!register_with_market()) return finish_run();
+    for (int idle_rounds = 0; !stop;) {
+      bool worked = false;
+      bool spool_empty = true;
+      try {
+        spool_empty = work_in_flight();
+        if (!stop && config.has_role("solve") && disk_has_room()) {
+          if (const std::optional<net::Lease> lease = market.claim_task()) {
+            take_lease(*lease);
+            worked = true;
+          }
+        }
+        if (!stop && !worked && config.has_role("verify")) worked = verify_one();
+      } catch (const Error& error) {
+        if (error.kind() == ErrorKind::Internal) throw;
+        log_error("agent", "{}", error.what());
+      }
+      if (worked) {
+        idle_rounds = 0;
+        continue;
+      }
+      if (until_idle && spool_empty) break;
+      set_activity("idle");
+      net::sleep_unless_stopped(idle_delay(++idle_rounds), &stop);
+    }
+    return finish_run();
+  }
+
+  int finish_run() {
+    set_activity(stop ? "stopped" : "idle");
+    log_info("agent", "{}: {} tasks completed, {} verdicts posted", stop ? "stopped" : "no work left",
+             tasks_completed, verdicts_posted);
+    return 0;
+  }
+};
+
+Agent::Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop)
+    : impl_(std::make_unique<Impl>(std::move(config), key, stop)) {}
+
+Agent::~Agent() = default;
+
+int Agent::run(bool until_idle) { return impl_->run(until_idle); }
+
+}  // namespace solver::agent

@@ -1,0 +1,375 @@
+// `solver agent` against `solver market serve`, both real processes on 127.0.0.1: the whole task
+// life, and the faults an unattended rig meets (kill -9, SIGTERM, an expired lease, a market
+// restarted or down for a while, a market that answers garbage, a solver that rewrote its bundle).
+#include <signal.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <httplib.h>
+
+#include <chrono>
+#include <regex>
+#include <thread>
+
+#include "common/files.h"
+#include "common/keys.h"
+#include "common/sha256.h"
+#include "common/task.h"
+#include "net/market_client.h"
+#include "tests/e2e/e2e_support.h"
+#include "tests/e2e/forger.h"
+
+namespace solver::test {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// A port that was free a moment ago (for a market that must come back on the same address).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// `solver market serve` in the background.
+class Market {
+ public:
+  Market(const std::filesystem::path& dir, int port, int lease_seconds = 300)
+      : process_({solver_binary().string(), "market", "serve", "--db", (dir / "market.db").string(), "--port",
+                  std::to_string(port), "--lease-seconds", std::to_string(lease_seconds)},
+                 dir / "market.log") {
+    REQUIRE(process_.wait_for_output("listening on", 30));
+    std::smatch match;
+    const std::string log = process_.output();
+    REQUIRE(std::regex_search(log, match, std::regex("listening on (http://127\\.0\\.0\\.1:[0-9]+)")));
+    url_ = match[1];
+  }
+  const std::string& url() const { return url_; }
+  BackgroundProcess& process() { return process_; }
+
+ private:
+  BackgroundProcess process_;
+  std::string url_;
+};
+
+// One agent's config: a work dir of its own, a shared store, fast polling and heartbeats.
+std::filesystem::path agent_config(const std::filesystem::path& dir, const std::string& name, const std::string& url,
+                                   const std::vector<std::string>& roles) {
+  const json config{{"market", url},
+                    {"name", name},
+                    {"work_dir", (dir / name).string()},
+                    {"cache_dir", (dir / "cache").string()},
+                    {"storage", {{"kind", "directory"}, {"path", (dir / "published").string()}}},
+                    {"allow_local_files", true},
+                    {"threads", 1},
+                    {"roles", roles},
+                    {"heartbeat_seconds", 1},
+                    {"poll", {{"min_seconds", 0.2}, {"max_seconds", 1}}},
+                    {"limits", {{"min_free_disk_gb", 0}}}};
+  const auto path = dir / (name + ".json");
+  write_text(path, "// written by test_agent.cpp\n" + config.dump(2));
+  return path;
+}
+
+std::vector<std::string> agent_argv(const std::filesystem::path& config, const std::filesystem::path& key,
+                                    bool until_idle = true) {
+  std::vector<std::string> argv{solver_binary().string(), "agent", "--config", config.string(), "--key", key.string()};
+  if (until_idle) argv.push_back("--until-idle");
+  return argv;
+}
+
+std::string submit(const std::string& url, const std::filesystem::path& key, const std::filesystem::path& task_file) {
+  const CommandResult result = run_solver({"-q", "market", "submit", task_file.string(), "--market", url, "--key", key.string()});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  std::string id = result.output;
+  while (!id.empty() && id.back() == '\n') id.pop_back();
+  return id.substr(id.rfind('\n') + 1);
+}
+
+json task_status(const std::string& url, const std::filesystem::path& key, const std::string& task_id) {
+  const CommandResult result =
+      run_solver({"-q", "market", "status", task_id, "--json", "--market", url, "--key", key.string()});
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  return json::parse(result.output);
+}
+
+// A task long enough (about 5 s on one thread) to be interrupted in the middle.
+std::filesystem::path long_task(const std::filesystem::path& dir) {
+  return write_task(dir, "long", small_task("agent-long", 6000, 200));
+}
+
+// The last "checkpoint step=N committed" the agent logged.
+int last_committed_step(const std::string& log) {
+  int last = -1;
+  const std::regex pattern("checkpoint step=([0-9]+) committed");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), pattern); it != std::sregex_iterator(); ++it)
+    last = std::stoi((*it)[1]);
+  return last;
+}
+
+bool wait_for_commit(BackgroundProcess& agent, int at_least_step, double timeout_seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds);
+  while (Clock::now() < deadline && agent.running()) {
+    if (last_committed_step(agent.output()) >= at_least_step) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+TEST_CASE("agent: a submitted task is trained, published, completed, then verified by another agent", "[e2e][agent]") {
+  ScratchDir dir("agent-life");
+  const auto solver_key = make_key(dir / "solver");
+  const auto verifier_key = make_key(dir / "verifier");
+  Market market(dir.path(), 0);
+  const std::string task_id = submit(market.url(), solver_key, write_task(dir.path(), "task", small_task("agent-life", 300, 50)));
+
+  const CommandResult solved = run_command(agent_argv(agent_config(dir.path(), "solver", market.url(), {"solve"}), solver_key));
+  INFO(solved.output);
+  REQUIRE(solved.exit_code == 0);
+  CHECK_THAT(solved.output, Catch::Contains("task=" + task_id + " claimed") && Catch::Contains("published") &&
+                                Catch::Contains("task=" + task_id + " completed"));
+  CHECK_FALSE(std::filesystem::exists(dir / "solver" / "tasks" / task_id));  // delivered: nothing left in flight
+
+  json status = task_status(market.url(), solver_key, task_id);
+  REQUIRE(status["state"] == "completed");
+  const std::string bundle = status["completion"]["bundle_address"];
+  CHECK(status["commitments"].size() == 7);  // steps 0, 50, ..., 300
+  CHECK(run_solver({"verify", bundle, "--expect-key", SigningKey::load(solver_key).public_key_hex()}).exit_code == 0);
+
+  const CommandResult verified =
+      run_command(agent_argv(agent_config(dir.path(), "verifier", market.url(), {"verify"}), verifier_key));
+  INFO(verified.output);
+  REQUIRE(verified.exit_code == 0);
+  CHECK_THAT(verified.output, Catch::Contains("verdict ACCEPTED"));
+  status = task_status(market.url(), solver_key, task_id);
+  CHECK(status["state"] == "verified");
+
+  const CommandResult shown = run_solver({"status", "--work-dir", (dir / "verifier").string()});
+  CHECK(shown.exit_code == 0);
+  CHECK_THAT(shown.output, Catch::Contains("not running") && Catch::Contains("posted 1 verdicts"));
+}
+
+TEST_CASE("agent: killed with -9 mid-task, it resumes from its last checkpoint and completes", "[e2e][agent]") {
+  ScratchDir dir("agent-kill9");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0);
+  const std::string task_id = submit(market.url(), key, long_task(dir.path()));
+  const auto config = agent_config(dir.path(), "solver", market.url(), {"solve"});
+  int killed_after = 0;
+  {
+    BackgroundProcess agent(agent_argv(config, key), dir / "agent1.log");
+    REQUIRE(wait_for_commit(agent, 1000, 60));
+    agent.signal(SIGKILL);
+    REQUIRE(agent.wait(10) == 128 + SIGKILL);
+    killed_after = last_committed_step(agent.output());
+  }
+  const auto restarted = Clock::now();
+  const CommandResult resumed = run_command(agent_argv(config, key));
+  const double recovery_seconds = std::chrono::duration<double>(Clock::now() - restarted).count();
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  std::smatch match;
+  REQUIRE(std::regex_search(resumed.output, match, std::regex("resuming from checkpoint step=([0-9]+)")));
+  const int resumed_from = std::stoi(match[1]);
+  CHECK(resumed_from >= killed_after);  // every committed checkpoint was journaled before it was committed
+  CHECK_THAT(resumed.output, Catch::Contains("task=" + task_id + " completed"));
+  WARN("kill -9 after committing step " << killed_after << ": resumed from step " << resumed_from << ", finished in "
+                                         << recovery_seconds << " s");
+  const json status = task_status(market.url(), key, task_id);
+  CHECK(status["state"] == "completed");
+  CHECK(status["attempts"] == 0);  // the same lease throughout: no lease ended without a completion
+  CHECK(run_solver({"verify", status["completion"]["bundle_address"].get<std::string>()}).exit_code == 0);
+}
+
+TEST_CASE("agent: SIGTERM stops it within seconds, exit 0, and a restart completes the task", "[e2e][agent]") {
+  ScratchDir dir("agent-sigterm");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0);
+  const std::string task_id = submit(market.url(), key, long_task(dir.path()));
+  const auto config = agent_config(dir.path(), "solver", market.url(), {"solve"});
+  {
+    BackgroundProcess agent(agent_argv(config, key, /*until_idle=*/false), dir / "agent1.log");
+    REQUIRE(wait_for_commit(agent, 600, 60));
+    const auto signalled = Clock::now();
+    agent.signal(SIGTERM);
+    const std::optional<int> status = agent.wait(20);
+    INFO(agent.output());
+    REQUIRE(status == 0);
+    WARN("SIGTERM to exit: " << std::chrono::duration<double>(Clock::now() - signalled).count() << " s");
+    CHECK_THAT(agent.output(), Catch::Contains("the lease is kept"));
+  }
+  CHECK(read_json(dir / "solver" / "tasks" / task_id / "state.json")["phase"] == "training");
+  CHECK(read_json(dir / "solver" / "status.json")["activity"] == "stopped");
+
+  const CommandResult resumed = run_command(agent_argv(config, key));
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from checkpoint") && Catch::Contains("task=" + task_id + " completed"));
+}
+
+TEST_CASE("agent: when a killed agent's lease expires, a second agent takes the task and completes it", "[e2e][agent]") {
+  ScratchDir dir("agent-expiry");
+  const auto first_key = make_key(dir / "first");
+  const auto second_key = make_key(dir / "second");
+  Market market(dir.path(), 0, /*lease_seconds=*/3);
+  const std::string task_id = submit(market.url(), first_key, long_task(dir.path()));
+  {
+    BackgroundProcess agent(agent_argv(agent_config(dir.path(), "first", market.url(), {"solve"}), first_key),
+                            dir / "first.log");
+    REQUIRE(wait_for_commit(agent, 400, 60));
+    agent.signal(SIGKILL);
+    agent.wait(10);
+  }
+  const auto killed = Clock::now();
+  BackgroundProcess second(agent_argv(agent_config(dir.path(), "second", market.url(), {"solve"}), second_key, false),
+                           dir / "second.log");
+  INFO(second.output());
+  REQUIRE(second.wait_for_output("task=" + task_id + " completed", 90));
+  second.signal(SIGTERM);
+  CHECK(second.wait(20) == 0);
+  WARN("lease of 3 s expired; the second agent completed the task " << std::chrono::duration<double>(Clock::now() - killed).count()
+                                                                     << " s after the first was killed");
+  const json status = task_status(market.url(), first_key, task_id);
+  CHECK(status["state"] == "completed");
+  CHECK(status["solver"] == SigningKey::load(second_key).public_key_hex());
+  CHECK(status["attempts"] == 1);  // the first lease ended without a completion
+}
+
+TEST_CASE("agent: a market restarted mid-task, or down for a while, costs time but nothing else", "[e2e][agent]") {
+  ScratchDir dir("agent-market-restart");
+  const auto key = make_key(dir / "solver");
+  const int port = free_port();
+  auto market = std::make_unique<Market>(dir.path(), port);
+  const std::string url = market->url();
+  const std::string task_id = submit(url, key, long_task(dir.path()));
+  BackgroundProcess agent(agent_argv(agent_config(dir.path(), "solver", url, {"solve"}), key), dir / "agent.log");
+  REQUIRE(wait_for_commit(agent, 400, 60));
+
+  market->process().signal(SIGTERM);
+  REQUIRE(market->process().wait(10) == 0);
+  market.reset();
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // heartbeats fail meanwhile; training goes on
+  market = std::make_unique<Market>(dir.path(), port);
+
+  const std::optional<int> exit_status = agent.wait(120);
+  INFO(agent.output());
+  REQUIRE(exit_status == 0);
+  CHECK_THAT(agent.output(), Catch::Contains("heartbeat failed, training goes on"));
+  CHECK_THAT(agent.output(), Catch::Contains("task=" + task_id + " completed"));
+  const json status = task_status(url, key, task_id);
+  CHECK(status["state"] == "completed");
+  CHECK(status["attempts"] == 0);
+  CHECK(status["commitments"].size() == 31);  // steps 0, 200, ..., 6000: none lost across the restart
+}
+
+TEST_CASE("agent: with the market down at start it waits, then registers and works", "[e2e][agent]") {
+  ScratchDir dir("agent-market-down");
+  const auto key = make_key(dir / "solver");
+  const int port = free_port();
+  std::string task_id;
+  {
+    Market market(dir.path(), port);
+    task_id = submit(market.url(), key, write_task(dir.path(), "task", small_task("agent-down", 200, 50)));
+    market.process().signal(SIGTERM);
+    REQUIRE(market.process().wait(10) == 0);
+  }
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  BackgroundProcess agent(agent_argv(agent_config(dir.path(), "solver", url, {"solve"}), key), dir / "agent.log");
+  REQUIRE(agent.wait_for_output("unreachable", 30));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  REQUIRE(agent.running());
+  Market market(dir.path(), port);
+  const std::optional<int> exit_status = agent.wait(60);
+  INFO(agent.output());
+  REQUIRE(exit_status == 0);
+  CHECK(task_status(url, key, task_id)["state"] == "completed");
+}
+
+TEST_CASE("agent: a market answering garbage is logged, never a crash; SIGTERM still exits 0", "[e2e][agent]") {
+  ScratchDir dir("agent-garbage");
+  const auto key = make_key(dir / "solver");
+  httplib::Server liar;
+  int requests = 0;
+  liar.Post(".*", [&](const httplib::Request&, httplib::Response& res) {
+    ++requests;
+    res.set_content(requests % 2 == 0 ? "{\"lease\": 42}" : "<html>not json</html>", "application/json");
+  });
+  const int port = liar.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { liar.listen_after_bind(); });
+  {
+    BackgroundProcess agent(
+        agent_argv(agent_config(dir.path(), "solver", "http://127.0.0.1:" + std::to_string(port), {"solve", "verify"}), key,
+                   /*until_idle=*/false),
+        dir / "agent.log");
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    CHECK(agent.running());
+    agent.signal(SIGTERM);
+    const std::optional<int> status = agent.wait(20);
+    INFO(agent.output());
+    CHECK(status == 0);
+    CHECK_THAT(agent.output(), Catch::Contains("market reply"));
+  }
+  liar.stop();
+  serving.join();
+  CHECK(requests >= 2);
+}
+
+TEST_CASE("agent: a bundle rewritten after its checkpoints were committed is rejected by the verifier", "[e2e][agent]") {
+  ScratchDir dir("agent-rewrite");
+  const auto solver_key_file = make_key(dir / "solver");
+  const auto verifier_key = make_key(dir / "verifier");
+  Market market(dir.path(), 0);
+  const SigningKey solver_key = SigningKey::load(solver_key_file);
+  net::MarketClient client(net::MarketClientOptions{market.url()}, solver_key);
+  client.register_worker({.name = "cheat", .roles = {"solve"}, .memory_mb = 4096, .model_kinds = {"mlp"}});
+  const std::string task_id = client.submit_task(small_task("agent-rewrite", 200, 50));
+  const std::optional<net::Lease> lease = client.claim_task();
+  REQUIRE(lease);
+
+  // Train honestly and commit the honest checkpoints, as a heartbeat does...
+  const auto task_file = write_task(dir.path(), "leased", lease->task);
+  REQUIRE(run_solver({"run", task_file.string(), "--out", (dir / "bundle").string(), "--key", solver_key_file.string(),
+                      "--threads", "1"})
+              .exit_code == 0);
+  net::Heartbeat beat{.lease_id = lease->lease_id, .step = 200, .total_steps = 200};
+  const json honest = read_json(dir / "bundle" / "manifest.json");
+  for (const json& checkpoint : honest["checkpoints"])
+    beat.checkpoints.push_back({checkpoint["step"].get<std::int64_t>(), checkpoint["file"]["sha256"].get<std::string>()});
+  client.heartbeat(task_id, beat);
+
+  // ...then rewrite checkpoint 2 (step 100), reseal, and complete with the rewritten bundle.
+  const auto published = dir / "published" / "rewritten";
+  std::filesystem::create_directories(published.parent_path());
+  copy_bundle(dir / "bundle", published);
+  Forger forger(published, solver_key_file);
+  checkpoint::Checkpoint state = forger.checkpoint_at(2);
+  interpolate_parameters(state, forger.checkpoint_at(1), forger.checkpoint_at(2), 0.5);
+  forger.replace_checkpoint(2, state);
+  forger.reseal();
+  std::string signature = read_file(published / "manifest.sig");
+  while (signature.back() == '\n') signature.pop_back();
+  client.complete_task(task_id, {lease->lease_id, published.string(), sha256_file_hex(published / "manifest.json"), signature});
+
+  const CommandResult verified =
+      run_command(agent_argv(agent_config(dir.path(), "verifier", market.url(), {"verify"}), verifier_key));
+  INFO(verified.output);
+  REQUIRE(verified.exit_code == 0);
+  CHECK_THAT(verified.output, Catch::Contains("verdict REJECTED"));
+  const json status = task_status(market.url(), solver_key_file, task_id);
+  CHECK(status["state"] == "rejected");
+  CHECK_THAT(status["verdicts"][0]["reason"].get<std::string>(), Catch::Contains("commitments: checkpoint step 100"));
+}
+
+}  // namespace
+}  // namespace solver::test
