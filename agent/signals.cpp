@@ -12,7 +12,7 @@ struct sigaction previous_term {};
 
 void on_signal(int) {
   if (stop_requested.exchange(true)) ::_exit(130);  // the second signal: no more waiting
-  static constexpr char kNote[] = "\nsolver: stopping after the current step (signal again to exit at once)\n";
+  static constexpr char kNote[] = "\nsolver: stopping, saving work in progress (signal again to exit at once)\n";
   [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kNote, sizeof(kNote) - 1);
 }
 

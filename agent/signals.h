@@ -1,5 +1,5 @@
 // SIGINT and SIGTERM as a stop request that long work polls: training stops after the current
-// step, waits end at once, and the process exits 0 with nothing lost. A second signal while
+// step, servers stop serving, waits end at once, and the process exits 0 with nothing lost. A second signal while
 // stopping exits at once (status 130), for an operator who really means it.
 #pragma once
 

@@ -43,7 +43,8 @@ void with_retries(const RetryPolicy& policy, std::string_view what, const std::f
         throw Error(error.kind(), std::string(what) + ": gave up after " + std::to_string(tries) + " attempts: " + error.what(),
                     true);
       const auto delay = backoff_delay(policy, tries);
-      log_warn("net", "{}: {} (attempt {}, retrying in {:.1f} s)", what, error.what(), tries, delay.count() / 1000.0);
+      // The error names the operation already (callers build it with throw_unless_success or alike).
+      log_warn("net", "{} (attempt {}, retrying in {:.1f} s)", error.what(), tries, delay.count() / 1000.0);
       if (!sleep_unless_stopped(delay, policy.stop)) throw;
     }
   }

@@ -2,6 +2,9 @@
 # Installs the real servers the tests start on 127.0.0.1: a js-ipfs node (Kubo RPC API) and
 # s3rver (S3 API), from the npm registry, at the exact versions of tests/servers/package-lock.json.
 # Node.js and npm come from Debian when absent. Idempotent: skipped when the lock file is unchanged.
+# The lock file is npm's, with one edit: electron-eval's optional "headless" dependency (a GitHub
+# tarball, unreachable from machines that only see the npm registry, and only used by the WebRTC
+# transport the tests never start) is left out, so that `npm ci` accepts the lock.
 set -euo pipefail
 cd "$(dirname "$0")/../tests/servers"
 

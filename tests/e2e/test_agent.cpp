@@ -325,6 +325,19 @@ TEST_CASE("agent: a market answering garbage is logged, never a crash; SIGTERM s
   CHECK(requests >= 2);
 }
 
+TEST_CASE("agent: a malformed config is refused at start-up, naming the field (exit 78)", "[e2e][agent]") {
+  ScratchDir dir("agent-config");
+  const auto key = make_key(dir.path());
+  write_text(dir / "typo.json", "// a typo in a field name\n{\"market\": \"http://127.0.0.1:1\", \"rolez\": [\"solve\"]}");
+  CommandResult result = run_solver({"agent", "--config", (dir / "typo.json").string(), "--key", key.string()});
+  CHECK(result.exit_code == 78);
+  CHECK_THAT(result.output, Catch::Contains("config.rolez"));
+  write_text(dir / "storage.json", "{\"storage\": {\"kind\": \"s3\", \"region\": \"eu-west-1\"}}");
+  result = run_solver({"agent", "--config", (dir / "storage.json").string(), "--key", key.string()});
+  CHECK(result.exit_code == 78);
+  CHECK_THAT(result.output, Catch::Contains("config.storage.bucket"));
+}
+
 TEST_CASE("agent: a bundle rewritten after its checkpoints were committed is rejected by the verifier", "[e2e][agent]") {
   ScratchDir dir("agent-rewrite");
   const auto solver_key_file = make_key(dir / "solver");
