@@ -12,6 +12,7 @@
 #include "agent/signals.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "market/server.h"
@@ -97,12 +98,7 @@ int status_command(const StatusOptions& options) {
     std::printf("no agent has run with work dir %s (no status.json)\n", config.work_dir.c_str());
     return kExitBadInput;
   }
-  nlohmann::json status;
-  try {
-    status = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& error) {
-    throw Error(ErrorKind::Input, path.string() + " is damaged: " + error.what());
-  }
+  nlohmann::json status = parse_json_document(read_file(path), path.string());
   const auto pid = status.value("pid", 0);
   const bool running = pid > 0 && ::kill(pid, 0) == 0 && status.value("activity", "") != "stopped";
   status["running"] = running;

@@ -86,10 +86,12 @@ AgentConfig default_agent_config() {
 }
 
 AgentConfig parse_agent_config(const std::string& text, const std::filesystem::path& base_dir) {
+  if (!json_depth_within(text))
+    throw Error(ErrorKind::Config, "agent config: JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   nlohmann::json json;
   try {
     json = nlohmann::json::parse(text, nullptr, true, /*ignore_comments=*/true);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {
     throw Error(ErrorKind::Config, std::string("agent config is not valid JSON: ") + error.what());
   }
   AgentConfig config = default_agent_config();

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/sha256.h"
 
 namespace solver::checkpoint {
@@ -213,9 +214,9 @@ Checkpoint decode_safetensors(std::span<const std::byte> bytes, std::string_view
   const auto* header_begin = reinterpret_cast<const char*>(bytes.data() + kLengthBytes);
   json header;
   try {
-    header = json::parse(header_begin, header_begin + header_length);
-  } catch (const json::parse_error& error) {
-    malformed(what, std::string("header is not valid JSON: ") + error.what());
+    header = parse_json_document(std::string_view(header_begin, header_length), "header");
+  } catch (const Error& error) {
+    malformed(what, error.what());
   }
   if (!header.is_object()) malformed(what, "header must be a JSON object, got " + std::string(header.type_name()));
 

@@ -10,6 +10,62 @@ namespace solver {
 
 using nlohmann::json;
 
+namespace {
+
+constexpr std::size_t kShownLength = 60;
+
+std::string scalar_text(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Appends `value` compactly, stopping once `out` is longer than `limit`: each level appends a
+// bracket before descending, so the recursion is at most `limit` levels deep however deep `value` is.
+void append_shown(const json& value, std::string& out, std::size_t limit) {
+  if (!value.is_structured()) {
+    out += scalar_text(value).substr(0, limit + 1);
+    return;
+  }
+  out += value.is_object() ? '{' : '[';
+  bool first = true;
+  for (auto item = value.begin(); item != value.end() && out.size() <= limit; ++item) {
+    if (!first) out += ',';
+    first = false;
+    if (value.is_object()) out += scalar_text(json(item.key())) + ':';
+    append_shown(*item, out, limit);
+  }
+  out += value.is_object() ? '}' : ']';
+}
+
+}  // namespace
+
+bool json_depth_within(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+json parse_json_document(std::string_view text, std::string_view what) {
+  if (!json_depth_within(text, kMaxJsonDepth))
+    throw Error(ErrorKind::Input, std::string(what) + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  try {
+    return json::parse(text);
+  } catch (const json::exception& error) {  // parse_error, or out_of_range for a number like 1e400
+    throw Error(ErrorKind::Input, std::string(what) + ": not valid JSON: " + error.what());
+  }
+}
+
 ObjectReader::ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {
   if (!object_.is_object()) fail(path_, "expected an object, got " + shown(object_));
 }
@@ -19,8 +75,9 @@ void ObjectReader::fail(const std::string& field, const std::string& message) {
 }
 
 std::string ObjectReader::shown(const json& value) {
-  std::string text = value.dump();
-  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
+  std::string text;
+  append_shown(value, text, kShownLength);
+  return text.size() > kShownLength ? text.substr(0, kShownLength - 3) + "..." : text;
 }
 
 std::string ObjectReader::field(std::string_view key) const { return path_ + "." + std::string(key); }

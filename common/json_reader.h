@@ -1,7 +1,8 @@
 // Strict reading of JSON objects for our file formats (tasks, manifests, segments): each
 // field is named by its path in errors ("task.training.batch_size: expected a positive
 // integer, got -3"), and finish() refuses fields nobody asked for, so a misspelt or
-// injected field is an error rather than silently ignored.
+// injected field is an error rather than silently ignored. Documents from others are parsed
+// with parse_json_document, which refuses deep nesting before anything recurses over it.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,18 @@
 
 namespace solver {
 
+// Documents nested deeper than this are refused before parsing: our formats need a handful of
+// levels, and code that walks, copies or prints JSON recurses once per level, so a file or body
+// of a million brackets would otherwise exhaust a thread's stack.
+inline constexpr int kMaxJsonDepth = 64;
+
+// Whether the brackets of `text` (outside strings) nest at most `max_depth` deep. Does not validate.
+bool json_depth_within(std::string_view text, int max_depth = kMaxJsonDepth);
+
+// Parses a JSON document that someone else wrote; `what` names it in errors. Throws
+// Error(Input) "<what>: JSON nested deeper than 64 levels" or "<what>: not valid JSON: ...".
+nlohmann::json parse_json_document(std::string_view text, std::string_view what);
+
 class ObjectReader {
  public:
   // `path` names the object in errors ("task", "manifest.checkpoints[3]").
@@ -22,7 +35,7 @@ class ObjectReader {
 
   // Throws Error(Input) with "<field>: <message>".
   [[noreturn]] static void fail(const std::string& field, const std::string& message);
-  // A JSON value, shortened for messages.
+  // A JSON value, shortened to at most 60 characters for messages, however deep or long it is.
   static std::string shown(const nlohmann::json& value);
 
   std::string field(std::string_view key) const;  // path.key

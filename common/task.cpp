@@ -169,13 +169,7 @@ Task parse_task(const json& input, const std::filesystem::path& base_dir) {
 }
 
 Task load_task_file(const std::filesystem::path& path) {
-  const std::string text = read_file(path);
-  json parsed;
-  try {
-    parsed = json::parse(text);
-  } catch (const json::parse_error& error) {
-    throw Error(ErrorKind::Input, "task file " + path.string() + " is not valid JSON: " + error.what());
-  }
+  const json parsed = parse_json_document(read_file(path), "task file " + path.string());
   try {
     return parse_task(parsed, std::filesystem::absolute(path).parent_path());
   } catch (const Error& error) {

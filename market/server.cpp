@@ -134,8 +134,8 @@ struct MarketServer::Impl {
       Call call{request, "", json(), now()};
       if (is_signed) call.key = authenticate(request, call.now);
       if (request.method == "POST") {
-        if (!net::json_depth_within(request.body))
-          throw Refusal(400, "bad_json", "the request body nests deeper than " + std::to_string(net::kMaxJsonDepth) + " levels");
+        if (!json_depth_within(request.body))
+          throw Refusal(400, "bad_json", "the request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
         call.body = request.body.empty() ? json::object() : json::parse(request.body, nullptr, false);
         if (call.body.is_discarded()) throw Refusal(400, "bad_json", "the request body is not valid JSON");
         if (!call.body.is_object()) throw Refusal(400, "bad_json", "the request body must be a JSON object");

@@ -101,26 +101,6 @@ json commitments_json(const std::vector<CheckpointCommitment>& commitments) {
 
 }  // namespace
 
-bool json_depth_within(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
 Headers SignedHeaders::as_headers() const {
   return {{std::string(kKeyHeader), key},
           {std::string(kTimestampHeader), timestamp},

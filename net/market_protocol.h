@@ -29,13 +29,6 @@ inline constexpr std::string_view kSignatureHeader = "X-Solver-Signature";
 // the market remembers nonces for this long, so a replay is caught either way.
 inline constexpr std::int64_t kRequestWindowSeconds = 300;
 
-// Bodies nested deeper than this are refused before parsing, by both sides: the protocol needs a
-// handful of levels, and code that walks or prints JSON recurses once per level, so a body of a
-// million brackets would otherwise exhaust a thread's stack.
-inline constexpr int kMaxJsonDepth = 64;
-// Whether the brackets of `text` (outside strings) nest at most `limit` deep. Does not validate.
-bool json_depth_within(std::string_view text, int limit = kMaxJsonDepth);
-
 // The four signature headers of one request.
 struct SignedHeaders {
   std::string key;        // the signer's Ed25519 public key, 64 hex digits

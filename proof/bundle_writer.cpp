@@ -16,6 +16,7 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/keys.h"
@@ -131,14 +132,14 @@ struct BundleWriter::Impl {
                       (std::filesystem::exists(dir / kManifestFile) ? "its bundle is already complete"
                                                                         : "no interrupted run was recorded there") +
                       ")");
+    const json parsed = parse_json_document(read_file(path), "cannot resume: " + path.string());
     Manifest journaled;
     try {
-      const json parsed = json::parse(read_file(path));
       if (!parsed.is_object() || parsed.value("schema", "") != kJournalSchema || !parsed.contains("manifest"))
         throw Error(ErrorKind::Input, "expected {\"schema\": \"" + std::string(kJournalSchema) + "\", \"manifest\": ...}");
       journaled = manifest_from_json(parsed.at("manifest"));
-    } catch (const json::exception& error) {
-      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + " is not valid JSON: " + error.what());
+    } catch (const json::exception& error) {  // a "schema" that is not a string
+      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + ": " + error.what());
     } catch (const Error& error) {
       throw error.with_context("cannot resume: " + path.string());
     }

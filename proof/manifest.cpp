@@ -234,12 +234,7 @@ std::string encode_segment(std::int64_t first_step, std::int64_t last_step, cons
 
 std::vector<StepRecord> decode_segment(const std::string& text, std::string_view what) {
   const std::string source(what);
-  json parsed;
-  try {
-    parsed = json::parse(text);
-  } catch (const json::parse_error& error) {
-    throw Error(ErrorKind::Input, source + ": not valid JSON: " + error.what());
-  }
+  const json parsed = parse_json_document(text, source);
   ObjectReader reader(parsed, source);
   const std::string schema = reader.string("schema");
   if (schema != kSegmentSchema)

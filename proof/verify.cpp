@@ -21,6 +21,7 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
@@ -75,14 +76,8 @@ BundleFiles read_bundle(const std::filesystem::path& dir) {
   files.signature_hex = read_file(signature_path);
   while (!files.signature_hex.empty() && std::isspace(static_cast<unsigned char>(files.signature_hex.back())))
     files.signature_hex.pop_back();
-  json parsed;
   try {
-    parsed = json::parse(files.manifest_text);
-  } catch (const json::parse_error& error) {
-    throw Error(ErrorKind::Input, "not a bundle: " + manifest_path.string() + " is not valid JSON: " + error.what());
-  }
-  try {
-    files.manifest = manifest_from_json(parsed);
+    files.manifest = manifest_from_json(parse_json_document(files.manifest_text, manifest_path.string()));
   } catch (const Error& error) {
     throw Error(ErrorKind::Input, "not a bundle: " + std::string(error.what()));
   }

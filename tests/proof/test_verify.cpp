@@ -211,6 +211,24 @@ TEST_CASE("A folder without a manifest is not a bundle", "[proof]") {
                     Contains("not a bundle: manifest.schema: expected a non-empty string"));
 }
 
+TEST_CASE("A manifest or segment nested 100,000 deep is refused as unreadable, without a crash", "[proof]") {
+  Fixture fixture;
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  const std::string segment_path = read_manifest(fixture.dir()).segments.front().file.path;
+  CHECK_THROWS_WITH(decode_segment(deep, segment_path), Contains(segment_path + ": JSON nested deeper than 64 levels"));
+
+  test::write_text(fixture.dir() / "manifest.json", R"({"schema": "solver.pol-manifest/1", "task": )" + deep + "}");
+  int replays = 0;
+  try {
+    verify_bundle(fixture.dir(), {}, test::toy_replayer_factory(&replays));
+    FAIL("a bundle with a 100,000-deep manifest was verified");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Input);
+    CHECK_THAT(error.what(), Contains("not a bundle") && Contains("manifest.json: JSON nested deeper than 64 levels"));
+  }
+  CHECK(replays == 0);
+}
+
 TEST_CASE("A changed weight byte is caught by its file hash, before any replay", "[proof]") {
   Fixture fixture;
   checkpoint::Checkpoint state = checkpoint::read_safetensors(fixture.dir() / "ckpt/step_10.safetensors");
