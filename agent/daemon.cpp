@@ -20,6 +20,7 @@
 #include "agent/training_job.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -79,7 +80,7 @@ struct TaskState {
   static TaskState load(const std::filesystem::path& dir) {
     const std::filesystem::path path = dir / "state.json";
     try {
-      const json saved = json::parse(read_file(path));
+      const json saved = parse_json_document(read_file(path), path.string());
       if (saved.value("schema", "") != kTaskStateSchema) throw Error(ErrorKind::Input, "unknown schema");
       TaskState state;
       state.task_id = saved.at("task_id").get<std::string>();
@@ -471,7 +472,9 @@ struct Agent::Impl {
         forget(state, std::string("refused by the market at completion: ") + error.what());
         return true;
       }
-      if (!error.retryable() && error.kind() != ErrorKind::Network) throw;
+      // Anything else (the store down or failing, the market unreachable) leaves the finished
+      // bundle spooled on disk in its phase; every turn of the loop tries it again.
+      if (error.kind() == ErrorKind::Internal) throw;
       log_warn("agent", "task={} spooled in phase {}: {}", state.task_id, state.phase, error.what());
       return false;
     }
@@ -479,7 +482,8 @@ struct Agent::Impl {
 
   std::vector<proof::WrittenCheckpoint> manifest_checkpoints(const TaskState& state) {
     std::vector<proof::WrittenCheckpoint> checkpoints;
-    const json manifest = json::parse(read_file(state.bundle_dir() / "manifest.json"));
+    const std::filesystem::path path = state.bundle_dir() / "manifest.json";
+    const json manifest = parse_json_document(read_file(path), path.string());
     for (const json& entry : manifest.at("checkpoints"))
       checkpoints.push_back({entry.at("step").get<std::int64_t>(), entry.at("file").at("sha256").get<std::string>()});
     return checkpoints;

@@ -20,6 +20,7 @@
 #include "net/market_client.h"
 #include "tests/e2e/e2e_support.h"
 #include "tests/e2e/forger.h"
+#include "tests/net/s3_server.h"
 
 namespace solver::test {
 namespace {
@@ -47,11 +48,9 @@ class Market {
       : process_({solver_binary().string(), "market", "serve", "--db", (dir / "market.db").string(), "--port",
                   std::to_string(port), "--lease-seconds", std::to_string(lease_seconds)},
                  dir / "market.log") {
-    REQUIRE(process_.wait_for_output("listening on", 30));
-    std::smatch match;
-    const std::string log = process_.output();
-    REQUIRE(std::regex_search(log, match, std::regex("listening on (http://127\\.0\\.0\\.1:[0-9]+)")));
-    url_ = match[1];
+    url_ = process_.wait_for_match(R"(listening on (http://127\.0\.0\.1:[0-9]+))", 30).value_or("");
+    INFO(process_.output());
+    REQUIRE(!url_.empty());
   }
   const std::string& url() const { return url_; }
   BackgroundProcess& process() { return process_; }
@@ -323,6 +322,70 @@ TEST_CASE("agent: a market answering garbage is logged, never a crash; SIGTERM s
   liar.stop();
   serving.join();
   CHECK(requests >= 2);
+}
+
+TEST_CASE("agent: a bundle finished while the store fails is spooled on disk, and published once it is back", "[e2e][agent]") {
+  ScratchDir dir("agent-spool");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0);
+  const std::string task_id = submit(market.url(), key, write_task(dir.path(), "task", small_task("agent-spool", 200, 50)));
+  const auto config = agent_config(dir.path(), "solver", market.url(), {"solve"});
+  write_text(dir / "published", "a file where the store's folder should be: every publish fails");
+  {
+    BackgroundProcess agent(agent_argv(config, key), dir / "agent1.log");
+    REQUIRE(agent.wait_for_output("spooled in phase bundled", 60));
+    agent.signal(SIGKILL);  // and the agent dies too: the spool is on disk, not in memory
+    agent.wait(10);
+  }
+  CHECK(read_json(dir / "solver" / "tasks" / task_id / "state.json")["phase"] == "bundled");
+  CHECK(task_status(market.url(), key, task_id)["state"] == "leased");
+
+  std::filesystem::remove(dir / "published");
+  const CommandResult resumed = run_command(agent_argv(config, key));
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("published") && Catch::Contains("task=" + task_id + " completed"));
+  CHECK_THAT(resumed.output, !Catch::Contains("training steps"));  // nothing was retrained
+  const json status = task_status(market.url(), key, task_id);
+  CHECK(status["state"] == "completed");
+  CHECK(run_solver({"verify", status["completion"]["bundle_address"].get<std::string>()}).exit_code == 0);
+}
+
+TEST_CASE("agent: with an S3 store, the solver publishes to the bucket and the verifier fetches from it", "[e2e][agent][s3]") {
+  ScratchDir dir("agent-s3");
+  const auto solver_key = make_key(dir / "solver");
+  const auto verifier_key = make_key(dir / "verifier");
+  S3rver bucket("pool");
+  Market market(dir.path(), 0);
+  const std::string task_id = submit(market.url(), solver_key, write_task(dir.path(), "task", small_task("agent-s3", 200, 50)));
+  // Credentials come from the environment the agents inherit, as an operator's systemd unit would set them.
+  ::setenv("AWS_ACCESS_KEY_ID", kS3rverAccessKey, 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", kS3rverSecretKey, 1);
+  const json storage{{"kind", "s3"}, {"bucket", "pool"}, {"endpoint", bucket.endpoint()}, {"region", "us-east-1"},
+                     {"prefix", "bundles"}};
+  auto config_with_s3 = [&](const std::string& name, const std::vector<std::string>& roles) {
+    const auto path = agent_config(dir.path(), name, market.url(), roles);
+    json config = json::parse(read_file(path).substr(read_file(path).find('\n') + 1));
+    config["storage"] = storage;
+    write_text(path, config.dump(2));
+    return path;
+  };
+  const CommandResult solved = run_command(agent_argv(config_with_s3("solver", {"solve"}), solver_key));
+  INFO(solved.output);
+  REQUIRE(solved.exit_code == 0);
+  const json status = task_status(market.url(), solver_key, task_id);
+  REQUIRE(status["state"] == "completed");
+  const std::string address = status["completion"]["bundle_address"];
+  CHECK(address.starts_with("s3://pool/bundles/" + task_id + "-"));
+  CHECK(bucket.aws({"s3", "ls", address + "/manifest.json"}).exit_code == 0);
+
+  const CommandResult verified = run_command(agent_argv(config_with_s3("verifier", {"verify"}), verifier_key));
+  ::unsetenv("AWS_ACCESS_KEY_ID");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  INFO(verified.output);
+  REQUIRE(verified.exit_code == 0);
+  CHECK_THAT(verified.output, Catch::Contains("verdict ACCEPTED"));
+  CHECK(task_status(market.url(), solver_key, task_id)["state"] == "verified");
 }
 
 TEST_CASE("agent: a malformed config is refused at start-up, naming the field (exit 78)", "[e2e][agent]") {
