@@ -1,6 +1,8 @@
 // Helpers shared by the test suites: where things are, scratch folders, running programs.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -38,10 +40,15 @@ struct CommandResult {
 // Runs argv[0] with the arguments (no shell), waits, and captures its output.
 CommandResult run_command(const std::vector<std::string>& argv);
 
-// A program running in the background with its output (stdout and stderr) going to a log file;
-// killed with SIGKILL on destruction if still running, so a failing test leaves no process behind.
+// A program running in the background with its stdout and stderr appended to a log file. It dies
+// with the test process (PR_SET_PDEATHSIG), and is killed with SIGKILL on destruction if still
+// running, so neither a failing REQUIRE nor a crashed test leaves a process behind.
 class BackgroundProcess {
  public:
+  // Starts argv[0] (a path: no PATH search, no shell) with the test process's environment, in
+  // which each "NAME=value" of `extra_env` replaces NAME's value. Throws std::runtime_error when
+  // the log cannot be opened or fork fails; a program that cannot be executed exits with 127
+  // and says so in its log.
   BackgroundProcess(const std::vector<std::string>& argv, const std::filesystem::path& log_file,
                     const std::vector<std::string>& extra_env = {});
   ~BackgroundProcess();
@@ -49,19 +56,29 @@ class BackgroundProcess {
   BackgroundProcess& operator=(const BackgroundProcess&) = delete;
 
   int pid() const { return pid_; }
-  void signal(int signal_number) const;
+  void signal(int signal_number) const;  // does nothing once the exit has been seen
   // Waits up to `timeout_seconds` for the exit; returns the status (128+N when killed by signal
   // N), or nullopt if still running.
   std::optional<int> wait(double timeout_seconds);
   bool running();
-  std::string output() const;  // the log so far
+  // What this process has written to the log so far (not what the file held before it started).
+  std::string output() const;
+  std::string output_tail(std::size_t max_chars = 2000) const;
   // Polls the log until it contains `text` (true) or `timeout_seconds` pass or the process exits (false).
   bool wait_for_output(const std::string& text, double timeout_seconds);
+  // Polls the log until the ECMAScript regex `pattern` matches; returns its first group (the whole
+  // match when it has none), or nullopt when `timeout_seconds` pass or the process exits first.
+  std::optional<std::string> wait_for_match(const std::string& pattern, double timeout_seconds);
 
  private:
+  // Polls output() until `found` returns a value, the process exits, or the time is up.
+  std::optional<std::string> poll_output(const std::function<std::optional<std::string>(const std::string&)>& found,
+                                         double timeout_seconds);
+
   int pid_ = -1;
   std::optional<int> exit_status_;
   std::filesystem::path log_file_;
+  std::uintmax_t log_start_ = 0;  // the log's size when this process started
 };
 
 // The kind of the solver::Error that `action` throws; nullopt when it throws none.

@@ -1,14 +1,7 @@
 #include "tests/net/ipfs_node.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -17,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/files.h"
 #include "net/http.h"
 
 namespace solver::test {
@@ -32,18 +26,6 @@ constexpr std::string_view kInitConfig = R"({
   "Bootstrap": [],
   "Discovery": {"MDNS": {"Enabled": false}, "webRTCStar": {"Enabled": false}}
 })";
-
-std::string read_whole(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::string log_tail(const std::filesystem::path& log) {
-  const std::string text = read_whole(log);
-  return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
-}
 
 // "/ip4/127.0.0.1/tcp/40123/http" -> "http://127.0.0.1:40123"
 std::string url_of_multiaddr(const std::string& multiaddr) {
@@ -82,56 +64,27 @@ std::filesystem::path require_test_servers() {
   return jsipfs;
 }
 
-IpfsNode::IpfsNode() : repo_(std::make_unique<ScratchDir>("ipfs-node")) {
+IpfsNode::IpfsNode() : scratch_("ipfs-node") {
   const std::filesystem::path jsipfs = require_test_servers();
-  const std::filesystem::path repo = repo_->path() / "repo";
-  const std::filesystem::path config = repo_->path() / "init-config.json";
-  const std::filesystem::path log = repo_->path() / "daemon.log";
+  const std::filesystem::path repo = scratch_ / "repo";
+  const std::filesystem::path config = scratch_ / "init-config.json";
   write_text(config, std::string(kInitConfig));
+  daemon_.emplace(std::vector<std::string>{jsipfs.string(), "daemon", "--offline", "--enable-preload=false",
+                                           "--init-config", config.string()},
+                  scratch_ / "daemon.log", std::vector<std::string>{"IPFS_PATH=" + repo.string()});
 
-  // Everything the child needs is prepared before fork: between fork and exec only
-  // async-signal-safe calls are allowed.
-  const std::string init_config = config.string();
-  const std::string ipfs_path = "IPFS_PATH=" + repo.string();
-  std::vector<char*> environment;
-  for (char** entry = environ; *entry != nullptr; ++entry)
-    if (!std::string_view(*entry).starts_with("IPFS_PATH=")) environment.push_back(*entry);
-  environment.push_back(const_cast<char*>(ipfs_path.c_str()));
-  environment.push_back(nullptr);
-  const char* const argv[] = {jsipfs.c_str(), "daemon", "--offline", "--enable-preload=false",
-                              "--init-config", init_config.c_str(), nullptr};
-
-  pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed while starting js-ipfs");
-  if (pid_ == 0) {
-    // If the test process dies without running destructors, the daemon goes with it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    const int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (log_fd >= 0) {
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
-    }
-    ::execve(jsipfs.c_str(), const_cast<char* const*>(argv), environment.data());
-    ::_exit(127);
-  }
-
-  // js-ipfs writes $IPFS_PATH/api once its HTTP API listens.
+  // A throw leaves daemon_ to be killed by its destructor.
   const auto deadline = std::chrono::steady_clock::now() + kStartTimeout;
   const auto fail = [&](const std::string& why) {
-    const std::string tail = log_tail(log);
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    throw std::runtime_error("js-ipfs daemon: " + why + "; its log ends with:\n" + tail);
+    throw std::runtime_error("js-ipfs daemon: " + why + "; its log ends with:\n" + daemon_->output_tail());
   };
+  // js-ipfs writes $IPFS_PATH/api once its HTTP API listens.
   while (!std::filesystem::exists(repo / "api")) {
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("js-ipfs daemon exited during start-up; its log ends with:\n" + log_tail(log));
-    }
+    if (!daemon_->running()) fail("exited during start-up");
     if (std::chrono::steady_clock::now() > deadline) fail("no API address in " + repo.string() + "/api after 60 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::string multiaddr = read_whole(repo / "api");
+  std::string multiaddr = read_file(repo / "api");
   while (!multiaddr.empty() && (multiaddr.back() == '\n' || multiaddr.back() == ' ')) multiaddr.pop_back();
   try {
     api_url_ = url_of_multiaddr(multiaddr);
@@ -148,13 +101,6 @@ IpfsNode::IpfsNode() : repo_(std::make_unique<ScratchDir>("ipfs-node")) {
     if (std::chrono::steady_clock::now() > deadline) fail("the API at " + api_url_ + " did not answer within 60 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-}
-
-IpfsNode::~IpfsNode() {
-  if (pid_ <= 0) return;
-  // SIGKILL at once: the repo is scratch and removed next, so a clean shutdown (about 1 s) buys nothing.
-  ::kill(pid_, SIGKILL);
-  ::waitpid(pid_, nullptr, 0);
 }
 
 IpfsNode& IpfsNode::shared() {

@@ -1,14 +1,12 @@
 // A real IPFS node for the tests: npm's js-ipfs (tests/servers/node_modules/.bin/jsipfs), whose
 // RPC API is Kubo's /api/v0. It runs offline on 127.0.0.1 with ephemeral ports, no swarm and no
-// bootstrap peers, on a fresh repo in a scratch folder, and is killed by its PID.
+// bootstrap peers, on a fresh repo in a scratch folder, as a BackgroundProcess.
 // Also the content helpers the IPFS and UnixFS tests share.
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <filesystem>
-#include <memory>
+#include <optional>
 #include <string>
 
 #include "tests/test_support.h"
@@ -21,7 +19,6 @@ class IpfsNode {
   // saying what failed: node_modules missing (run scripts/install-test-servers.sh), the daemon
   // exiting, or no API address in time (with the end of its log).
   IpfsNode();
-  ~IpfsNode();
   IpfsNode(const IpfsNode&) = delete;
   IpfsNode& operator=(const IpfsNode&) = delete;
 
@@ -31,8 +28,8 @@ class IpfsNode {
   const std::string& api_url() const { return api_url_; }  // http://127.0.0.1:PORT
 
  private:
-  std::unique_ptr<ScratchDir> repo_;
-  pid_t pid_ = -1;
+  ScratchDir scratch_;
+  std::optional<BackgroundProcess> daemon_;  // declared after scratch_: killed before its repo is removed
   std::string api_url_;
 };
 

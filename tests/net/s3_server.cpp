@@ -1,38 +1,15 @@
 // s3rver as a child process, and the fault-injecting proxy in front of it (see s3_server.h).
 #include "tests/net/s3_server.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <strings.h>
 
 #include <algorithm>
-#include <fstream>
-#include <regex>
-#include <sstream>
 #include <stdexcept>
+
+#include "common/files.h"
 
 namespace solver::test {
 namespace {
-
-std::string read_whole(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// SIGTERM, then SIGKILL if it has not exited within two seconds; reaps it either way.
-void stop_process(pid_t pid) {
-  if (pid <= 0) return;
-  ::kill(pid, SIGTERM);
-  for (int waited_ms = 0; waited_ms < 2000; waited_ms += 20) {
-    if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-}
 
 std::string s3_error_document(const std::string& code, const std::string& message) {
   return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + code + "</Code><Message>" + message +
@@ -53,39 +30,18 @@ S3rver::S3rver(const std::string& bucket) : scratch_("s3rver"), data_dir_(scratc
   if (!std::filesystem::exists(binary))
     throw std::runtime_error(binary.string() + " is missing: run scripts/install-test-servers.sh to install the test servers");
   std::filesystem::create_directories(data_dir_);
-  const std::filesystem::path log_path = scratch_ / "s3rver.log";
-
-  pid_ = ::fork();
-  if (pid_ < 0) throw std::runtime_error("fork failed");
-  if (pid_ == 0) {
-    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(log, STDOUT_FILENO);
-    ::dup2(log, STDERR_FILENO);
-    ::execl(binary.c_str(), "s3rver", "-d", data_dir_.c_str(), "-a", "127.0.0.1", "-p", "0", "--service-endpoint",
-            "localhost", "--configure-bucket", bucket_.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
+  server_.emplace(std::vector<std::string>{binary.string(), "-d", data_dir_.string(), "-a", "127.0.0.1", "-p", "0",
+                                           "--service-endpoint", "localhost", "--configure-bucket", bucket_},
+                  scratch_ / "s3rver.log");
   // s3rver prints "S3rver listening on 127.0.0.1:<port>" once it accepts connections.
-  const std::regex listening(R"(listening on 127\.0\.0\.1:(\d+))");
-  for (int waited_ms = 0; waited_ms < 30'000; waited_ms += 50) {
-    std::smatch match;
-    const std::string log = read_whole(log_path);
-    if (std::regex_search(log, match, listening)) {
-      port_ = std::stoi(match[1]);
-      return;
-    }
-    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-      pid_ = -1;
-      throw std::runtime_error("s3rver exited at start-up: " + log);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (const std::optional<std::string> port = server_->wait_for_match(R"(listening on 127\.0\.0\.1:(\d+))", 30)) {
+    port_ = std::stoi(*port);
+    return;
   }
-  const std::string log = read_whole(log_path);
-  stop_process(pid_);
-  throw std::runtime_error("s3rver did not start within 30 s: " + log);
+  // A throw leaves server_ to be killed by its destructor.
+  throw std::runtime_error(std::string(server_->running() ? "s3rver did not start within 30 s" : "s3rver exited at start-up") +
+                           "; its log ends with:\n" + server_->output_tail());
 }
-
-S3rver::~S3rver() { stop_process(pid_); }
 
 std::string S3rver::endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
 std::string S3rver::vhost_endpoint() const { return "http://s3.localhost:" + std::to_string(port_); }
@@ -246,7 +202,7 @@ bool S3Proxy::answer_upload_call(const httplib::Request& request, httplib::Respo
   if (truncated) xml += "<NextPartNumberMarker>" + std::to_string(numbers.back()) + "</NextPartNumberMarker>";
   for (const int number : numbers) {
     const std::filesystem::path part = upload_dir / std::to_string(number);
-    xml += "<Part><PartNumber>" + std::to_string(number) + "</PartNumber><ETag>&quot;" + read_whole(part.string() + ".md5") +
+    xml += "<Part><PartNumber>" + std::to_string(number) + "</PartNumber><ETag>&quot;" + read_file(part.string() + ".md5") +
            "&quot;</ETag><Size>" + std::to_string(std::filesystem::file_size(part)) + "</Size></Part>";
   }
   response.set_content(xml + "</ListPartsResult>", "application/xml");

@@ -1,12 +1,11 @@
 // Test fixtures for S3: s3rver (npm, pinned in tests/servers) started on 127.0.0.1 in a scratch
-// folder and killed by PID, the AWS CLI pointed at it, and S3Proxy, a fault-injecting proxy in
+// folder as a BackgroundProcess, the AWS CLI pointed at it, and S3Proxy, a fault-injecting proxy in
 // front of it. s3rver lacks ListParts and AbortMultipartUpload; the proxy answers those two from
 // s3rver's own upload folder (uploads/<id>/<part> and <part>.md5), in pages of five parts so
 // that the client's paging runs too. Everything else is s3rver's.
 #pragma once
 
 #include <httplib.h>
-#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
@@ -14,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,7 +31,6 @@ class S3rver {
   // Starts s3rver with `bucket` created. Throws std::runtime_error saying to run
   // scripts/install-test-servers.sh when it is not installed, or with its log when it fails.
   explicit S3rver(const std::string& bucket);
-  ~S3rver();
   S3rver(const S3rver&) = delete;
   S3rver& operator=(const S3rver&) = delete;
 
@@ -48,7 +47,7 @@ class S3rver {
   ScratchDir scratch_;
   std::filesystem::path data_dir_;
   std::string bucket_;
-  pid_t pid_ = -1;
+  std::optional<BackgroundProcess> server_;  // declared after scratch_: killed before its data is removed
   int port_ = 0;
 };
 
