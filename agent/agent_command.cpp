@@ -108,12 +108,16 @@ int status_command(const StatusOptions& options) {
   }
   std::printf("agent %s (pid %d) %s, market %s\n", status.value("name", "?").c_str(), pid,
               running ? "running" : "not running", status.value("market", "?").c_str());
-  std::printf("activity: %s", status.value("activity", "?").c_str());
-  if (!status.value("task_id", "").empty()) std::printf(" task %s", status.value("task_id", "").c_str());
-  if (status.value("total_steps", 0) > 0)
-    std::printf(" step %lld/%lld", static_cast<long long>(status.value("step", 0)),
-                static_cast<long long>(status.value("total_steps", 0)));
-  std::printf("\ncompleted %lld tasks, posted %lld verdicts; updated %s\n",
+  std::printf("activity: %s\n", status.value("activity", "?").c_str());
+  for (const nlohmann::json& slot : status.value("slots", nlohmann::json::array())) {
+    std::printf("  %-8s %s", slot.value("device", "?").c_str(), slot.value("activity", "?").c_str());
+    if (!slot.value("task_id", "").empty()) std::printf(" task %s", slot.value("task_id", "").c_str());
+    if (slot.value("total_steps", 0) > 0)
+      std::printf(" step %lld/%lld", static_cast<long long>(slot.value("step", 0)),
+                  static_cast<long long>(slot.value("total_steps", 0)));
+    std::printf("\n");
+  }
+  std::printf("completed %lld tasks, posted %lld verdicts; updated %s\n",
               static_cast<long long>(status.value("tasks_completed", 0)),
               static_cast<long long>(status.value("verdicts_posted", 0)), status.value("updated_at", "?").c_str());
   return kExitOk;

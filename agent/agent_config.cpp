@@ -112,6 +112,9 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       ObjectReader limits = reader.object("limits");
       config.max_cache_bytes = gigabytes(limits, "cache_gb", config.max_cache_bytes);
       config.min_free_disk_bytes = gigabytes(limits, "min_free_disk_gb", config.min_free_disk_bytes);
+      config.tasks_at_once = static_cast<int>(limits.integer_or("tasks_at_once", config.tasks_at_once));
+      if (config.tasks_at_once < 1 || config.tasks_at_once > 64)
+        ObjectReader::fail("config.limits.tasks_at_once", "expected 1 to 64, got " + std::to_string(config.tasks_at_once));
       limits.finish();
     }
     config.heartbeat_seconds = positive_seconds(reader, "heartbeat_seconds", config.heartbeat_seconds);

@@ -27,7 +27,8 @@ struct AgentConfig {
   std::filesystem::path cache_dir;                // fetched task inputs
   std::uint64_t max_cache_bytes = 50ull << 30;
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
-  std::vector<std::string> devices = {"cpu"};      // the first is used (one task at a time)
+  std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]
+  int tasks_at_once = 1;                           // task slots, each on its own thread
   int threads = 0;
   std::vector<std::string> roles = {"solve", "verify"};
   bool allow_local_files = false;  // tasks may name local paths and file:// (private pools only)

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <exception>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -143,13 +144,22 @@ struct Agent::Impl {
   std::unique_ptr<net::BundleStore> store;
   net::FileCache cache;
 
-  // What status.json says (solver status reads it).
-  std::string activity = "starting";
-  std::string current_task;
-  std::int64_t current_step = 0;
-  std::int64_t current_total = 0;
-  std::int64_t tasks_completed = 0;
-  std::int64_t verdicts_posted = 0;
+  // One slot per task at once, each on its own thread and device; status.json shows them all.
+  struct Slot {
+    int index = 0;
+    std::string device;
+    std::string activity = "starting";
+    std::string task_id;
+    std::int64_t step = 0;
+    std::int64_t total_steps = 0;
+  };
+  std::vector<Slot> slots;  // fixed after construction; fields guarded by status_mutex
+  std::mutex status_mutex;
+  std::atomic<std::int64_t> tasks_completed{0};
+  std::atomic<std::int64_t> verdicts_posted{0};
+  std::mutex busy_mutex;
+  std::set<std::string> busy_tasks;  // task folders a slot is working on
+  std::mutex publish_mutex;          // one upload at a time: the uplink is shared anyway
 
   Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in)
       : config(std::move(config_in)),
@@ -157,8 +167,15 @@ struct Agent::Impl {
         stop(stop_in),
         market(net::MarketClientOptions{config.market_url, market_retry()}, key),
         store(make_store(config.storage)),
-        cache(net::FetchOptions{config.cache_dir, config.max_cache_bytes, config.allow_local_files, market_retry(),
-                                make_downloader(config.storage, "ipfs"), make_downloader(config.storage, "s3")}) {}
+        cache(net::FetchOptions{.cache_dir = config.cache_dir,
+                                .max_cache_bytes = config.max_cache_bytes,
+                                .allow_local_files = config.allow_local_files,
+                                .retry = market_retry(),
+                                .ipfs = make_downloader(config.storage, "ipfs"),
+                                .s3 = make_downloader(config.storage, "s3")}) {
+    for (int i = 0; i < config.tasks_at_once; ++i)
+      slots.push_back(Slot{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
+  }
 
   net::RetryPolicy market_retry() const {
     return net::RetryPolicy{.max_attempts = 4,
@@ -169,17 +186,26 @@ struct Agent::Impl {
 
   std::filesystem::path tasks_dir() const { return config.work_dir / "tasks"; }
 
-  void write_status() {
+  // Rewrites status.json; the caller holds status_mutex.
+  void write_status_locked() {
+    json slot_list = json::array();
+    bool busy = false;
+    for (const Slot& slot : slots) {
+      slot_list.push_back({{"device", slot.device},
+                           {"activity", slot.activity},
+                           {"task_id", slot.task_id},
+                           {"step", slot.step},
+                           {"total_steps", slot.total_steps}});
+      busy = busy || slot.activity != "idle";
+    }
     const json status{{"pid", ::getpid()},
                       {"name", config.name},
                       {"market", config.market_url},
                       {"public_key", key.public_key_hex()},
-                      {"activity", activity},
-                      {"task_id", current_task},
-                      {"step", current_step},
-                      {"total_steps", current_total},
-                      {"tasks_completed", tasks_completed},
-                      {"verdicts_posted", verdicts_posted},
+                      {"activity", stop ? "stopped" : busy ? "working" : "idle"},
+                      {"slots", slot_list},
+                      {"tasks_completed", tasks_completed.load()},
+                      {"verdicts_posted", verdicts_posted.load()},
                       {"updated_at", now_utc()}};
     try {
       write_file_durably(config.work_dir / "status.json", status.dump(2));
@@ -188,12 +214,42 @@ struct Agent::Impl {
     }
   }
 
-  void set_activity(std::string what, std::string task_id = "") {
-    activity = std::move(what);
-    current_task = std::move(task_id);
-    current_step = current_total = 0;
-    write_status();
+  void set_activity(Slot& slot, std::string what, std::string task_id = "") {
+    const std::lock_guard lock(status_mutex);
+    slot.activity = std::move(what);
+    slot.task_id = std::move(task_id);
+    slot.step = slot.total_steps = 0;
+    write_status_locked();
   }
+
+  void set_progress(Slot& slot, std::int64_t step, std::int64_t total_steps) {
+    const std::lock_guard lock(status_mutex);
+    slot.step = step;
+    slot.total_steps = total_steps;
+    write_status_locked();
+  }
+
+  // A task folder is worked on by one slot at a time: a slot holds a TaskHold while it does.
+  class TaskHold {
+   public:
+    TaskHold(Impl& agent, std::string task_id) : agent_(agent), task_id_(std::move(task_id)) {
+      const std::lock_guard lock(agent_.busy_mutex);
+      held_ = agent_.busy_tasks.insert(task_id_).second;
+    }
+    ~TaskHold() {
+      if (!held_) return;
+      const std::lock_guard lock(agent_.busy_mutex);
+      agent_.busy_tasks.erase(task_id_);
+    }
+    TaskHold(const TaskHold&) = delete;
+    TaskHold& operator=(const TaskHold&) = delete;
+    bool held() const { return held_; }
+
+   private:
+    Impl& agent_;
+    std::string task_id_;
+    bool held_ = false;
+  };
 
   // Registers, retrying until the market answers or the agent is stopped.
   bool register_with_market() {
@@ -201,6 +257,7 @@ struct Agent::Impl {
     profile.name = config.name;
     profile.roles = config.roles;
     profile.hardware = hardware_profile(config.devices.front(), profile.memory_mb, profile.devices);
+    profile.hardware["tasks_at_once"] = config.tasks_at_once;
     profile.model_kinds = {"mlp", "cnn", "torchscript"};
     for (int round = 1; !stop; ++round) {
       try {
@@ -272,7 +329,7 @@ struct Agent::Impl {
     forget(state, requeue ? "returned to the market" : "failed");
   }
 
-  void take_lease(const net::Lease& lease) {
+  void take_lease(Slot& slot, const net::Lease& lease) {
     TaskState state;
     state.task_id = lease.task_id;
     state.lease_id = lease.lease_id;
@@ -283,14 +340,15 @@ struct Agent::Impl {
     state.dir = tasks_dir() / lease.task_id;
     std::filesystem::create_directories(state.dir);
     state.save();
-    log_info("agent", "task={} claimed (lease {} for {} s)", state.task_id, state.lease_id, state.lease_seconds);
-    train(state, false);
+    log_info("agent", "task={} claimed (lease {} for {} s) on {}", state.task_id, state.lease_id, state.lease_seconds,
+             slot.device);
+    train(slot, state, false);
   }
 
   // Trains (or resumes) a task while heartbeating; ends in phase bundled, or with the folder
   // kept for a later resume (stopped), or removed (failed, cancelled, lost).
-  void train(TaskState& state, bool resume) {
-    set_activity("training", state.task_id);
+  void train(Slot& slot, TaskState& state, bool resume) {
+    set_activity(slot, "training", state.task_id);
     Task task;
     try {
       task = parse_task(state.task, "/");
@@ -306,22 +364,22 @@ struct Agent::Impl {
 
     std::unique_ptr<TrainingJob> job;
     try {
-      job = std::make_unique<TrainingJob>(task, train::TrainerOptions{config.devices.front(), config.threads}, &key,
+      job = std::make_unique<TrainingJob>(task, train::TrainerOptions{slot.device, config.threads}, &key,
                                           state.bundle_dir(), resume && std::filesystem::exists(state.bundle_dir()));
     } catch (const Error& error) {
       if (resume && error.kind() == ErrorKind::Input) {
         // An unusable journal (say, a half-written first checkpoint): start the bundle afresh.
         log_warn("agent", "task={} cannot resume ({}); training from step 0", state.task_id, error.what());
         std::filesystem::remove_all(state.bundle_dir());
-        return train(state, false);
+        return train(slot, state, false);
       }
       report_failure(state, error);
       return;
     }
     const std::int64_t start_step = job->start_step();
-    current_total = job->trainer().total_steps();
-    log_info("agent", "task={} training steps {}..{} on {}{}", state.task_id, start_step + 1, current_total,
-             config.devices.front(), resume ? " (resumed)" : "");
+    const std::int64_t total_steps = job->trainer().total_steps();
+    log_info("agent", "task={} training steps {}..{} on {}{}", state.task_id, start_step + 1, total_steps, slot.device,
+             resume ? " (resumed)" : "");
 
     std::atomic<std::int64_t> step{start_step};
     std::atomic<float> loss{0.0f};
@@ -361,9 +419,8 @@ struct Agent::Impl {
       if (now < next_beat && !(market_answered && uncommitted && now - last_beat >= kMinCommitInterval)) continue;
       last_beat = now;
       next_beat = now + interval;
-      current_step = step;
-      write_status();
-      market_answered = heartbeat(state, written, committed, step, current_total, loss, abandon);
+      set_progress(slot, step, total_steps);
+      market_answered = heartbeat(state, written, committed, step, total_steps, loss, abandon);
     }
     worker.join();
 
@@ -396,7 +453,7 @@ struct Agent::Impl {
     log_info("agent", "task={} trained {} steps in {:.1f} s (test accuracy {:.2f}%); bundle {} checkpoints, manifest {}",
              state.task_id, outcome.last_step - outcome.first_step, outcome.train_seconds, outcome.test_accuracy * 100.0,
              manifest.checkpoints.size(), state.manifest_sha256.substr(0, 16));
-    deliver(state);
+    deliver(slot, state);
   }
 
   // Renews the lease and commits the checkpoints written since the last accepted heartbeat.
@@ -436,11 +493,12 @@ struct Agent::Impl {
 
   // bundled -> published -> completed. Leaves the task spooled when the store or the market
   // is unreachable; returns false then.
-  bool deliver(TaskState& state) {
+  bool deliver(Slot& slot, TaskState& state) {
     try {
       if (state.phase == kBundled) {
-        set_activity("publishing", state.task_id);
+        set_activity(slot, "publishing", state.task_id);
         const auto started = Clock::now();
+        const std::lock_guard lock(publish_mutex);
         state.bundle_address = store->publish(state.bundle_dir(), state.task_id + "-" + state.manifest_sha256.substr(0, 16));
         state.phase = kPublished;
         state.save();
@@ -449,7 +507,7 @@ struct Agent::Impl {
       }
       // The commitments again, all of them: the market keeps the first copy of each, and a
       // heartbeat lost while training must not leave one out.
-      set_activity("completing", state.task_id);
+      set_activity(slot, "completing", state.task_id);
       net::Heartbeat beat;
       beat.lease_id = state.lease_id;
       for (const proof::WrittenCheckpoint& checkpoint : manifest_checkpoints(state)) {
@@ -491,16 +549,18 @@ struct Agent::Impl {
 
   // Resumes what a previous run left: training first, then the spool. Returns false when
   // something is still spooled (the store or market is down).
-  bool work_in_flight() {
+  bool work_in_flight(Slot& slot) {
     bool all_delivered = true;
     for (TaskState& state : tasks_in_flight()) {
       if (stop) return false;
+      const TaskHold hold(*this, state.task_id);
+      if (!hold.held()) continue;  // another slot has it
       if (state.phase == kTraining) {
         log_info("agent", "task={} was in training when the agent stopped: resuming", state.task_id);
-        train(state, true);
+        train(slot, state, true);
         if (std::filesystem::exists(state.dir)) all_delivered = false;
       } else {
-        all_delivered = deliver(state) && all_delivered;
+        all_delivered = deliver(slot, state) && all_delivered;
       }
     }
     return all_delivered;
@@ -518,16 +578,16 @@ struct Agent::Impl {
 
   // ---- verification ----
 
-  bool verify_one() {
+  bool verify_one(Slot& slot) {
     const std::optional<net::VerificationJob> job = market.claim_verification();
     if (!job) return false;
-    set_activity("verifying", job->task_id);
+    set_activity(slot, "verifying", job->task_id);
     log_info("agent", "verification job={} task={} claimed: bundle {}", job->job_id, job->task_id, job->bundle_address);
     const std::filesystem::path dir = config.work_dir / "verify" / job->job_id;
     std::filesystem::remove_all(dir);
     net::Verdict verdict;
     try {
-      verdict = judge(*job, dir);
+      verdict = judge(*job, dir, slot.device);
     } catch (const Error& error) {
       if (error.kind() == ErrorKind::Network || error.kind() == ErrorKind::Io || error.kind() == ErrorKind::Cuda ||
           error.kind() == ErrorKind::Internal) {
@@ -548,7 +608,7 @@ struct Agent::Impl {
     return true;
   }
 
-  net::Verdict judge(const net::VerificationJob& job, const std::filesystem::path& dir) {
+  net::Verdict judge(const net::VerificationJob& job, const std::filesystem::path& dir, const std::string& device) {
     const std::filesystem::path bundle = dir / "bundle";
     store_for_address(job.bundle_address, config.storage)->fetch(job.bundle_address, bundle);
     net::Verdict verdict;
@@ -562,7 +622,7 @@ struct Agent::Impl {
     Task inputs = parse_task(job.task, "/");
     cache.resolve(inputs);
     // The replayer gets the bundle's own task; its files are the ones just fetched (same hashes).
-    const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(config.devices.front());
+    const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(device);
     const proof::ReplayerFactory factory = [&](const Task& task, int threads) {
       Task local = task;
       for (FileRef* file : {&local.dataset.train_images, &local.dataset.train_labels, &local.dataset.test_images,
@@ -591,21 +651,44 @@ struct Agent::Impl {
 
   int run(bool until_idle) {
     std::filesystem::create_directories(tasks_dir());
-    log_info("agent", "{} starting: market {}, work dir {}, store {}, device {}", config.name, config.market_url,
-             config.work_dir.string(), config.storage.kind, config.devices.front());
+    log_info("agent", "{} starting: market {}, work dir {}, store {}, {} task(s) at once on {}", config.name,
+             config.market_url, config.work_dir.string(), config.storage.kind, config.tasks_at_once,
+             fmt::join(config.devices, ","));
     if (!register_with_market()) return finish_run();
-    for (int idle_rounds = 0; !stop;) {
+    std::vector<std::thread> threads;
+    std::mutex failure_mutex;
+    std::exception_ptr failure;  // a bug in one slot stops the agent (exit 70), after the others saved their work
+    std::atomic<bool> failed{false};
+    for (Slot& slot : slots)
+      threads.emplace_back([&, until_idle] {
+        try {
+          work(slot, until_idle, failed);
+        } catch (...) {
+          const std::lock_guard lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          failed = true;
+        }
+      });
+    for (std::thread& thread : threads) thread.join();
+    if (failure) std::rethrow_exception(failure);
+    return finish_run();
+  }
+
+  // One slot's loop: its share of the work left in flight, then new tasks, then verifications.
+  void work(Slot& slot, bool until_idle, const std::atomic<bool>& failed) {
+    for (int idle_rounds = 0; !stop && !failed;) {
       bool worked = false;
       bool spool_empty = true;
       try {
-        spool_empty = work_in_flight();
+        spool_empty = work_in_flight(slot);
         if (!stop && config.has_role("solve") && disk_has_room()) {
           if (const std::optional<net::Lease> lease = market.claim_task()) {
-            take_lease(*lease);
+            const TaskHold hold(*this, lease->task_id);
+            take_lease(slot, *lease);
             worked = true;
           }
         }
-        if (!stop && !worked && config.has_role("verify")) worked = verify_one();
+        if (!stop && !worked && config.has_role("verify")) worked = verify_one(slot);
       } catch (const Error& error) {
         if (error.kind() == ErrorKind::Internal) throw;
         log_error("agent", "{}", error.what());
@@ -615,16 +698,19 @@ struct Agent::Impl {
         continue;
       }
       if (until_idle && spool_empty) break;
-      set_activity("idle");
+      set_activity(slot, "idle");
       net::sleep_unless_stopped(idle_delay(++idle_rounds), &stop);
     }
-    return finish_run();
+    set_activity(slot, "idle");
   }
 
   int finish_run() {
-    set_activity(stop ? "stopped" : "idle");
+    {
+      const std::lock_guard lock(status_mutex);
+      write_status_locked();
+    }
     log_info("agent", "{}: {} tasks completed, {} verdicts posted", stop ? "stopped" : "no work left",
-             tasks_completed, verdicts_posted);
+             tasks_completed.load(), verdicts_posted.load());
     return 0;
   }
 };

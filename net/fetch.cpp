@@ -45,6 +45,11 @@ FileCache::FileCache(FetchOptions options) : options_(std::move(options)) {
 }
 
 std::filesystem::path FileCache::fetch(const FileRef& file, std::string_view what) {
+  const std::lock_guard lock(mutex_);
+  return fetch_locked(file, what);
+}
+
+std::filesystem::path FileCache::fetch_locked(const FileRef& file, std::string_view what) {
   const std::string scheme = scheme_of(file.location);
   if (scheme.empty() || scheme == "file") {
     if (!options_.allow_local_files)
@@ -96,9 +101,10 @@ std::filesystem::path FileCache::download(const FileRef& file, std::string_view 
 }
 
 void FileCache::resolve(Task& task) {
+  const std::lock_guard lock(mutex_);
   std::set<std::string> keep;
   for (auto& [file, what] : task_files(task)) {
-    file->local_copy = fetch(*file, what);
+    file->local_copy = fetch_locked(*file, what);
     keep.insert(file->sha256);
   }
   evict(keep);
@@ -118,9 +124,10 @@ void FileCache::evict(const std::set<std::string>& keep) {
     total += entries.back().size;
   }
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.used < b.used; });
+  const auto recent = std::filesystem::file_time_type::clock::now() - options_.eviction_grace;
   for (const Entry& entry : entries) {
     if (total <= options_.max_cache_bytes) break;
-    if (keep.contains(entry.path.filename().string())) continue;
+    if (keep.contains(entry.path.filename().string()) || entry.used > recent) continue;
     std::filesystem::remove(entry.path);
     total -= entry.size;
     log_info("fetch", "cache over {:.1f} GB: removed {} ({:.1f} MB, least recently used)", options_.max_cache_bytes / 1e9,

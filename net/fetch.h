@@ -4,9 +4,11 @@
 // The cache has a size cap; the least recently used files not needed by the current task go first.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -26,10 +28,13 @@ struct FetchOptions {
   // probe the disk for tasks from strangers. Off unless the config allows it.
   bool allow_local_files = false;
   RetryPolicy retry;
+  // Files used this recently are never evicted: another task slot may be about to load them.
+  std::chrono::seconds eviction_grace{600};
   Downloader ipfs;  // ipfs:// URLs; unset: refused with a message saying to configure IPFS
   Downloader s3;    // s3:// URLs; unset: refused likewise
 };
 
+// Thread-safe: concurrent fetches are serialised.
 class FileCache {
  public:
   explicit FileCache(FetchOptions options);
@@ -42,10 +47,12 @@ class FileCache {
   void resolve(Task& task);
 
  private:
+  std::filesystem::path fetch_locked(const FileRef& file, std::string_view what);
   std::filesystem::path download(const FileRef& file, std::string_view what);
   void evict(const std::set<std::string>& keep);
 
   FetchOptions options_;
+  std::mutex mutex_;  // one fetch at a time: task slots share the cache
 };
 
 }  // namespace solver::net

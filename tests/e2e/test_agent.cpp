@@ -60,10 +60,11 @@ class Market {
   std::string url_;
 };
 
-// One agent's config: a work dir of its own, a shared store, fast polling and heartbeats.
+// One agent's config: a work dir of its own, a shared store, fast polling and heartbeats;
+// `changes` replaces top-level fields.
 std::filesystem::path agent_config(const std::filesystem::path& dir, const std::string& name, const std::string& url,
-                                   const std::vector<std::string>& roles) {
-  const json config{{"market", url},
+                                   const std::vector<std::string>& roles, const json& changes = json::object()) {
+  json config{{"market", url},
                     {"name", name},
                     {"work_dir", (dir / name).string()},
                     {"cache_dir", (dir / "cache").string()},
@@ -74,6 +75,7 @@ std::filesystem::path agent_config(const std::filesystem::path& dir, const std::
                     {"heartbeat_seconds", 1},
                     {"poll", {{"min_seconds", 0.2}, {"max_seconds", 1}}},
                     {"limits", {{"min_free_disk_gb", 0}}}};
+  for (const auto& [field, value] : changes.items()) config[field] = value;
   const auto path = dir / (name + ".json");
   write_text(path, "// written by test_agent.cpp\n" + config.dump(2));
   return path;
@@ -364,11 +366,7 @@ TEST_CASE("agent: with an S3 store, the solver publishes to the bucket and the v
   const json storage{{"kind", "s3"}, {"bucket", "pool"}, {"endpoint", bucket.endpoint()}, {"region", "us-east-1"},
                      {"prefix", "bundles"}};
   auto config_with_s3 = [&](const std::string& name, const std::vector<std::string>& roles) {
-    const auto path = agent_config(dir.path(), name, market.url(), roles);
-    json config = json::parse(read_file(path).substr(read_file(path).find('\n') + 1));
-    config["storage"] = storage;
-    write_text(path, config.dump(2));
-    return path;
+    return agent_config(dir.path(), name, market.url(), roles, {{"storage", storage}});
   };
   const CommandResult solved = run_command(agent_argv(config_with_s3("solver", {"solve"}), solver_key));
   INFO(solved.output);
@@ -386,6 +384,25 @@ TEST_CASE("agent: with an S3 store, the solver publishes to the bucket and the v
   REQUIRE(verified.exit_code == 0);
   CHECK_THAT(verified.output, Catch::Contains("verdict ACCEPTED"));
   CHECK(task_status(market.url(), solver_key, task_id)["state"] == "verified");
+}
+
+TEST_CASE("agent: with two task slots, two tasks train at the same time and both complete", "[e2e][agent]") {
+  ScratchDir dir("agent-slots");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0);
+  const std::string first = submit(market.url(), key, write_task(dir.path(), "first", small_task("slot-a", 3000, 500)));
+  const std::string second = submit(market.url(), key, write_task(dir.path(), "second", small_task("slot-b", 3000, 500)));
+  const CommandResult result = run_command(agent_argv(
+      agent_config(dir.path(), "solver", market.url(), {"solve"}, {{"limits", {{"tasks_at_once", 2}, {"min_free_disk_gb", 0}}}}), key));
+  INFO(result.output);
+  REQUIRE(result.exit_code == 0);
+  const auto first_completion = std::min(result.output.find("task=" + first + " completed"),
+                                         result.output.find("task=" + second + " completed"));
+  REQUIRE(first_completion != std::string::npos);
+  CHECK(result.output.find("task=" + first + " claimed") < first_completion);
+  CHECK(result.output.find("task=" + second + " claimed") < first_completion);
+  CHECK(task_status(market.url(), key, first)["state"] == "completed");
+  CHECK(task_status(market.url(), key, second)["state"] == "completed");
 }
 
 TEST_CASE("agent: a malformed config is refused at start-up, naming the field (exit 78)", "[e2e][agent]") {

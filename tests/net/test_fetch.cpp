@@ -49,7 +49,8 @@ class FileServer {
 FetchOptions options_for(const test::ScratchDir& scratch, std::uint64_t max_bytes = 1 << 30) {
   return FetchOptions{.cache_dir = scratch / "cache",
                       .max_cache_bytes = max_bytes,
-                      .retry = RetryPolicy{.max_attempts = 2, .initial_delay = std::chrono::milliseconds(10)}};
+                      .retry = RetryPolicy{.max_attempts = 2, .initial_delay = std::chrono::milliseconds(10)},
+                      .eviction_grace = std::chrono::seconds(0)};
 }
 
 TEST_CASE("fetch: an https/http input lands in the cache under its hash, and is served from there next time", "[net][fetch]") {
