@@ -181,13 +181,18 @@ std::optional<std::string> BackgroundProcess::wait_for_match(const std::string& 
   return poll_output(matches, timeout_seconds);
 }
 
-std::optional<ErrorKind> error_kind_of(const std::function<void()>& action) {
+std::optional<Error> error_of(const std::function<void()>& action) {
   try {
     action();
   } catch (const Error& error) {
-    return error.kind();
+    return error;
   }
   return std::nullopt;
+}
+
+std::optional<ErrorKind> error_kind_of(const std::function<void()>& action) {
+  const std::optional<Error> error = error_of(action);
+  return error ? std::optional<ErrorKind>(error->kind()) : std::nullopt;
 }
 
 void write_text(const std::filesystem::path& path, const std::string& text) {

@@ -81,6 +81,8 @@ class BackgroundProcess {
   std::uintmax_t log_start_ = 0;  // the log's size when this process started
 };
 
+// The solver::Error that `action` throws; nullopt when it throws none.
+std::optional<Error> error_of(const std::function<void()>& action);
 // The kind of the solver::Error that `action` throws; nullopt when it throws none.
 std::optional<ErrorKind> error_kind_of(const std::function<void()>& action);
 

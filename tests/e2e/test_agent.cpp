@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <regex>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "net/market_client.h"
 #include "tests/e2e/e2e_support.h"
 #include "tests/e2e/forger.h"
+#include "tests/local_http_server.h"
 #include "tests/net/s3_server.h"
 
 namespace solver::test {
@@ -297,22 +299,19 @@ TEST_CASE("agent: with the market down at start it waits, then registers and wor
   CHECK(task_status(url, key, task_id)["state"] == "completed");
 }
 
-TEST_CASE("agent: a market answering garbage is logged, never a crash; SIGTERM still exits 0", "[e2e][agent]") {
+TEST_CASE("agent: a market answering garbage is logged, never a crash, and SIGTERM still exits 0", "[e2e][agent]") {
   ScratchDir dir("agent-garbage");
   const auto key = make_key(dir / "solver");
-  httplib::Server liar;
-  int requests = 0;
-  liar.Post(".*", [&](const httplib::Request&, httplib::Response& res) {
-    ++requests;
-    res.set_content(requests % 2 == 0 ? "{\"lease\": 42}" : "<html>not json</html>", "application/json");
+  std::atomic<int> requests{0};
+  LocalHttpServer liar;
+  liar.routes().Post(".*", [&](const httplib::Request&, httplib::Response& res) {
+    const int request = ++requests;
+    res.set_content(request % 2 == 0 ? "{\"lease\": 42}" : "<html>not json</html>", "application/json");
   });
-  const int port = liar.bind_to_any_port("127.0.0.1");
-  std::thread serving([&] { liar.listen_after_bind(); });
   {
-    BackgroundProcess agent(
-        agent_argv(agent_config(dir.path(), "solver", "http://127.0.0.1:" + std::to_string(port), {"solve", "verify"}), key,
-                   /*until_idle=*/false),
-        dir / "agent.log");
+    BackgroundProcess agent(agent_argv(agent_config(dir.path(), "solver", liar.url(), {"solve", "verify"}), key,
+                                       /*until_idle=*/false),
+                            dir / "agent.log");
     std::this_thread::sleep_for(std::chrono::seconds(4));
     CHECK(agent.running());
     agent.signal(SIGTERM);
@@ -321,8 +320,6 @@ TEST_CASE("agent: a market answering garbage is logged, never a crash; SIGTERM s
     CHECK(status == 0);
     CHECK_THAT(agent.output(), Catch::Contains("market reply"));
   }
-  liar.stop();
-  serving.join();
   CHECK(requests >= 2);
 }
 

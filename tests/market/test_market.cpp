@@ -18,6 +18,7 @@
 #include "market/server.h"
 #include "net/http.h"
 #include "net/market_client.h"
+#include "tests/local_http_server.h"
 #include "tests/test_support.h"
 
 using namespace solver;
@@ -494,11 +495,11 @@ namespace {
 class MisbehavingMarket {
  public:
   MisbehavingMarket() {
-    server_.Get("/v1/health", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Get("/v1/health", [this](const httplib::Request& request, httplib::Response& response) {
       record(request);
       response.set_content("not json", "text/plain");
     });
-    server_.Post("/v1/claims", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Post("/v1/claims", [this](const httplib::Request& request, httplib::Response& response) {
       if (record(request) == 1) {
         response.status = 503;
         response.set_content("busy", "text/plain");
@@ -508,36 +509,29 @@ class MisbehavingMarket {
                           {"task_sha256", std::string(64, 'a')}, {"lease_seconds", 60}, {"expires_at", 1}};
       response.set_content(json{{"lease", lease}}.dump(), "application/json");
     });
-    server_.Post("/v1/verifications/claims", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Post("/v1/verifications/claims", [this](const httplib::Request& request, httplib::Response& response) {
       record(request);
       response.set_content(R"({"job": {"job_id": "j", "task_id": 5}})", "application/json");
     });
-    server_.Post(R"(/v1/tasks/(\w+)/heartbeat)", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Post(R"(/v1/tasks/(\w+)/heartbeat)", [this](const httplib::Request& request, httplib::Response& response) {
       record(request);
       response.status = 409;
       response.set_content(R"({"error": "lease_expired", "message": "lease x expired"})", "application/json");
     });
-    server_.Get(R"(/v1/tasks/(\w+))", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Get(R"(/v1/tasks/(\w+))", [this](const httplib::Request& request, httplib::Response& response) {
       record(request);
       const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
       response.set_content("{\"task_id\": " + deep + "}", "application/json");
     });
-    server_.Get("/v1/tasks", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Get("/v1/tasks", [this](const httplib::Request& request, httplib::Response& response) {
       record(request);
       const auto deadline = std::chrono::steady_clock::now() + 3s;
       while (!released_ && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(20ms);
       response.set_content(R"({"tasks": []})", "application/json");
     });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
   }
-  ~MisbehavingMarket() {
-    released_ = true;
-    server_.stop();
-    thread_.join();
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  ~MisbehavingMarket() { released_ = true; }  // a held GET /v1/tasks returns, so that server_ can stop
+  std::string url() const { return server_.url(); }
   int requests(const std::string& path) {
     std::lock_guard lock(mutex_);
     return static_cast<int>(std::count(paths_.begin(), paths_.end(), path));
@@ -559,13 +553,11 @@ class MisbehavingMarket {
     return static_cast<int>(std::count(paths_.begin(), paths_.end(), request.path));
   }
 
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
   std::atomic<bool> released_{false};
   std::atomic<bool> all_signed_{true};
   std::mutex mutex_;
   std::vector<std::string> paths_, nonces_;
+  test::LocalHttpServer server_;  // declared last: stopped before the state its handlers use goes
 };
 
 std::string message_of(const std::function<void()>& action, bool* retryable = nullptr) {

@@ -64,13 +64,10 @@ CommandResult S3rver::aws(const std::vector<std::string>& arguments) const {
 
 S3Proxy::S3Proxy(const S3rver& upstream) : upstream_(upstream) {
   const auto handler = [this](const httplib::Request& request, httplib::Response& response) { handle(request, response); };
-  server_.Get(".*", handler);
-  server_.Put(".*", handler);
-  server_.Post(".*", handler);
-  server_.Delete(".*", handler);
-  port_ = server_.bind_to_any_port("127.0.0.1");
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server_.routes().Get(".*", handler);
+  server_.routes().Put(".*", handler);
+  server_.routes().Post(".*", handler);
+  server_.routes().Delete(".*", handler);
 }
 
 S3Proxy::~S3Proxy() {
@@ -78,12 +75,10 @@ S3Proxy::~S3Proxy() {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
   }
-  stopping_signal_.notify_all();
-  server_.stop();
-  thread_.join();
+  stopping_signal_.notify_all();  // stalled requests end now, so that server_ can stop
 }
 
-std::string S3Proxy::endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
+std::string S3Proxy::endpoint() const { return server_.url(); }
 
 void S3Proxy::set_rule(FaultRule rule) {
   const std::lock_guard lock(mutex_);

@@ -15,9 +15,9 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "tests/local_http_server.h"
 #include "tests/test_support.h"
 
 namespace solver::test {
@@ -88,9 +88,6 @@ class S3Proxy {
   bool answer_upload_call(const httplib::Request& request, httplib::Response& response) const;
 
   const S3rver& upstream_;
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
   mutable std::mutex mutex_;
   std::condition_variable stopping_signal_;
   bool stopping_ = false;
@@ -98,6 +95,7 @@ class S3Proxy {
   std::vector<std::string> log_;
   std::atomic<int> in_flight_{0};
   std::atomic<int> max_in_flight_{0};
+  LocalHttpServer server_;  // declared last: stopped before the state its handlers use goes
 };
 
 }  // namespace solver::test

@@ -4,12 +4,12 @@
 #include <httplib.h>
 
 #include <atomic>
-#include <thread>
 
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
 #include "net/fetch.h"
+#include "tests/local_http_server.h"
 #include "tests/test_support.h"
 
 namespace solver::net {
@@ -18,7 +18,7 @@ namespace {
 class FileServer {
  public:
   FileServer() {
-    server_.Get(R"(/files/(\w+))", [this](const httplib::Request& request, httplib::Response& response) {
+    server_.routes().Get(R"(/files/(\w+))", [this](const httplib::Request& request, httplib::Response& response) {
       ++requests;
       const auto file = files.find(request.matches[1]);
       if (file == files.end()) {
@@ -27,23 +27,14 @@ class FileServer {
       }
       response.set_content(file->second, "application/octet-stream");
     });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ~FileServer() {
-    server_.stop();
-    thread_.join();
-  }
-  std::string url(const std::string& name) const { return "http://127.0.0.1:" + std::to_string(port_) + "/files/" + name; }
+  std::string url(const std::string& name) const { return server_.url("/files/" + name); }
 
   std::map<std::string, std::string> files;
   std::atomic<int> requests{0};
 
  private:
-  httplib::Server server_;
-  int port_ = 0;
-  std::thread thread_;
+  test::LocalHttpServer server_;  // declared last: stopped before the files it serves go
 };
 
 FetchOptions options_for(const test::ScratchDir& scratch, std::uint64_t max_bytes = 1 << 30) {
@@ -78,7 +69,7 @@ TEST_CASE("fetch: bytes that do not match the task's hash are refused and not ca
   CHECK(test::error_kind_of([&] { cache.fetch(ref, "x"); }) == ErrorKind::Input);
 }
 
-TEST_CASE("fetch: a missing file is a network error after retries; unknown schemes and unset stores are named", "[net][fetch]") {
+TEST_CASE("fetch: a missing file is a network error after retries, and unknown schemes and unset stores are named", "[net][fetch]") {
   test::ScratchDir scratch("fetch-errors");
   FileServer server;
   FileCache cache(options_for(scratch));

@@ -12,31 +12,13 @@
 #include "common/sha256.h"
 #include "net/http.h"
 #include "net/retry.h"
+#include "tests/local_http_server.h"
 #include "tests/test_support.h"
 
 namespace solver::net {
 namespace {
 
-// An httplib server on an ephemeral port, serving on a background thread for one test.
-class LocalServer {
- public:
-  LocalServer() {
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ~LocalServer() {
-    server_.stop();
-    thread_.join();
-  }
-  httplib::Server& routes() { return server_; }
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
-
- private:
-  httplib::Server server_;
-  int port_ = 0;
-  std::thread thread_;
-};
+using test::LocalHttpServer;
 
 std::string pattern_bytes(std::size_t size) {
   std::string bytes(size, '\0');
@@ -45,7 +27,7 @@ std::string pattern_bytes(std::size_t size) {
 }
 
 TEST_CASE("http: a GET returns status, lowercased headers and body", "[net]") {
-  LocalServer server;
+  LocalHttpServer server;
   server.routes().Get("/hello", [](const httplib::Request&, httplib::Response& res) {
     res.set_header("X-Answer", "42");
     res.set_content("hello", "text/plain");
@@ -58,7 +40,7 @@ TEST_CASE("http: a GET returns status, lowercased headers and body", "[net]") {
 }
 
 TEST_CASE("http: methods and in-memory bodies arrive as sent", "[net]") {
-  LocalServer server;
+  LocalHttpServer server;
   const auto echo = [](const httplib::Request& req, httplib::Response& res) {
     res.set_content(req.method + ":" + req.get_header_value("X-Tag") + ":" + req.body, "text/plain");
   };
@@ -77,7 +59,7 @@ TEST_CASE("http: a file slice is streamed as the body, byte for byte", "[net]") 
   test::ScratchDir scratch("http-upload");
   const std::string bytes = pattern_bytes(3'000'000);
   test::write_text(scratch / "data.bin", bytes);
-  LocalServer server;
+  LocalHttpServer server;
   server.routes().Put("/upload", [](const httplib::Request& req, httplib::Response& res) {
     res.set_content(sha256_hex(req.body) + " " + std::to_string(req.body.size()), "text/plain");
   });
@@ -91,7 +73,7 @@ TEST_CASE("http: a file slice is streamed as the body, byte for byte", "[net]") 
 TEST_CASE("http: a response streamed to a file matches what the server sent", "[net]") {
   test::ScratchDir scratch("http-download");
   const std::string bytes = pattern_bytes(5'000'000);
-  LocalServer server;
+  LocalHttpServer server;
   server.routes().Get("/blob", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(bytes, "application/octet-stream");
   });
@@ -108,7 +90,7 @@ TEST_CASE("http: a response streamed to a file matches what the server sent", "[
 TEST_CASE("http: a multipart form carries files and directory entries with their names", "[net]") {
   test::ScratchDir scratch("http-form");
   test::write_text(scratch / "a.bin", pattern_bytes(200'000));
-  LocalServer server;
+  LocalHttpServer server;
   std::string seen;
   server.routes().Post("/add", [&](const httplib::Request& req, httplib::Response& res) {
     for (const auto& [name, file] : req.files)
@@ -129,7 +111,7 @@ TEST_CASE("http: a multipart form carries files and directory entries with their
 TEST_CASE("http: a refused connection is a retryable network error naming the URL", "[net]") {
   std::string url;
   {
-    LocalServer closed;  // bind a port, then free it: nothing listens there afterwards
+    LocalHttpServer closed;  // bind a port, then free it: nothing listens there afterwards
     url = closed.url("/nothing");
   }
   try {
@@ -143,7 +125,7 @@ TEST_CASE("http: a refused connection is a retryable network error naming the UR
 }
 
 TEST_CASE("http: a hung server costs the timeout, not forever", "[net]") {
-  LocalServer server;
+  LocalHttpServer server;
   std::atomic<bool> release{false};
   server.routes().Get("/hang", [&](const httplib::Request&, httplib::Response& res) {
     for (int i = 0; i < 100 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -159,7 +141,7 @@ TEST_CASE("http: a hung server costs the timeout, not forever", "[net]") {
 }
 
 TEST_CASE("http: error statuses are returned, and classified as transient or not", "[net]") {
-  LocalServer server;
+  LocalHttpServer server;
   server.routes().Get(R"(/status/(\d+))", [](const httplib::Request& req, httplib::Response& res) {
     res.status = std::stoi(req.matches[1]);
     res.set_content("{\"error\":\"because\"}", "application/json");
@@ -189,7 +171,7 @@ TEST_CASE("http: url_encode keeps only unreserved characters", "[net]") {
 }
 
 TEST_CASE("retry: transient failures are retried until success", "[net]") {
-  LocalServer server;
+  LocalHttpServer server;
   std::atomic<int> calls{0};
   server.routes().Get("/flaky", [&](const httplib::Request&, httplib::Response& res) {
     res.status = ++calls < 3 ? 503 : 200;
@@ -200,7 +182,7 @@ TEST_CASE("retry: transient failures are retried until success", "[net]") {
   CHECK(calls == 3);
 }
 
-TEST_CASE("retry: permanent errors fail at once; exhausted retries say how many", "[net]") {
+TEST_CASE("retry: permanent errors fail at once, and exhausted retries say how many", "[net]") {
   const RetryPolicy fast{.max_attempts = 3, .initial_delay = std::chrono::milliseconds(1), .max_delay = std::chrono::milliseconds(2)};
   int calls = 0;
   CHECK_THROWS_WITH(with_retries(fast, "op", [&] { ++calls, throw Error(ErrorKind::Network, "forbidden", false); }),

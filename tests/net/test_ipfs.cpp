@@ -40,16 +40,6 @@ IpfsOptions with_profile(const UnixfsProfile& profile) {
   return options;
 }
 
-// The solver::Error `action` throws, if any.
-std::optional<Error> error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error;
-  }
-  return std::nullopt;
-}
-
 // Collects info (and louder) log lines while it lives, then puts the default sink and level back.
 struct LogCapture {
   LogCapture() {
@@ -205,7 +195,7 @@ TEST_CASE("ipfs: a node that builds another DAG than ours is caught on add and o
   narrow.chunk_size = 1024;
   narrow.max_links = 2;
   IpfsClient narrow_client(with_profile(narrow));
-  const std::optional<Error> added = error_of([&] { narrow_client.add_file(scratch / "data.bin"); });
+  const std::optional<Error> added = test::error_of([&] { narrow_client.add_file(scratch / "data.bin"); });
   REQUIRE(added);
   CHECK(added->kind() == ErrorKind::Network);
   CHECK_FALSE(added->retryable());
@@ -218,7 +208,7 @@ TEST_CASE("ipfs: a node that builds another DAG than ours is caught on add and o
   small_chunks.chunk_size = 1024;
   const std::string cid = IpfsClient(with_profile(small_chunks)).add_file(scratch / "data.bin");
   IpfsClient client(node_options());
-  const std::optional<Error> served = error_of([&] { client.cat_to_file("ipfs://" + cid, scratch / "out.bin"); });
+  const std::optional<Error> served = test::error_of([&] { client.cat_to_file("ipfs://" + cid, scratch / "out.bin"); });
   REQUIRE(served);
   CHECK(served->kind() == ErrorKind::Network);
   CHECK_FALSE(served->retryable());
@@ -237,7 +227,7 @@ TEST_CASE("ipfs: content the node cannot find fails within the lookup timeout", 
   IpfsClient client(options);
 
   const auto start = std::chrono::steady_clock::now();
-  const std::optional<Error> error = error_of([&] { client.cat_to_file("ipfs://" + unknown, scratch / "out"); });
+  const std::optional<Error> error = test::error_of([&] { client.cat_to_file("ipfs://" + unknown, scratch / "out"); });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   REQUIRE(error);
   CHECK(error->kind() == ErrorKind::Network);
@@ -256,13 +246,13 @@ TEST_CASE("ipfs: a node that is down is a retryable network error", "[ipfs]") {
   options.retry.max_attempts = 2;
   options.retry.initial_delay = std::chrono::milliseconds(10);
   IpfsStore store(options);
-  const std::optional<Error> published = error_of([&] { store.publish(scratch / "bundle", "run-1"); });
+  const std::optional<Error> published = test::error_of([&] { store.publish(scratch / "bundle", "run-1"); });
   REQUIRE(published);
   CHECK(published->kind() == ErrorKind::Network);
   CHECK(published->retryable());
   const std::string cid = file_cid(scratch / "bundle" / "manifest.json", options.profile);
   const std::optional<Error> fetched =
-      error_of([&] { IpfsClient(options).cat_to_file("ipfs://" + cid, scratch / "out"); });
+      test::error_of([&] { IpfsClient(options).cat_to_file("ipfs://" + cid, scratch / "out"); });
   REQUIRE(fetched);
   CHECK(fetched->kind() == ErrorKind::Network);
   CHECK(fetched->retryable());

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <map>
 #include <random>
 #include <regex>
@@ -122,16 +121,6 @@ struct S3Setup {
   std::string read_back(const std::string& key) const { return read_with_cli(server, key, scratch).bytes; }
 };
 
-// The solver::Error that `action` throws, if any.
-std::optional<Error> error_from(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error;
-  }
-  return std::nullopt;
-}
-
 TEST_CASE("s3: addresses parse and format", "[net][s3]") {
   const S3Address address = parse_s3_address("s3://bundles/runs/run-1/");
   CHECK(address.bucket == "bundles");
@@ -210,7 +199,7 @@ TEST_CASE("s3: credentials come from the config, then the environment, then the 
   }
   SECTION("no credentials anywhere is a configuration error naming the profile") {
     environment["AWS_PROFILE"] = "missing";
-    const std::optional<Error> error = error_from([&] { resolve_s3_config(base, lookup); });
+    const std::optional<Error> error = test::error_of([&] { resolve_s3_config(base, lookup); });
     REQUIRE(error);
     CHECK(error->kind() == ErrorKind::Config);
     CHECK_THAT(error->what(), Catch::Contains("\"missing\"") && Catch::Contains(kBucket));
@@ -317,7 +306,7 @@ TEST_CASE("s3: an upload cut short by an outage resumes after a restart from the
     return method == "PUT" && !part.empty() && std::stoi(part) >= 8 ? Fault{.kind = Fault::Kind::Status} : Fault{};
   });
   const std::optional<Error> outage =
-      error_from([&] { S3Client(config).upload_file("runs/big.bin", setup.file, setup.sha256, setup.scratch.path()); });
+      test::error_of([&] { S3Client(config).upload_file("runs/big.bin", setup.file, setup.sha256, setup.scratch.path()); });
   REQUIRE(outage);
   CHECK(outage->kind() == ErrorKind::Network);
   CHECK(outage->retryable());
@@ -388,7 +377,7 @@ TEST_CASE("s3: a stalled server costs the timeout, fails as a retryable network 
   config.request_timeout = std::chrono::milliseconds(300);
   config.retry.max_attempts = 2;
   const auto start = std::chrono::steady_clock::now();
-  const std::optional<Error> error = error_from([&] { S3Store(config).publish(setup.scratch / "bundle", "run-1"); });
+  const std::optional<Error> error = test::error_of([&] { S3Store(config).publish(setup.scratch / "bundle", "run-1"); });
   REQUIRE(error);
   CHECK(error->kind() == ErrorKind::Network);
   CHECK(error->retryable());
@@ -401,7 +390,7 @@ TEST_CASE("s3: wrong credentials get a clear, non-retryable error naming the obj
   S3Setup setup("forbidden", 4);
   S3Config config = config_for(setup.proxy.endpoint());
   config.credentials = {"WRONGKEYID1234", "TopSecretValue/XYZ", "SessionTokenValue"};
-  const std::optional<Error> error = error_from([&] { S3Client(config).put_object("runs/file.bin", setup.file, setup.sha256); });
+  const std::optional<Error> error = test::error_of([&] { S3Client(config).put_object("runs/file.bin", setup.file, setup.sha256); });
   REQUIRE(error);
   const std::string message = error->what();
   INFO(message);
@@ -424,7 +413,7 @@ TEST_CASE("s3: a part that fails for good aborts the multipart upload, and nothi
   });
   S3Client client(config_for(setup.proxy.endpoint()));
   const std::optional<Error> error =
-      error_from([&] { client.upload_file("runs/big.bin", setup.file, setup.sha256, setup.scratch.path()); });
+      test::error_of([&] { client.upload_file("runs/big.bin", setup.file, setup.sha256, setup.scratch.path()); });
   REQUIRE(error);
   CHECK(error->kind() == ErrorKind::Network);
   CHECK_FALSE(error->retryable());
@@ -468,7 +457,7 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
 
   SECTION("fetch refuses a file that differs from the manifest") {
     REQUIRE(setup.server.aws({"s3", "cp", setup.file.string(), "s3://bundles/runs/run-1/ckpt/step_0.safetensors"}).exit_code == 0);
-    const std::optional<Error> error = error_from([&] { store.fetch("s3://bundles/runs/run-1", scratch / "fetched-again"); });
+    const std::optional<Error> error = test::error_of([&] { store.fetch("s3://bundles/runs/run-1", scratch / "fetched-again"); });
     REQUIRE(error);
     CHECK(error->kind() == ErrorKind::Input);
     CHECK_THAT(error->what(), Catch::Contains("ckpt/step_0.safetensors"));
