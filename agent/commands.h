@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/task.h"
 
@@ -49,6 +50,7 @@ struct VerifyCommandOptions {
   int random_count = 1;
   std::optional<std::uint64_t> random_seed;
   double delta = 1e-3;
+  std::optional<std::filesystem::path> profile_file;  // `solver profile` output: its l2 threshold replaces delta
   std::optional<std::filesystem::path> task_file;  // require the bundle to be for this task
   std::optional<std::string> expected_key;         // require this solver public key (hex)
   std::string device = "cpu";
@@ -122,5 +124,34 @@ struct MarketClientCommandOptions {
 int market_submit_command(const MarketClientCommandOptions& options, const std::filesystem::path& task_file);
 int market_status_command(const MarketClientCommandOptions& options, const std::optional<std::string>& task_id);
 int market_cancel_command(const MarketClientCommandOptions& options, const std::string& task_id);
+
+}  // namespace solver::agent
+
+namespace solver::agent {
+
+struct ProfileCommandOptions {
+  std::filesystem::path target;    // a bundle folder, or a task file
+  int segments = 3;                // bundle: segments replayed (first, middle, last)
+  int steps = 100;                 // steps per piece
+  std::vector<int> threads{1, 2, 4};       // the first is the reference's
+  std::vector<std::string> devices;        // empty: cpu and every CUDA device LibTorch sees
+  std::filesystem::path out = "profile.json";
+  bool json = false;
+};
+// `solver profile`: measures how far honest replays drift apart under other thread counts and
+// devices, prints the table and δ per metric, writes the profile (docs/profiling.md).
+int profile_command(const ProfileCommandOptions& options);
+
+struct DisputeCommandOptions {
+  std::filesystem::path bundle_a;
+  std::filesystem::path bundle_b;
+  std::string device = "cpu";  // a GPU here also traces the divergent step on the CPU
+  int threads = 0;             // 0: bundle A's thread count
+  double delta = 1e-3;
+  bool json = false;
+};
+// `solver dispute`: referees two bundles of the same task (docs/disputes.md). Exit status: 0 the
+// replay supports a side (or both), 1 neither, 2 the bundles are unreadable or of different tasks.
+int dispute_command(const DisputeCommandOptions& options);
 
 }  // namespace solver::agent

@@ -79,7 +79,12 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("--q", verify.q, "top-q: how many of the largest updates of each epoch to replay")->check(CLI::Range(0, 1000000))->capture_default_str();
   verify_cmd->add_option("--random", verify.random_count, "How many further segments to replay at random")->check(CLI::Range(0, 1000000))->capture_default_str();
   verify_cmd->add_option("--seed", verify.random_seed, "The verifier's random seed (default: drawn, and printed)");
-  verify_cmd->add_option("--delta", verify.delta, "l2 threshold when replaying on another build or device")->check(CLI::PositiveNumber)->capture_default_str();
+  auto* verify_delta = verify_cmd->add_option("--delta", verify.delta, "l2 threshold when replaying on another build or device")
+                           ->check(CLI::PositiveNumber)
+                           ->capture_default_str();
+  verify_cmd->add_option("--profile", verify.profile_file, "Take the l2 threshold from this `solver profile` output")
+      ->check(CLI::ExistingFile)
+      ->excludes(verify_delta);
   verify_cmd->add_option("--task", verify_task_file, "Require the bundle to be for this task file")->check(CLI::ExistingFile);
   verify_cmd->add_option("--expect-key", verify.expected_key, "Require this solver public key (hex)");
   verify_cmd->add_option("--device", verify.device, "Device to replay on: cpu, cuda or cuda:N")->capture_default_str();
@@ -157,6 +162,32 @@ int main(int argc, char** argv) {
   status_cmd->add_option("--work-dir", status.work_dir, "The agent's work dir (default: the config's)");
   status_cmd->add_flag("--json", status.json, "As JSON");
 
+  ProfileCommandOptions profile;
+  auto* profile_cmd = app.add_subcommand("profile", "Measure how far honest replays drift apart; derive the distance thresholds");
+  profile_cmd->add_option("target", profile.target, "A bundle folder, or a task file (JSON)")->required()->check(CLI::ExistingPath);
+  profile_cmd->add_option("--segments", profile.segments, "Bundle: how many segments to replay (first, middle, last, ...)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  profile_cmd->add_option("--steps", profile.steps, "Steps per replayed piece (a task: steps trained from its initialisation)")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  profile_cmd->add_option("--threads-list", profile.threads, "Thread counts to compare; the first is the reference's")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  profile_cmd->add_option("--devices", profile.devices, "Devices to compare, e.g. cpu,cuda:0 (default: cpu and every GPU LibTorch sees)")
+      ->delimiter(',');
+  profile_cmd->add_option("--out", profile.out, "Where to write the profile")->capture_default_str();
+  profile_cmd->add_flag("--json", profile.json, "Print the profile as JSON");
+
+  DisputeCommandOptions dispute;
+  auto* dispute_cmd = app.add_subcommand("dispute", "Referee two bundles of the same task: the first divergent checkpoint, step and layer");
+  dispute_cmd->add_option("bundle_a", dispute.bundle_a, "One side's bundle folder")->required()->check(CLI::ExistingDirectory);
+  dispute_cmd->add_option("bundle_b", dispute.bundle_b, "The other side's bundle folder")->required()->check(CLI::ExistingDirectory);
+  dispute_cmd->add_option("--device", dispute.device, "Device to replay on: cpu, cuda or cuda:N (a GPU also traces on the CPU)")->capture_default_str();
+  dispute_cmd->add_option("--threads", dispute.threads, "Intra-op threads for the replay (default: bundle A's)")->check(CLI::Range(1, 256));
+  dispute_cmd->add_option("--delta", dispute.delta, "l2 threshold between states or traces from different runtimes")->check(CLI::NonNegativeNumber)->capture_default_str();
+  dispute_cmd->add_flag("--json", dispute.json, "Print the report as JSON");
+
   bool version_json = false;
   auto* version_cmd = app.add_subcommand("version", "Print the version");
   version_cmd->add_flag("--json", version_json, "As JSON");
@@ -191,6 +222,8 @@ int main(int argc, char** argv) {
     if (*agent_cmd) return agent_command(agent);
     if (*publish_cmd) return publish_command(publish);
     if (*status_cmd) return status_command(status);
+    if (*profile_cmd) return profile_command(profile);
+    if (*dispute_cmd) return dispute_command(dispute);
     if (*version_cmd) return version_command(version_json);
   } catch (const Error& error) {
     log_error("agent", "{} error: {}", error_kind_name(error.kind()), error.what());

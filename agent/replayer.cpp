@@ -28,7 +28,35 @@ class TrainerReplayer final : public proof::Replayer {
   checkpoint::Checkpoint initial_state_;
 };
 
+class TrainerStepReplayer final : public proof::StepReplayer {
+ public:
+  TrainerStepReplayer(const Task& task, const train::TrainerOptions& options) : trainer_(task, options) {}
+
+  RuntimeInfo runtime() const override { return trainer_.runtime(); }
+  void load_state(const checkpoint::Checkpoint& state) override { trainer_.load_state(state); }
+  float run_step(const StepRecord& record) override { return trainer_.replay(std::span(&record, 1)).front(); }
+  checkpoint::Checkpoint state(std::int64_t step) const override { return trainer_.state(step); }
+
+  std::vector<checkpoint::Tensor> trace_step(const StepRecord& record) override {
+    std::vector<checkpoint::Tensor> trace;
+    for (train::LayerTrace& layer : trainer_.trace_step(record)) {
+      layer.value.name = layer.kind == "loss" ? layer.kind : layer.kind + " " + layer.value.name;
+      trace.push_back(std::move(layer.value));
+    }
+    return trace;
+  }
+
+ private:
+  train::Trainer trainer_;
+};
+
 }  // namespace
+
+proof::StepReplayerFactory trainer_step_replayer_factory() {
+  return [](const Task& task, const std::string& device, int threads) -> std::unique_ptr<proof::StepReplayer> {
+    return std::make_unique<TrainerStepReplayer>(task, train::TrainerOptions{device, threads});
+  };
+}
 
 proof::ReplayerFactory trainer_replayer_factory(std::string device) {
   return [device = std::move(device)](const Task& task, int threads) -> std::unique_ptr<proof::Replayer> {

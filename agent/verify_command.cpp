@@ -1,5 +1,6 @@
 // `solver verify`: check a bundle and print the verdict as a table (or JSON).
-// Exit status: 0 accepted, 1 rejected, 2 could not verify (the bundle is unreadable).
+// Exit status: 0 accepted, 1 rejected, 2 could not verify (the bundle is unreadable), 78 the
+// --profile file is unusable or was measured for another task.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include "agent/commands.h"
 #include "agent/replayer.h"
 #include "common/task.h"
+#include "proof/profile.h"
 #include "proof/verify.h"
 
 namespace solver::agent {
@@ -54,6 +56,11 @@ int verify_command(const VerifyCommandOptions& options) {
   verify.random_count = options.random_count;
   verify.random_seed = options.random_seed;
   verify.delta = options.delta;
+  if (options.profile_file) {
+    const proof::ProfileThresholds profile = proof::read_profile_thresholds(*options.profile_file);
+    proof::check_profile_applies(profile, *options.profile_file, options.bundle_dir);
+    verify.delta = profile.thresholds.l2;
+  }
   verify.expected_public_key = options.expected_key;
   if (options.task_file) verify.expected_task_sha256 = task_sha256(load_task_file(*options.task_file));
 

@@ -21,6 +21,7 @@
 #include "common/sha256.h"
 #include "common/keys.h"
 #include "proof/detail/bundle_paths.h"
+#include "proof/detail/replay_rules.h"
 #include "proof/parameters.h"
 
 namespace solver::proof {
@@ -32,15 +33,11 @@ using detail::checkpoint_path;
 using detail::kJournalFile;
 using detail::kManifestFile;
 using detail::kModelFile;
+using detail::same_runtime;
 using detail::kSignatureFile;
 using detail::segment_path;
 
 constexpr std::string_view kJournalSchema = "solver.pol-journal/1";
-
-bool same_runtime(const RuntimeInfo& a, const RuntimeInfo& b) {
-  return a.solver_version == b.solver_version && a.torch_version == b.torch_version && a.device == b.device &&
-         a.threads == b.threads && a.deterministic == b.deterministic;
-}
 
 std::string runtime_text(const RuntimeInfo& runtime) {
   return "solver " + runtime.solver_version + ", torch " + runtime.torch_version + ", " + runtime.device + ", " +

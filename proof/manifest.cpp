@@ -46,10 +46,6 @@ FileEntry read_file_entry(ObjectReader reader) {
   return file;
 }
 
-json distance_to_json(const kernels::WeightDistance& distance) {
-  return {{"l1", distance.l1}, {"l2", distance.l2}, {"linf", distance.linf}, {"cosine", distance.cosine}};
-}
-
 kernels::WeightDistance read_distance(ObjectReader reader) {
   kernels::WeightDistance distance;
   distance.l1 = reader.number("l1");
@@ -58,14 +54,6 @@ kernels::WeightDistance read_distance(ObjectReader reader) {
   distance.cosine = reader.number("cosine");
   reader.finish();
   return distance;
-}
-
-json runtime_to_json(const RuntimeInfo& runtime) {
-  return {{"solver_version", runtime.solver_version},
-          {"torch_version", runtime.torch_version},
-          {"device", runtime.device},
-          {"threads", runtime.threads},
-          {"deterministic", runtime.deterministic}};
 }
 
 RuntimeInfo read_runtime(ObjectReader reader) {
@@ -107,6 +95,18 @@ void read_seeds(ObjectReader reader, Manifest& manifest) {
 }
 
 }  // namespace
+
+json distance_to_json(const kernels::WeightDistance& distance) {
+  return {{"l1", distance.l1}, {"l2", distance.l2}, {"linf", distance.linf}, {"cosine", distance.cosine}};
+}
+
+json runtime_to_json(const RuntimeInfo& runtime) {
+  return {{"solver_version", runtime.solver_version},
+          {"torch_version", runtime.torch_version},
+          {"device", runtime.device},
+          {"threads", runtime.threads},
+          {"deterministic", runtime.deterministic}};
+}
 
 json manifest_to_json(const Manifest& manifest) {
   json checkpoints = json::array();

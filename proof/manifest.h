@@ -72,6 +72,9 @@ struct Manifest {
 };
 
 nlohmann::json manifest_to_json(const Manifest& manifest);
+// The manifest's forms of a runtime and of a distance, for reports that quote them.
+nlohmann::json runtime_to_json(const RuntimeInfo& runtime);
+nlohmann::json distance_to_json(const kernels::WeightDistance& distance);
 // Throws Error(Input) naming the field when the JSON is not a well-formed manifest.
 Manifest manifest_from_json(const nlohmann::json& json);
 

@@ -22,29 +22,21 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/json_reader.h"
+#include "common/keys.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
-#include "proof/parameters.h"
-#include "common/keys.h"
+#include "proof/detail/replay_rules.h"
 #include "proof/manifest.h"
+#include "proof/parameters.h"
 
 namespace solver::proof {
 namespace {
 
+using detail::kLearningRateTolerance;
+using detail::losses_agree;
+using detail::same_runtime;
 using nlohmann::json;
-
-// Same build, device and settings: a replay must then reproduce the bundle bit for bit.
-bool same_runtime(const RuntimeInfo& a, const RuntimeInfo& b) {
-  return a.solver_version == b.solver_version && a.torch_version == b.torch_version && a.device == b.device &&
-         a.threads == b.threads && a.deterministic == b.deterministic;
-}
-
-// Relative tolerances. Learning rates: the schedule calls libm (cos, pow), whose last bit may
-// differ between a solver's and a verifier's machines; a forged lr that close changes nothing.
-// Losses across runtimes: reductions in another order move a float loss by a few ulps.
-constexpr double kLearningRateTolerance = 1e-9;
-constexpr double kCrossRuntimeLossTolerance = 1e-3;
 
 std::string steps_text(std::int64_t first, std::int64_t last) {
   return std::to_string(first) + "-" + std::to_string(last);
@@ -451,12 +443,6 @@ std::vector<Choice> select_segments(const Manifest& manifest, const VerifyOption
   }
   std::ranges::sort(chosen, {}, &Choice::segment);
   return chosen;
-}
-
-bool losses_agree(float recorded, float replayed, bool bitwise) {
-  if (bitwise) return std::bit_cast<std::uint32_t>(recorded) == std::bit_cast<std::uint32_t>(replayed);
-  const double scale = std::max(std::abs(static_cast<double>(recorded)), std::abs(static_cast<double>(replayed)));
-  return std::abs(static_cast<double>(recorded) - static_cast<double>(replayed)) <= kCrossRuntimeLossTolerance * scale;
 }
 
 // Replays one segment from its start checkpoint and judges the result against its end.

@@ -22,6 +22,14 @@ std::string shape_text(c10::IntArrayRef sizes) {
   return text + "]";
 }
 
+// "torch::nn::LinearImpl" -> "Linear".
+std::string layer_kind(const torch::nn::Module& layer) {
+  std::string name = layer.name();
+  if (name.starts_with("torch::nn::")) name.erase(0, 11);
+  if (name.ends_with("Impl")) name.erase(name.size() - 4);
+  return name;
+}
+
 class SequentialModel final : public Model {
  public:
   SequentialModel(torch::nn::Sequential layers, c10::Device device) : layers_(std::move(layers)) {
@@ -29,6 +37,17 @@ class SequentialModel final : public Model {
   }
 
   at::Tensor forward(const at::Tensor& images) override { return layers_->forward(images); }
+
+  // What Sequential::forward does, one layer at a time; outputs are named "1 (Linear)".
+  at::Tensor forward_traced(const at::Tensor& images, std::vector<NamedTensor>& outputs) override {
+    at::Tensor value = images;
+    std::size_t index = 0;
+    for (auto& layer : *layers_) {
+      value = layer.forward(value);
+      outputs.push_back({std::to_string(index++) + " (" + layer_kind(*layer.ptr()) + ")", value});
+    }
+    return value;
+  }
 
   std::vector<NamedTensor> parameters() const override {
     std::vector<NamedTensor> named;

@@ -238,6 +238,18 @@ struct Trainer::Impl {
     return total;
   }
 
+  // Throws Error(Input) for a record whose step, batch size or sample indices do not fit the task.
+  void check_record(const StepRecord& record, const std::string& where) const {
+    if (record.step < 1) throw Error(ErrorKind::Input, where + ": step numbers start at 1");
+    if (static_cast<std::int64_t>(record.indices.size()) != task.training.batch_size)
+      throw Error(ErrorKind::Input, where + ": " + std::to_string(record.indices.size()) + " sample indices, expected " +
+                                        std::to_string(task.training.batch_size) + " (training.batch_size)");
+    for (const std::uint32_t index : record.indices)
+      if (index >= train_data.size())
+        throw Error(ErrorKind::Input, where + ": sample index " + std::to_string(index) + " is out of range, expected < " +
+                                          std::to_string(train_data.size()));
+  }
+
   // Drops the gradients (PyTorch's zero_grad(set_to_none=True)): the next backward assigns
   // fresh ones instead of accumulating into old storage.
   void clear_gradients() {
@@ -374,18 +386,37 @@ std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
   std::vector<float> losses;
   losses.reserve(steps.size());
   for (const StepRecord& record : steps) {
-    const std::string where = "replaying step " + std::to_string(record.step);
-    if (record.step < 1) throw Error(ErrorKind::Input, where + ": step numbers start at 1");
-    if (static_cast<std::int64_t>(record.indices.size()) != impl.task.training.batch_size)
-      throw Error(ErrorKind::Input, where + ": " + std::to_string(record.indices.size()) + " sample indices, expected " +
-                                        std::to_string(impl.task.training.batch_size) + " (training.batch_size)");
-    for (const std::uint32_t index : record.indices)
-      if (index >= impl.train_data.size())
-        throw Error(ErrorKind::Input, where + ": sample index " + std::to_string(index) + " is out of range, expected < " +
-                                          std::to_string(impl.train_data.size()));
+    impl.check_record(record, "replaying step " + std::to_string(record.step));
     losses.push_back(impl.run_step(record.step, record.indices, record.lr));
   }
   return losses;
+}
+
+std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
+  Impl& impl = *impl_;
+  const std::string where = "tracing step " + std::to_string(record.step);
+  impl.check_record(record, where);
+  return translating_torch_errors(impl.device, where, [&] {
+    // The gradients must not outlive the trace, or the next step would accumulate into them.
+    struct GradientsCleared {
+      Impl& impl;
+      ~GradientsCleared() { impl.clear_gradients(); }
+    } cleared{impl};
+    // As run_step, up to the clipping: the same seed, batch and passes give the same bits.
+    at::manual_seed(derive_seed(impl.task.seed, kStreamStep, static_cast<std::uint64_t>(record.step)));
+    const detail::Batch batch = impl.train_data.gather(record.indices, impl.device);
+    std::vector<NamedTensor> outputs;
+    const at::Tensor logits = impl.model->forward_traced(batch.images, outputs);
+    const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+    loss.backward();
+    std::vector<LayerTrace> trace;
+    for (const NamedTensor& output : outputs) trace.push_back({"output", checkpoint_tensor(output)});
+    trace.push_back({"loss", checkpoint_tensor({"loss", loss})});
+    for (const NamedTensor& parameter : impl.trainable)
+      if (parameter.tensor.grad().defined())
+        trace.push_back({"gradient", checkpoint_tensor({parameter.name, parameter.tensor.grad()})});
+    return trace;
+  });
 }
 
 double Trainer::evaluate() {

@@ -36,6 +36,13 @@ struct Progress {
   double eta_seconds = 0.0;
 };
 
+// One entry of a step's layer trace (Trainer::trace_step): what a referee compares between
+// devices to name the first operation whose result differs.
+struct LayerTrace {
+  std::string kind;          // "output" (a module's forward output), "loss" or "gradient" (a parameter's)
+  checkpoint::Tensor value;  // a CPU copy, named by its module ("1 (Linear)"), "loss" or its parameter ("1.weight")
+};
+
 struct TrainHooks {
   std::function<void(StepRecord&&)> on_step;                                 // after each step
   std::function<void(std::int64_t step, checkpoint::Checkpoint&&)> on_checkpoint;  // every k steps and the last
@@ -83,6 +90,12 @@ class Trainer {
   // rates; returns each step's loss. The state afterwards is what state() returns. Throws
   // Error(Input) for a record whose batch size or sample indices do not fit the task.
   std::vector<float> replay(std::span<const StepRecord> steps);
+
+  // Runs the forward and backward pass of one recorded step on the current state without
+  // updating it, and returns, in the order they were computed, each top-level module's
+  // output, the loss, then each trainable parameter's gradient before clipping. A model
+  // without named modules (TorchScript) traces as one module, "forward". Throws like replay().
+  std::vector<LayerTrace> trace_step(const StepRecord& record);
 
   // Accuracy of the current model on the held-out test set, in [0, 1].
   double evaluate();

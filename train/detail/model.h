@@ -35,6 +35,13 @@ class Model {
   virtual ~Model() = default;
   // Logits [B, classes] for normalised float images [B, channels, height, width].
   virtual at::Tensor forward(const at::Tensor& images) = 0;
+  // forward(), also appending each top-level module's output in the order computed; the
+  // result is bit for bit forward()'s. Models without named modules append one, "forward".
+  virtual at::Tensor forward_traced(const at::Tensor& images, std::vector<NamedTensor>& outputs) {
+    at::Tensor logits = forward(images);
+    outputs.push_back({"forward", logits});
+    return logits;
+  }
   virtual std::vector<NamedTensor> parameters() const = 0;
   virtual std::vector<NamedTensor> buffers() const = 0;
   virtual void set_training(bool training) = 0;

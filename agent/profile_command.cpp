@@ -1,0 +1,120 @@
+// `solver profile TASK|BUNDLE`: replays pieces of training under the settings an honest solver
+// may differ in, prints the distances per variation and δ per metric, and writes the profile
+// that `solver verify --profile` takes (docs/profiling.md).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "agent/commands.h"
+#include "agent/replayer.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "proof/profile.h"
+#include "train/benchmark.h"
+
+namespace solver::agent {
+namespace {
+
+// The CUDA index a device name asks for: "cuda" is cuda:0. Throws Error(Usage) for other names.
+int cuda_index(const std::string& device) {
+  if (device == "cuda") return 0;
+  const std::string prefix = "cuda:";
+  if (device.starts_with(prefix) && device.size() > prefix.size() &&
+      std::all_of(device.begin() + static_cast<std::ptrdiff_t>(prefix.size()), device.end(),
+                  [](char c) { return c >= '0' && c <= '9'; }) &&
+      device.size() - prefix.size() <= 4)
+    return std::stoi(device.substr(prefix.size()));
+  throw Error(ErrorKind::Usage, "profile: unknown device \"" + device + "\" (expected cpu, cuda or cuda:N)");
+}
+
+// Splits the devices asked for (or, when none are, cpu and every GPU) into the usable ones
+// and the ones LibTorch cannot see, which are reported rather than failed on.
+void choose_devices(const std::vector<std::string>& requested, proof::ProfileOptions& options) {
+  const int gpus = train::cuda_device_count();
+  const std::string none_seen = gpus == 0 ? "LibTorch sees no CUDA device (this LibTorch build or this machine has none)"
+                                          : fmt::format("LibTorch sees {} CUDA device(s)", gpus);
+  options.devices.clear();
+  if (requested.empty()) {
+    options.devices.push_back("cpu");
+    for (int i = 0; i < gpus; ++i) options.devices.push_back("cuda:" + std::to_string(i));
+    if (gpus == 0) options.skipped.emplace_back("cuda", none_seen + ": no device variation measured");
+    return;
+  }
+  for (const std::string& device : requested) {
+    if (device == "cpu" || cuda_index(device) < gpus)
+      options.devices.push_back(device);
+    else
+      options.skipped.emplace_back(device, none_seen);
+  }
+  if (options.devices.empty())
+    throw Error(ErrorKind::Cuda, "profile: none of the devices asked for can be used: " + none_seen);
+}
+
+std::string steps_text(const proof::PieceReport& piece) { return fmt::format("{}-{}", piece.first_step, piece.last_step); }
+
+void print_table(const proof::Profile& profile, const std::filesystem::path& out) {
+  const proof::VariationReport& reference = profile.variations.front();
+  std::string pieces;
+  for (const proof::PieceReport& piece : reference.pieces) pieces += (pieces.empty() ? "steps " : ", ") + steps_text(piece);
+  std::printf("profile of task %s (sha256 %s), from the %s: %s; reference %s, %d threads, LibTorch %s\n",
+              profile.task_id.c_str(), profile.task_sha256.c_str(), profile.source.c_str(), pieces.c_str(),
+              reference.runtime.device.c_str(), reference.runtime.threads, reference.runtime.torch_version.c_str());
+  std::printf("%-16s %-8s %7s %8s %11s %11s %11s %11s %13s %8s\n", "variation", "device", "threads", "bitwise", "l1", "l2",
+              "linf", "1-cosine", "l2 vs claimed", "seconds");
+  for (const proof::VariationReport& variation : profile.variations) {
+    double claimed_l2 = -1.0;
+    for (const proof::PieceReport& piece : variation.pieces)
+      if (piece.from_claimed) claimed_l2 = std::max(claimed_l2, piece.from_claimed->l2);
+    const std::string claimed = claimed_l2 < 0.0 ? "-" : fmt::format("{:.4g}", claimed_l2);
+    const char* bitwise = variation.name == "reference" ? "-" : variation.bitwise_equal ? "yes" : "NO";
+    std::printf("%-16s %-8s %7d %8s %11.4g %11.4g %11.4g %11.4g %13s %8.1f\n", variation.name.c_str(),
+                variation.setting.device.c_str(), variation.setting.threads, bitwise, variation.spread.l1,
+                variation.spread.l2, variation.spread.linf, variation.spread.cosine, claimed.c_str(), variation.seconds);
+  }
+  for (const auto& [setting, reason] : profile.skipped) std::printf("not measured: %s: %s\n", setting.c_str(), reason.c_str());
+  for (const proof::VariationReport& variation : profile.variations)
+    for (const proof::PieceReport& piece : variation.pieces)
+      if (!piece.bitwise_equal)
+        std::printf("%s: steps %s differ from the reference first in %s\n", variation.name.c_str(), steps_text(piece).c_str(),
+                    piece.first_difference.c_str());
+  const bool repeat_equal = profile.variations.size() > 1 && profile.variations[1].bitwise_equal;
+  std::printf("same settings twice: %s\n", repeat_equal ? "bitwise equal"
+                                                        : "NOT bitwise equal: this build or device is not deterministic "
+                                                          "(verify cannot demand bitwise replays here)");
+
+  std::printf("%-24s %11s %11s %11s %11s\n", "", "l1", "l2", "linf", "1-cosine");
+  auto row = [](const std::string& name, const proof::MetricValues& values) {
+    std::printf("%-24s %11.4g %11.4g %11.4g %11.4g\n", name.c_str(), values.l1, values.l2, values.linf, values.cosine);
+  };
+  row("largest spread", profile.observed_spread);
+  row(fmt::format("floor ({} steps)", profile.longest_piece), profile.floor);
+  row(fmt::format("delta (x{:g})", profile.safety_factor), profile.thresholds);
+  std::printf("written to %s; use it with `solver verify BUNDLE --profile %s`\n", out.string().c_str(), out.string().c_str());
+}
+
+}  // namespace
+
+int profile_command(const ProfileCommandOptions& options) {
+  proof::ProfileOptions profile_options;
+  profile_options.segments = options.segments;
+  profile_options.steps = options.steps;
+  profile_options.threads = options.threads;
+  choose_devices(options.devices, profile_options);
+  const proof::SettingReplayerFactory make_replayer = [](const Task& task, const proof::ReplaySetting& setting) {
+    return trainer_replayer_factory(setting.device)(task, setting.threads);
+  };
+
+  const proof::Profile profile = std::filesystem::is_directory(options.target)
+                                     ? proof::profile_bundle(options.target, profile_options, make_replayer)
+                                     : proof::profile_task(load_task_file(options.target), profile_options, make_replayer);
+  const std::string text = profile.to_json().dump(2) + "\n";
+  write_file_durably(options.out, text);
+  if (options.json)
+    std::printf("%s", text.c_str());
+  else
+    print_table(profile, options.out);
+  return kExitOk;
+}
+
+}  // namespace solver::agent
