@@ -60,6 +60,9 @@ int verify_command(const VerifyCommandOptions& options) {
     const proof::ProfileThresholds profile = proof::read_profile_thresholds(*options.profile_file);
     proof::check_profile_applies(profile, *options.profile_file, options.bundle_dir);
     verify.delta = profile.thresholds.l2;
+    verify.delta_l1 = profile.thresholds.l1;
+    verify.delta_linf = profile.thresholds.linf;
+    verify.delta_cosine = profile.thresholds.cosine;
   }
   verify.expected_public_key = options.expected_key;
   if (options.task_file) verify.expected_task_sha256 = task_sha256(load_task_file(*options.task_file));

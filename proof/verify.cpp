@@ -445,16 +445,30 @@ std::vector<Choice> select_segments(const Manifest& manifest, const VerifyOption
   return chosen;
 }
 
+// The first metric whose threshold the distance exceeds, as "l2 X > threshold Y"; empty when all hold.
+std::string exceeded_threshold(const kernels::WeightDistance& distance, const VerifyOptions& options) {
+  const std::pair<const char*, std::pair<double, std::optional<double>>> checks[] = {
+      {"l2", {distance.l2, options.delta}},
+      {"l1", {distance.l1, options.delta_l1}},
+      {"linf", {distance.linf, options.delta_linf}},
+      {"1-cosine", {1.0 - distance.cosine, options.delta_cosine}}};
+  for (const auto& [metric, check] : checks) {
+    const auto& [value, threshold] = check;
+    if (threshold && !(value <= *threshold)) return fmt::format("{} {} > threshold {}", metric, value, *threshold);
+  }
+  return "";
+}
+
 // Replays one segment from its start checkpoint and judges the result against its end.
 SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& manifest, const Choice& choice,
                              const std::vector<StepRecord>& records, Replayer& replayer, bool bitwise_required,
-                             double delta, std::vector<std::string>& failures) {
+                             const VerifyOptions& options, std::vector<std::string>& failures) {
   const SegmentEntry& segment = manifest.segments[choice.segment];
   SegmentReport report;
   report.first_step = segment.first_step;
   report.last_step = segment.last_step;
   report.chosen_by = choice.chosen_by;
-  report.threshold = bitwise_required ? 0.0 : delta;
+  report.threshold = bitwise_required ? 0.0 : options.delta;
   report.distance.l2 = std::numeric_limits<double>::infinity();  // until a replay measures it
   const std::string what = "segment steps " + steps_text(segment.first_step, segment.last_step) + ": ";
 
@@ -482,14 +496,14 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
     failures.push_back(what + "the replayed state does not match the claimed checkpoint's parameters: " + error.what());
     return report;
   }
-  const bool state_passed = bitwise_required ? report.bitwise_equal : report.distance.l2 <= delta;
+  const std::string exceeded = bitwise_required ? "" : exceeded_threshold(report.distance, options);
+  const bool state_passed = bitwise_required ? report.bitwise_equal : exceeded.empty();
   if (!state_passed) {
     const std::string tensor = !difference          ? ""
                                : difference->metadata ? "; metadata entry " + difference->name + " differs"
                                                       : "; first differing tensor " + difference->name;
-    failures.push_back(report.distance.l2 > report.threshold
-                           ? fmt::format("{}replay differs from the claimed checkpoint (l2 {} > threshold {}{})", what,
-                                         report.distance.l2, report.threshold, tensor)
+    failures.push_back(!bitwise_required
+                           ? fmt::format("{}replay differs from the claimed checkpoint ({}{})", what, exceeded, tensor)
                            : fmt::format("{}replay differs from the claimed checkpoint (l2 {}, but the same runtime must "
                                          "reproduce it bit for bit{})",
                                          what, report.distance.l2, tensor));
@@ -601,7 +615,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   std::int64_t replayed_steps = 0;
   for (const Choice& choice : select_segments(manifest, options, verdict.random_seed)) {
     SegmentReport report = replay_segment(dir, manifest, choice, segments[choice.segment], *replayer,
-                                          verdict.same_runtime, options.delta, failures);
+                                          verdict.same_runtime, options, failures);
     replayed_steps += report.last_step - report.first_step + 1;
     verdict.replay_seconds += report.seconds;
     verdict.segments.push_back(std::move(report));

@@ -61,6 +61,10 @@ struct VerifyOptions {
   int random_count = 1;   // ...plus this many drawn at random among the rest of the bundle
   std::optional<std::uint64_t> random_seed;  // verifier's randomness; drawn and reported when absent
   double delta = 1e-3;    // l2 threshold when the replay runtime differs from the bundle's
+  // Further thresholds, from a profile (`solver profile`): each one set must hold as well.
+  std::optional<double> delta_l1;
+  std::optional<double> delta_linf;
+  std::optional<double> delta_cosine;  // bounds 1 - cosine similarity
   std::optional<std::string> expected_task_sha256;   // reject a bundle for another task
   std::optional<std::string> expected_public_key;    // reject a bundle signed by someone else
   // step -> sha256 of the checkpoints the solver committed to the market while training: a

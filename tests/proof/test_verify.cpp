@@ -171,6 +171,27 @@ TEST_CASE("On another runtime an honest bundle passes under the distance thresho
   CHECK(verdict.segments.front().threshold == options.delta);
 }
 
+TEST_CASE("On another runtime each threshold a profile sets must hold, not only l2", "[proof]") {
+  Fixture fixture;
+  checkpoint::Checkpoint state = checkpoint::read_safetensors(fixture.dir() / "ckpt/step_10.safetensors");
+  std::vector<float> weights = weights_of(state);
+  weights[0] += 1e-4f;  // far under the l2 threshold of 1e-3
+  set_weights(state, weights);
+  checkpoint::write_safetensors(fixture.dir() / "ckpt/step_10.safetensors", state);
+  reseal(fixture.dir(), fixture.forger);
+  VerifyOptions options;
+  options.selection = SegmentSelection::All;
+  int replays = 0;
+  const auto other_runtime = test::toy_replayer_factory(&replays, test::toy_runtime(2));
+  CHECK(verify_bundle(fixture.dir(), options, other_runtime).accepted);
+
+  options.delta_linf = 1e-5;
+  const Verdict verdict = verify_bundle(fixture.dir(), options, other_runtime);
+  CHECK_FALSE(verdict.accepted);
+  CHECK_THAT(all_failures(verdict), Contains("segment steps 6-10: replay differs from the claimed checkpoint (linf ") &&
+                                        Contains("> threshold 1e-05"));
+}
+
 TEST_CASE("The same random seed gives the same verdict and segment choice", "[proof]") {
   Fixture fixture;
   VerifyOptions options;
@@ -254,7 +275,7 @@ TEST_CASE("A changed weight that the forger re-hashed and re-signed is caught by
 
   const Verdict verdict = fixture.verify_all();
   fixture.expect_rejected(verdict, "segment steps 6-10: replay differs from the claimed checkpoint (l2 ");
-  CHECK_THAT(all_failures(verdict), Contains("> threshold 0; first differing tensor param.w)"));
+  CHECK_THAT(all_failures(verdict), Contains("but the same runtime must reproduce it bit for bit; first differing tensor param.w)"));
   CHECK(fixture.replays == 5);
 }
 
