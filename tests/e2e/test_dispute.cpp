@@ -103,6 +103,25 @@ TEST_CASE("dispute: a perturbed checkpoint is the first divergent one and the re
   CHECK(report["trace"][5]["name"] == "gradient 1.weight");
 }
 
+TEST_CASE("dispute: a side from another runtime is judged within delta, and still wins against a forgery", "[e2e][dispute]") {
+  ScratchDir dir("dispute-runtime");
+  // The honest bundle as if trained with 2 threads: the referee (1 thread) cannot demand bits from it.
+  const auto elsewhere = copy_bundle(world().honest, dir / "elsewhere");
+  {
+    Forger forger(elsewhere, world().key);
+    forger.manifest().runtime.threads = 2;
+    forger.reseal();
+  }
+  const auto forged = forge_checkpoint(dir / "forged", 2);
+  const json report = dispute_json(elsewhere, forged);
+  CHECK(report["a"]["same_runtime"] == false);
+  CHECK(report["b"]["same_runtime"] == true);
+  CHECK(report["a"]["end_state_matches"] == true);   // within delta
+  CHECK(report["b"]["end_state_matches"] == false);  // bit for bit, and it is not
+  CHECK(report["supported"] == "A");
+  CHECK(report["divergent_checkpoint"] == 10);
+}
+
 TEST_CASE("dispute: an altered recorded loss is found at exactly its step", "[e2e][dispute]") {
   ScratchDir dir("dispute-loss");
   const auto forged = copy_bundle(world().honest, dir / "forged");
