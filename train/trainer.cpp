@@ -20,6 +20,7 @@
 #include <bit>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -54,6 +55,9 @@ constexpr double kClipEpsilon = 1e-6;
 // Process-wide switches: deterministic kernels (an op without one throws), no cuDNN autotuning
 // (it picks kernels by timing), and a fixed intra-op thread count (CPU reductions split by it).
 void configure_determinism(int threads) {
+  // cuBLAS is deterministic only with a fixed workspace; LibTorch refuses its matmuls otherwise.
+  // It must be set before the first cuBLAS handle is made, so before the model reaches the GPU.
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
   at::globalContext().setDeterministicAlgorithms(true, false);
   at::globalContext().setDeterministicCuDNN(true);
   at::globalContext().setBenchmarkCuDNN(false);
