@@ -50,7 +50,7 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   AgentConfig config = default_agent_config();
   config.market_url = server.url();
   config.name = "local-solver";
-  config.work_dir = work / "solver";
+  move_work_dir(config, work / "solver");
   config.cache_dir = work / "cache";
   config.storage.directory = work / "published";
   config.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
@@ -62,7 +62,7 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   if (stop) return kExitOk;
 
   config.name = "local-verifier";
-  config.work_dir = work / "verifier";
+  move_work_dir(config, work / "verifier");
   config.roles = {"verify"};
   Agent(config, verifier_key, stop).run(/*until_idle=*/true);
   if (stop) return kExitOk;
@@ -85,14 +85,14 @@ int agent_command(const AgentOptions& options) {
   if (options.local) return run_local(options, StopSignals::flag());
   AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
   if (options.key_file) config.key_file = options.key_file;
-  if (options.work_dir) config.work_dir = std::filesystem::absolute(*options.work_dir);
+  if (options.work_dir) move_work_dir(config, *options.work_dir);
   const SigningKey key = load_or_create(config.key_file.value_or(default_key_path()), "solver");
   return Agent(config, key, StopSignals::flag()).run(options.until_idle);
 }
 
 int status_command(const StatusOptions& options) {
   AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
-  if (options.work_dir) config.work_dir = std::filesystem::absolute(*options.work_dir);
+  if (options.work_dir) move_work_dir(config, *options.work_dir);
   const std::filesystem::path path = config.work_dir / "status.json";
   if (!std::filesystem::exists(path)) {
     std::printf("no agent has run with work dir %s (no status.json)\n", config.work_dir.c_str());

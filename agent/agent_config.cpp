@@ -82,6 +82,7 @@ AgentConfig default_agent_config() {
   config.work_dir = xdg_dir("XDG_STATE_HOME", ".local/state") / "solver";
   config.cache_dir = xdg_dir("XDG_CACHE_HOME", ".cache") / "solver";
   config.storage.directory = config.work_dir / "published";
+  config.bench_file = config.work_dir / "bench.json";
   return config;
 }
 
@@ -103,6 +104,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
     if (reader.has("work_dir")) config.work_dir = config_path(reader.string("work_dir"), base_dir);
     config.storage.directory = config.work_dir / "published";
     if (reader.has("cache_dir")) config.cache_dir = config_path(reader.string("cache_dir"), base_dir);
+    config.bench_file = reader.has("bench_file") ? config_path(reader.string("bench_file"), base_dir)
+                                                 : config.work_dir / "bench.json";
     if (reader.has("devices")) config.devices = strings(reader, "devices", {});
     if (reader.has("threads")) config.threads = static_cast<int>(reader.non_negative("threads"));
     if (reader.has("roles")) config.roles = strings(reader, "roles", {"solve", "verify"});
@@ -141,6 +144,14 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
     throw Error(ErrorKind::Config, std::string("agent config: ") + error.what());
   }
   return config;
+}
+
+void move_work_dir(AgentConfig& config, const std::filesystem::path& work_dir) {
+  const std::filesystem::path moved = std::filesystem::absolute(work_dir);
+  if (config.bench_file == config.work_dir / "bench.json") config.bench_file = moved / "bench.json";
+  if (config.storage.kind == "directory" && config.storage.directory == config.work_dir / "published")
+    config.storage.directory = moved / "published";
+  config.work_dir = moved;
 }
 
 AgentConfig load_agent_config(const std::filesystem::path& path) {

@@ -25,6 +25,7 @@ struct AgentConfig {
   std::string name;                               // how the market lists this rig; default: the host name
   std::filesystem::path work_dir;                 // in-flight tasks, spooled bundles, status.json
   std::filesystem::path cache_dir;                // fetched task inputs
+  std::filesystem::path bench_file;               // `solver bench --save` figures sent at registration; default <work_dir>/bench.json
   std::uint64_t max_cache_bytes = 50ull << 30;
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
   std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]
@@ -50,5 +51,7 @@ AgentConfig default_agent_config();
 // Throws Error(Config) naming the field.
 AgentConfig parse_agent_config(const std::string& text, const std::filesystem::path& base_dir);
 AgentConfig load_agent_config(const std::filesystem::path& path);
+// Moves the work dir (--work-dir), and with it the paths that default to inside it.
+void move_work_dir(AgentConfig& config, const std::filesystem::path& work_dir);
 
 }  // namespace solver::agent

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "agent/commands.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "hardware/datasheet_peaks.h"
@@ -373,6 +374,11 @@ Json report_json(const BenchReport& report) {
 
 int bench_command(const BenchOptions& options) {
   const BenchReport report = measure(options);
+  if (options.save_file) {
+    if (options.save_file->has_parent_path()) std::filesystem::create_directories(options.save_file->parent_path());
+    write_file_durably(*options.save_file, report_json(report).dump(2));
+    log_info("bench", "figures saved to {}; the agent registers with them", options.save_file->string());
+  }
   if (options.json) {
     std::printf("%s\n", report_json(report).dump(2).c_str());
   } else {

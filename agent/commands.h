@@ -65,6 +65,7 @@ struct BenchOptions {
   bool json = false;
   std::string device;                  // where matmul and training run; "": cuda:0 if LibTorch sees a GPU, else cpu
   std::filesystem::path disk_dir = ".";  // the disk test's folder: where `solver run` writes runs/
+  std::optional<std::filesystem::path> save_file;  // also write the JSON here (the agent's bench_file)
 };
 // `solver bench`: measures this machine (docs/benchmarks.md) and prints a table or JSON.
 int bench_command(const BenchOptions& options);

@@ -258,12 +258,21 @@ struct Agent::Impl {
     profile.roles = config.roles;
     profile.hardware = hardware_profile(config.devices.front(), profile.memory_mb, profile.devices);
     profile.hardware["tasks_at_once"] = config.tasks_at_once;
+    std::string bench_note = "no bench figures (run `solver bench --save " + config.bench_file.string() + "` to add them)";
+    if (std::filesystem::exists(config.bench_file)) {
+      try {
+        profile.hardware["bench"] = parse_json_document(read_file(config.bench_file), config.bench_file.string());
+        bench_note = "with the bench figures of " + config.bench_file.string();
+      } catch (const Error& error) {
+        log_warn("agent", "ignoring the bench figures: {}", error.what());
+      }
+    }
     profile.model_kinds = {"mlp", "cnn", "torchscript"};
     for (int round = 1; !stop; ++round) {
       try {
         market.register_worker(profile);
-        log_info("agent", "registered with {} as {} (key {}, roles {})", config.market_url, config.name,
-                 key.public_key_hex().substr(0, 16), fmt::join(config.roles, ","));
+        log_info("agent", "registered with {} as {} (key {}, roles {}), {}", config.market_url, config.name,
+                 key.public_key_hex().substr(0, 16), fmt::join(config.roles, ","), bench_note);
         return true;
       } catch (const Error& error) {
         // Even a market that refuses us or answers garbage is waited for: an operator may be

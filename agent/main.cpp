@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_flag("--json", bench.json, "Print the figures as JSON");
   bench_cmd->add_option("--device", bench.device,
                         "Where matmul and training run: cpu, cuda or cuda:N (default: cuda:0 when LibTorch sees a GPU, else cpu)");
+  bench_cmd->add_option("--save", bench.save_file,
+                        "Also write the figures as JSON to this file; `solver agent` sends them when it registers "
+                        "(its default: <work_dir>/bench.json)");
   bench_cmd->add_option("--dir", bench.disk_dir, "Folder for the disk test (default: the current folder)")
       ->check(CLI::ExistingDirectory);
 

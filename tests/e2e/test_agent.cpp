@@ -136,10 +136,12 @@ TEST_CASE("agent: a submitted task is trained, published, completed, then verifi
   const auto verifier_key = make_key(dir / "verifier");
   Market market(dir.path(), 0);
   const std::string task_id = submit(market.url(), solver_key, write_task(dir.path(), "task", small_task("agent-life", 300, 50)));
+  write_text(dir / "solver" / "bench.json", R"({"cpu": {"matmul_fp32_gflops": 6.0}})");  // as `solver bench --save` leaves it
 
   const CommandResult solved = run_command(agent_argv(agent_config(dir.path(), "solver", market.url(), {"solve"}), solver_key));
   INFO(solved.output);
   REQUIRE(solved.exit_code == 0);
+  CHECK_THAT(solved.output, Catch::Contains("with the bench figures of " + (dir / "solver" / "bench.json").string()));
   CHECK_THAT(solved.output, Catch::Contains("task=" + task_id + " claimed") && Catch::Contains("published") &&
                                 Catch::Contains("task=" + task_id + " completed"));
   CHECK_FALSE(std::filesystem::exists(dir / "solver" / "tasks" / task_id));  // delivered: nothing left in flight

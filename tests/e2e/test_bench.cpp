@@ -26,14 +26,17 @@ void check_positive_finite(const json& figure, const std::string& name) {
 
 TEST_CASE("solver bench --quick --json measures the host in time and prints positive figures", "[e2e]") {
   ScratchDir dir("bench");
+  ScratchDir saved("bench-saved");
   const auto started = std::chrono::steady_clock::now();
-  const CommandResult result = run_solver({"-q", "bench", "--quick", "--json", "--dir", dir.path().string()});
+  const CommandResult result =
+      run_solver({"-q", "bench", "--quick", "--json", "--dir", dir.path().string(), "--save", (saved / "bench.json").string()});
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   REQUIRE(result.exit_code == 0);
   CHECK(seconds < 60.0);
 
   const json report = json::parse(result.output);
   CHECK(report["mode"] == "quick");
+  CHECK(read_json(saved / "bench.json") == report);  // --save keeps what was printed, for the agent
   for (const char* name : {"matmul_fp32_gflops", "matmul_flop_per_product", "memory_copy_gb_per_s", "memory_triad_gb_per_s", "sha256_gb_per_s"})
     check_positive_finite(report["cpu"][name], name);
   CHECK(report["cpu"]["matmul_flop_per_product"] == 2.0 * std::pow(report["cpu"]["matmul_n"].get<double>(), 3));
