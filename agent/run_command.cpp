@@ -135,9 +135,10 @@ int run_command(const RunOptions& options) {
                 static_cast<long long>(outcome.last_step), static_cast<long long>(outcome.total_steps), out_dir.c_str());
     return kExitOk;
   }
-  std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test accuracy %.2f%%\n", task.id.c_str(),
-              static_cast<long long>(steps_run), outcome.train_seconds, steps_run / std::max(outcome.train_seconds, 1e-9),
-              outcome.final_loss, outcome.test_accuracy * 100.0);
+  std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test loss %.4f, test accuracy %.2f%%\n",
+              task.id.c_str(), static_cast<long long>(steps_run), outcome.train_seconds,
+              steps_run / std::max(outcome.train_seconds, 1e-9), outcome.final_loss, outcome.test_loss,
+              outcome.test_accuracy * 100.0);
   if (!outcome.manifest) return kExitOk;
   const proof::Manifest& manifest = *outcome.manifest;
   std::printf("bundle %s: %zu checkpoints, %zu segments, %.1f MB, signed by %s\n", out_dir.c_str(),

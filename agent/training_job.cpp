@@ -57,6 +57,7 @@ TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
     return outcome;
   }
   outcome.test_accuracy = trainer_.evaluate();
+  outcome.test_loss = trainer_.evaluate_loss();
   if (writer_)
     outcome.manifest = writer_->finish(proof::TrainOutcome{outcome.test_accuracy, outcome.final_loss, outcome.train_seconds});
   return outcome;

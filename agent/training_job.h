@@ -28,7 +28,8 @@ struct TrainingOutcome {
   std::int64_t total_steps = 0;
   float final_loss = 0.0f;
   double train_seconds = 0.0;
-  double test_accuracy = 0.0;               // when finished
+  double test_accuracy = 0.0;               // when finished (next-token accuracy for a gpt)
+  double test_loss = 0.0;                   // when finished: mean cross-entropy on the test set
   std::optional<proof::Manifest> manifest;  // when finished with a proof
 };
 

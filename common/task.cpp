@@ -35,6 +35,28 @@ FileRef read_file_ref(ObjectReader reader, const std::filesystem::path& base_dir
   return file;
 }
 
+// A bounded positive integer field of the gpt model.
+std::int64_t read_size(ObjectReader& reader, std::string_view key, std::int64_t max) {
+  const std::int64_t value = reader.integer(key);
+  require(value > 0 && value <= max, reader.field(key),
+          "expected an integer from 1 to " + std::to_string(max) + ", got " + std::to_string(value));
+  return value;
+}
+
+// Bounds keep a typo from asking for a model no rig can hold; vocab_size <= 2^16 because
+// token files hold uint16.
+GptSpec read_gpt(ObjectReader& reader) {
+  GptSpec gpt;
+  gpt.vocab_size = read_size(reader, "vocab_size", 65536);
+  gpt.context = read_size(reader, "context", 8192);
+  gpt.layers = read_size(reader, "layers", 96);
+  gpt.heads = read_size(reader, "heads", 128);
+  gpt.embed = read_size(reader, "embed", 16384);
+  require(gpt.embed % gpt.heads == 0, reader.field("embed"),
+          "must be a multiple of heads (" + std::to_string(gpt.heads) + "), got " + std::to_string(gpt.embed));
+  return gpt;
+}
+
 ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir) {
   ModelSpec model;
   model.kind = reader.string("kind");
@@ -43,10 +65,12 @@ ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir)
   } else if (model.kind == "cnn") {
     model.channels = reader.positive_integers("channels");
     require(model.channels.size() <= 4, reader.field("channels"), "at most 4 conv blocks (each halves the image), got " + std::to_string(model.channels.size()));
+  } else if (model.kind == "gpt") {
+    model.gpt = read_gpt(reader);
   } else if (model.kind == "torchscript") {
     model.file = read_file_ref(reader.object("file"), base_dir);
   } else {
-    ObjectReader::fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn or torchscript)");
+    ObjectReader::fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn, gpt or torchscript)");
   }
   reader.finish();
   return model;
@@ -55,7 +79,13 @@ ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir)
 DatasetSpec read_dataset(ObjectReader reader, const std::filesystem::path& base_dir) {
   DatasetSpec dataset;
   dataset.format = reader.string("format");
-  require(dataset.format == "idx", reader.field("format"), "unknown format \"" + dataset.format + "\" (expected idx)");
+  if (dataset.format == "tokens") {
+    dataset.train_tokens = read_file_ref(reader.object("train"), base_dir);
+    dataset.test_tokens = read_file_ref(reader.object("test"), base_dir);
+    reader.finish();
+    return dataset;
+  }
+  require(dataset.format == "idx", reader.field("format"), "unknown format \"" + dataset.format + "\" (expected idx or tokens)");
   dataset.train_images = read_file_ref(reader.object("train_images"), base_dir);
   dataset.train_labels = read_file_ref(reader.object("train_labels"), base_dir);
   dataset.test_images = read_file_ref(reader.object("test_images"), base_dir);
@@ -156,6 +186,10 @@ Task parse_task(const json& input, const std::filesystem::path& base_dir) {
   task.seed = reader.unsigned_integer("seed");
   task.model = read_model(reader.object("model"), base_dir);
   task.dataset = read_dataset(reader.object("dataset"), base_dir);
+  // A gpt reads token windows and nothing else reads them.
+  require((task.model.kind == "gpt") == (task.dataset.format == "tokens"), "task.dataset.format",
+          "\"" + task.dataset.format + "\" does not fit model.kind \"" + task.model.kind +
+              "\" (gpt trains on tokens, the other models on idx)");
   task.training = read_training(reader.object("training"));
   {
     ObjectReader proof = reader.object("proof");
@@ -182,14 +216,23 @@ json task_to_json(const Task& task) {
   if (task.model.kind == "mlp") model["hidden"] = task.model.hidden;
   if (task.model.kind == "cnn") model["channels"] = task.model.channels;
   if (task.model.kind == "torchscript") model["file"] = file_ref_json(task.model.file);
+  if (task.model.kind == "gpt") {
+    const GptSpec& gpt = task.model.gpt;
+    model.update({{"vocab_size", gpt.vocab_size}, {"context", gpt.context}, {"layers", gpt.layers},
+                  {"heads", gpt.heads}, {"embed", gpt.embed}});
+  }
 
   const DatasetSpec& data = task.dataset;
-  json dataset = {{"format", data.format},
-                  {"train_images", file_ref_json(data.train_images)},
-                  {"train_labels", file_ref_json(data.train_labels)},
-                  {"test_images", file_ref_json(data.test_images)},
-                  {"test_labels", file_ref_json(data.test_labels)},
-                  {"normalize", {{"mean", data.normalize_mean}, {"std", data.normalize_std}}}};
+  json dataset = {{"format", data.format}};
+  if (data.format == "tokens") {
+    dataset.update({{"train", file_ref_json(data.train_tokens)}, {"test", file_ref_json(data.test_tokens)}});
+  } else {
+    dataset.update({{"train_images", file_ref_json(data.train_images)},
+                    {"train_labels", file_ref_json(data.train_labels)},
+                    {"test_images", file_ref_json(data.test_images)},
+                    {"test_labels", file_ref_json(data.test_labels)},
+                    {"normalize", {{"mean", data.normalize_mean}, {"std", data.normalize_std}}}});
+  }
 
   const OptimizerSpec& opt = task.training.optimizer;
   json optimizer = {{"kind", opt.kind}, {"lr", opt.lr}, {"weight_decay", opt.weight_decay}};

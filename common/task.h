@@ -24,17 +24,28 @@ struct FileRef {
   std::filesystem::path local_copy;
 };
 
+// The sizes of the built-in decoder-only transformer ("gpt").
+struct GptSpec {
+  std::int64_t vocab_size = 0;  // tokens are 0 to vocab_size - 1
+  std::int64_t context = 0;     // tokens a sample predicts from (block size)
+  std::int64_t layers = 0;
+  std::int64_t heads = 0;
+  std::int64_t embed = 0;  // a multiple of heads
+};
+
 struct ModelSpec {
-  std::string kind;               // "mlp", "cnn" or "torchscript"
+  std::string kind;               // "mlp", "cnn", "gpt" or "torchscript"
   std::vector<std::int64_t> hidden;    // mlp: widths of the hidden layers
   std::vector<std::int64_t> channels;  // cnn: output channels of each conv block
+  GptSpec gpt;                    // gpt
   FileRef file;                   // torchscript: the exported module
 };
 
 struct DatasetSpec {
-  std::string format;  // "idx" (MNIST-style, optionally gzip-compressed)
-  FileRef train_images, train_labels, test_images, test_labels;
-  double normalize_mean = 0.0;  // pixels are scaled to [0, 1], then (x - mean) / std
+  std::string format;  // "idx" (MNIST-style, optionally gzip-compressed) or "tokens"
+  FileRef train_images, train_labels, test_images, test_labels;  // idx
+  FileRef train_tokens, test_tokens;  // tokens: flat little-endian uint16 files (nanoGPT's .bin)
+  double normalize_mean = 0.0;  // idx: pixels are scaled to [0, 1], then (x - mean) / std
   double normalize_std = 1.0;
 };
 

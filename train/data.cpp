@@ -1,6 +1,7 @@
 // IDX datasets (MNIST's format): a big-endian header (magic 0x00000803 for uint8 images with
 // 3 dims, 0x00000801 for uint8 labels with 1 dim, then one uint32 per dim) followed by the raw
-// bytes. zlib's gzread reads gzip and plain files alike. Invariant: batches are normalised
+// bytes. zlib's gzread reads gzip and plain files alike. Token datasets: a flat file of
+// little-endian uint16 tokens, no header (nanoGPT's train.bin). Invariant: batches are normalised
 // on the CPU (see detail/data.h); moving that work to the GPU would tie a batch's bits to the
 // device's arithmetic, and every bundle's replay to it.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace solver::train::detail {
 namespace {
@@ -126,8 +128,8 @@ Dataset Dataset::load_idx(const FileRef& images, const FileRef& labels, std::str
 
   Dataset dataset;
   dataset.normalization_ = normalization;
-  dataset.images_ = at::empty({image_dims[0], 1, image_dims[1], image_dims[2]}, at::kByte);
-  image_file.read_payload(bytes_of(dataset.images_));
+  dataset.samples_ = at::empty({image_dims[0], 1, image_dims[1], image_dims[2]}, at::kByte);
+  image_file.read_payload(bytes_of(dataset.samples_));
 
   std::vector<std::uint8_t> raw_labels(static_cast<std::size_t>(label_dims[0]));
   label_file.read_payload(std::as_writable_bytes(std::span(raw_labels)));
@@ -137,13 +139,52 @@ Dataset Dataset::load_idx(const FileRef& images, const FileRef& labels, std::str
   return dataset;
 }
 
+Dataset Dataset::load_tokens(const FileRef& tokens, std::string_view field, std::int64_t vocab_size,
+                             std::int64_t context) {
+  const std::filesystem::path path = checked_local_file(tokens, field);
+  const auto fail = [&](const std::string& problem) {
+    throw Error(ErrorKind::Input, std::string(field) + ": " + path.string() + ": " + problem);
+  };
+  const std::string bytes = read_file(path);
+  if (bytes.size() % 2 != 0)
+    fail(std::to_string(bytes.size()) + " bytes, expected an even count (the file holds uint16 tokens)");
+  const auto token_count = static_cast<std::int64_t>(bytes.size() / 2);
+  const std::int64_t windows = token_count / (context + 1);
+  if (windows == 0)
+    fail(std::to_string(token_count) + " tokens, expected at least one window of model.context + 1 = " +
+         std::to_string(context + 1));
+  if (windows > std::numeric_limits<std::uint32_t>::max())
+    fail(std::to_string(windows) + " windows, expected at most 2^32 - 1 (sample indices are uint32)");
+
+  Dataset dataset;
+  dataset.context_ = context;
+  dataset.samples_ = at::empty({windows, context + 1}, at::kLong);
+  std::int64_t* const out = dataset.samples_.data_ptr<std::int64_t>();
+  for (std::int64_t i = 0; i < token_count; ++i) {
+    const auto low = static_cast<unsigned char>(bytes[2 * i]);
+    const auto high = static_cast<unsigned char>(bytes[2 * i + 1]);
+    const std::int64_t token = low | high << 8;
+    if (token >= vocab_size)
+      fail("token " + std::to_string(token) + " at position " + std::to_string(i) + ", expected tokens below model.vocab_size " +
+           std::to_string(vocab_size));
+    if (i < windows * (context + 1)) out[i] = token;
+  }
+  return dataset;
+}
+
 Batch Dataset::gather(std::span<const std::uint32_t> indices, c10::Device device) const {
   const at::Tensor rows = indices_tensor(indices);
-  return normalized(images_.index_select(0, rows), labels_.index_select(0, rows), device);
+  return cut(samples_.index_select(0, rows), labels_.defined() ? labels_.index_select(0, rows) : at::Tensor(), device);
 }
 
 Batch Dataset::slice(std::int64_t begin, std::int64_t count, c10::Device device) const {
-  return normalized(images_.narrow(0, begin, count), labels_.narrow(0, begin, count), device);
+  return cut(samples_.narrow(0, begin, count), labels_.defined() ? labels_.narrow(0, begin, count) : at::Tensor(), device);
+}
+
+Batch Dataset::cut(const at::Tensor& samples, const at::Tensor& labels, c10::Device device) const {
+  if (context_ == 0) return normalized(samples, labels, device);
+  return Batch{samples.narrow(1, 0, context_).contiguous().to(device),
+               samples.narrow(1, 1, context_).reshape({-1}).to(device)};
 }
 
 Batch Dataset::normalized(const at::Tensor& images, const at::Tensor& labels, c10::Device device) const {

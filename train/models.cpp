@@ -1,12 +1,14 @@
-// The model zoo: "mlp" and "cnn" built with torch::nn, and "torchscript" modules loaded from
-// a file. The only file of train/ that includes torch/torch.h. Invariants: built-in layer
+// The model zoo: "mlp", "cnn" and "gpt" built with torch::nn, and "torchscript" modules loaded
+// from a file. The only file of train/ that includes torch/torch.h. Invariants: built-in layer
 // order (and so parameter names, "1.weight"...) matches the nn.Sequential a Python verifier
-// would build; built-in weights are drawn on the CPU right after seeding; TorchScript runs
+// would build, and the gpt's names are nanoGPT's without its "transformer." prefix; built-in weights are drawn on the CPU right after seeding; TorchScript runs
 // without the graph executor's optimisations, whose profiling switches kernels after the
 // first calls and would make step 1 compute differently from a replayed step 1.
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
 #include <utility>
 
 #include "common/data_order.h"
@@ -102,6 +104,144 @@ torch::nn::Sequential build_cnn(const ModelSpec& spec, const ModelShape& shape) 
   return layers;
 }
 
+// nanoGPT's CausalSelfAttention, written out with matmuls and a mask rather than a fused
+// attention kernel: fused kernels differ between LibTorch versions and devices, and some have
+// no deterministic backward.
+struct CausalSelfAttentionImpl : torch::nn::Module {
+  CausalSelfAttentionImpl(std::int64_t embed, std::int64_t heads_)
+      : heads(heads_),
+        c_attn(register_module("c_attn", torch::nn::Linear(embed, 3 * embed))),
+        c_proj(register_module("c_proj", torch::nn::Linear(embed, embed))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const std::int64_t batch = x.size(0), time = x.size(1), embed = x.size(2), head_size = embed / heads;
+    const std::vector<torch::Tensor> qkv = c_attn(x).split(embed, 2);
+    const auto per_head = [&](const torch::Tensor& t) { return t.view({batch, time, heads, head_size}).transpose(1, 2); };
+    const torch::Tensor q = per_head(qkv[0]), k = per_head(qkv[1]), v = per_head(qkv[2]);
+    const torch::Tensor future =
+        torch::ones({time, time}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+    const torch::Tensor scores = q.matmul(k.transpose(-2, -1))
+                                     .mul(1.0 / std::sqrt(static_cast<double>(head_size)))
+                                     .masked_fill(future, -std::numeric_limits<float>::infinity());
+    return c_proj(scores.softmax(-1).matmul(v).transpose(1, 2).contiguous().view({batch, time, embed}));
+  }
+
+  std::int64_t heads;
+  torch::nn::Linear c_attn, c_proj;
+};
+TORCH_MODULE(CausalSelfAttention);
+
+struct MlpImpl : torch::nn::Module {
+  explicit MlpImpl(std::int64_t embed)
+      : c_fc(register_module("c_fc", torch::nn::Linear(embed, 4 * embed))),
+        c_proj(register_module("c_proj", torch::nn::Linear(4 * embed, embed))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) { return c_proj(torch::gelu(c_fc(x))); }
+
+  torch::nn::Linear c_fc, c_proj;
+};
+TORCH_MODULE(Mlp);
+
+// A pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+struct BlockImpl : torch::nn::Module {
+  explicit BlockImpl(const GptSpec& spec)
+      : ln_1(register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({spec.embed})))),
+        attn(register_module("attn", CausalSelfAttention(spec.embed, spec.heads))),
+        ln_2(register_module("ln_2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({spec.embed})))),
+        mlp(register_module("mlp", Mlp(spec.embed))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const torch::Tensor attended = x + attn(ln_1(x));
+    return attended + mlp(ln_2(attended));
+  }
+
+  torch::nn::LayerNorm ln_1;
+  CausalSelfAttention attn;
+  torch::nn::LayerNorm ln_2;
+  Mlp mlp;
+};
+TORCH_MODULE(Block);
+
+// A decoder-only transformer (nanoGPT's GPT without dropout): token and position embeddings,
+// pre-LN blocks, a final LayerNorm, and a head tied to the token embedding (as nanoGPT and
+// GPT-2: a third fewer parameters at small sizes, and the logits start near zero).
+struct GptImpl : torch::nn::Module {
+  explicit GptImpl(const GptSpec& spec)
+      : wte(register_module("wte", torch::nn::Embedding(spec.vocab_size, spec.embed))),
+        wpe(register_module("wpe", torch::nn::Embedding(spec.context, spec.embed))),
+        h(register_module("h", torch::nn::ModuleList())),
+        ln_f(register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({spec.embed})))) {
+    for (std::int64_t layer = 0; layer < spec.layers; ++layer) {
+      blocks.push_back(Block(spec));
+      h->push_back(blocks.back());
+    }
+    initialize(spec.layers);
+  }
+
+  // nanoGPT's initialisation: N(0, 0.02) weights, zero biases, and the projections back into
+  // the residual stream scaled by 1/sqrt(2 * layers) so that its variance does not grow with depth.
+  void initialize(std::int64_t layers) {
+    torch::NoGradGuard no_grad;
+    const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(layers));
+    for (const auto& item : named_parameters(true)) {
+      const std::string& name = item.key();
+      if (name.find("ln_") != std::string::npos) continue;  // LayerNorms keep their ones and zeros
+      if (name.ends_with(".bias")) {
+        item.value().zero_();
+      } else {
+        item.value().normal_(0.0, name.ends_with("c_proj.weight") ? residual_std : 0.02);
+      }
+    }
+  }
+
+  // Logits [B * T, vocab] for tokens [B, T]; with `outputs`, also each top-level module's output.
+  torch::Tensor run(const torch::Tensor& tokens, std::vector<NamedTensor>* outputs) {
+    const auto record = [&](std::string name, const torch::Tensor& value) {
+      if (outputs) outputs->push_back({std::move(name), value});
+      return value;
+    };
+    const torch::Tensor positions =
+        torch::arange(tokens.size(1), torch::TensorOptions().dtype(torch::kLong).device(tokens.device()));
+    const torch::Tensor token_embeddings = record("wte (Embedding)", wte(tokens));  // before wpe: the trace's order
+    torch::Tensor x = token_embeddings + record("wpe (Embedding)", wpe(positions));
+    for (std::size_t layer = 0; layer < blocks.size(); ++layer)
+      x = record("h." + std::to_string(layer) + " (Block)", blocks[layer](x));
+    x = record("ln_f (LayerNorm)", ln_f(x));
+    const torch::Tensor logits = torch::nn::functional::linear(x, wte->weight);
+    return record("lm_head (tied to wte)", logits.reshape({-1, logits.size(-1)}));
+  }
+
+  torch::nn::Embedding wte, wpe;
+  torch::nn::ModuleList h;  // the blocks again, so that their parameters are named h.0..., h.1...
+  torch::nn::LayerNorm ln_f;
+  std::vector<Block> blocks;
+};
+TORCH_MODULE(Gpt);
+
+class GptModel final : public Model {
+ public:
+  GptModel(const GptSpec& spec, c10::Device device) : gpt_(spec) { gpt_->to(device); }
+
+  at::Tensor forward(const at::Tensor& tokens) override { return gpt_->run(tokens, nullptr); }
+
+  at::Tensor forward_traced(const at::Tensor& tokens, std::vector<NamedTensor>& outputs) override {
+    return gpt_->run(tokens, &outputs);
+  }
+
+  std::vector<NamedTensor> parameters() const override {
+    std::vector<NamedTensor> named;
+    for (const auto& item : gpt_->named_parameters(true)) named.push_back({item.key(), item.value()});
+    return named;
+  }
+
+  std::vector<NamedTensor> buffers() const override { return {}; }
+
+  void set_training(bool training) override { gpt_->train(training); }
+
+ private:
+  Gpt gpt_;
+};
+
 class ScriptModel final : public Model {
  public:
   ScriptModel(torch::jit::Module module, c10::Device device) : module_(std::move(module)) { module_.to(device); }
@@ -169,7 +309,8 @@ std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c1
   torch::manual_seed(derive_seed(task.seed, kStreamInit, 0));
   if (spec.kind == "mlp") return std::make_unique<SequentialModel>(build_mlp(spec, shape), device);
   if (spec.kind == "cnn") return std::make_unique<SequentialModel>(build_cnn(spec, shape), device);
-  throw Error(ErrorKind::Input, "model.kind: unknown model \"" + spec.kind + "\" (expected mlp, cnn or torchscript)");
+  if (spec.kind == "gpt") return std::make_unique<GptModel>(spec.gpt, device);
+  throw Error(ErrorKind::Input, "model.kind: unknown model \"" + spec.kind + "\" (expected mlp, cnn, gpt or torchscript)");
 }
 
 }  // namespace solver::train::detail

@@ -47,8 +47,9 @@ using detail::resolved_threads;
 using detail::translating_torch_errors;
 using Clock = std::chrono::steady_clock;
 
-// Evaluation only reads the model; its batch size sets speed and memory, not the weights.
+// Images, or gpt labels (samples x context), per evaluation batch.
 constexpr std::int64_t kEvaluationBatchSize = 1000;
+constexpr std::int64_t kEvaluationTokens = 16384;
 // clip_grad_norm_'s guard against dividing by a zero norm.
 constexpr double kClipEpsilon = 1e-6;
 
@@ -170,12 +171,21 @@ struct Trainer::Impl {
     if (device.is_cuda()) require_usable_cuda(device);
     configure_determinism(threads);
 
-    const detail::Normalization normalization{task.dataset.normalize_mean, task.dataset.normalize_std};
-    train_data = detail::Dataset::load_idx(task.dataset.train_images, task.dataset.train_labels, "dataset.train", normalization);
-    test_data = detail::Dataset::load_idx(task.dataset.test_images, task.dataset.test_labels, "dataset.test", normalization);
-    check_datasets();
-
-    const detail::ModelShape shape{1, train_data.height(), train_data.width(), train_data.max_label() + 1};
+    detail::ModelShape shape;
+    if (task.dataset.format == "tokens") {
+      const GptSpec& gpt = task.model.gpt;
+      train_data = detail::Dataset::load_tokens(task.dataset.train_tokens, "dataset.train", gpt.vocab_size, gpt.context);
+      test_data = detail::Dataset::load_tokens(task.dataset.test_tokens, "dataset.test", gpt.vocab_size, gpt.context);
+    } else {
+      const detail::Normalization normalization{task.dataset.normalize_mean, task.dataset.normalize_std};
+      train_data = detail::Dataset::load_idx(task.dataset.train_images, task.dataset.train_labels, "dataset.train", normalization);
+      test_data = detail::Dataset::load_idx(task.dataset.test_images, task.dataset.test_labels, "dataset.test", normalization);
+      check_images();
+      shape = {1, train_data.height(), train_data.width(), train_data.max_label() + 1};
+    }
+    if (task.training.batch_size > train_data.size())
+      throw Error(ErrorKind::Input, "training.batch_size: " + std::to_string(task.training.batch_size) +
+                                        " exceeds the " + std::to_string(train_data.size()) + " training samples");
     model = detail::build_model(task, shape, device);
     parameters = model->parameters();
     buffers = model->buffers();
@@ -188,7 +198,7 @@ struct Trainer::Impl {
               parameters.size(), device.str(), threads, total_steps);
   }
 
-  void check_datasets() const {
+  void check_images() const {
     if (test_data.height() != train_data.height() || test_data.width() != train_data.width())
       throw Error(ErrorKind::Input, "dataset.test_images: images are " + std::to_string(test_data.height()) + "x" +
                                         std::to_string(test_data.width()) + ", expected the training images' " +
@@ -197,9 +207,12 @@ struct Trainer::Impl {
       throw Error(ErrorKind::Input, "dataset.test_labels: label " + std::to_string(test_data.max_label()) +
                                         " does not occur in training, whose labels are 0 to " +
                                         std::to_string(train_data.max_label()));
-    if (task.training.batch_size > train_data.size())
-      throw Error(ErrorKind::Input, "training.batch_size: " + std::to_string(task.training.batch_size) +
-                                        " exceeds the " + std::to_string(train_data.size()) + " training samples");
+  }
+
+  // Evaluation only reads the model; its batch size sets speed and memory, not the weights.
+  std::int64_t evaluation_batch_size() const {
+    if (task.dataset.format != "tokens") return kEvaluationBatchSize;
+    return std::max<std::int64_t>(1, kEvaluationTokens / task.model.gpt.context);
   }
 
   // One training step, the same for train() and replay(). Returns the batch's mean loss
@@ -208,7 +221,7 @@ struct Trainer::Impl {
     return translating_torch_errors(device, "training step " + std::to_string(step), [&] {
       at::manual_seed(derive_seed(task.seed, kStreamStep, static_cast<std::uint64_t>(step)));
       const detail::Batch batch = train_data.gather(indices, device);
-      const at::Tensor logits = model->forward(batch.images);
+      const at::Tensor logits = model->forward(batch.inputs);
       const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
       loss.backward();
       const at::Tensor gradient_norm = clip_gradients();
@@ -410,7 +423,7 @@ std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
     at::manual_seed(derive_seed(impl.task.seed, kStreamStep, static_cast<std::uint64_t>(record.step)));
     const detail::Batch batch = impl.train_data.gather(record.indices, impl.device);
     std::vector<NamedTensor> outputs;
-    const at::Tensor logits = impl.model->forward_traced(batch.images, outputs);
+    const at::Tensor logits = impl.model->forward_traced(batch.inputs, outputs);
     const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
     loss.backward();
     std::vector<LayerTrace> trace;
@@ -428,15 +441,35 @@ double Trainer::evaluate() {
   return translating_torch_errors(impl.device, "evaluating on the test set", [&] {
     at::NoGradGuard no_grad;
     impl.model->set_training(false);
-    std::int64_t correct = 0;
-    const std::int64_t count = impl.test_data.size();
-    for (std::int64_t begin = 0; begin < count; begin += kEvaluationBatchSize) {
-      const detail::Batch batch = impl.test_data.slice(begin, std::min(kEvaluationBatchSize, count - begin), impl.device);
-      const at::Tensor predictions = impl.model->forward(batch.images).argmax(1);
+    std::int64_t correct = 0, labels = 0;
+    const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
+    for (std::int64_t begin = 0; begin < count; begin += batch_size) {
+      const detail::Batch batch = impl.test_data.slice(begin, std::min(batch_size, count - begin), impl.device);
+      const at::Tensor predictions = impl.model->forward(batch.inputs).argmax(1);
       correct += predictions.eq(batch.labels).sum().item<std::int64_t>();
+      labels += batch.labels.numel();
     }
     impl.model->set_training(true);
-    return static_cast<double>(correct) / static_cast<double>(count);
+    return static_cast<double>(correct) / static_cast<double>(labels);
+  });
+}
+
+double Trainer::evaluate_loss() {
+  Impl& impl = *impl_;
+  return translating_torch_errors(impl.device, "evaluating the test loss", [&] {
+    at::NoGradGuard no_grad;
+    impl.model->set_training(false);
+    double loss_sum = 0.0;
+    std::int64_t labels = 0;
+    const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
+    for (std::int64_t begin = 0; begin < count; begin += batch_size) {
+      const detail::Batch batch = impl.test_data.slice(begin, std::min(batch_size, count - begin), impl.device);
+      const at::Tensor loss = at::cross_entropy_loss(impl.model->forward(batch.inputs), batch.labels);
+      loss_sum += loss.item<double>() * static_cast<double>(batch.labels.numel());
+      labels += batch.labels.numel();
+    }
+    impl.model->set_training(true);
+    return loss_sum / static_cast<double>(labels);
   });
 }
 

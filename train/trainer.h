@@ -97,8 +97,12 @@ class Trainer {
   // without named modules (TorchScript) traces as one module, "forward". Throws like replay().
   std::vector<LayerTrace> trace_step(const StepRecord& record);
 
-  // Accuracy of the current model on the held-out test set, in [0, 1].
+  // Accuracy of the current model on the held-out test set, in [0, 1]: the share of images
+  // classified right or, for a gpt, of next tokens predicted right (argmax) at every position.
   double evaluate();
+  // The mean cross-entropy of the current model on the held-out test set, per image or, for
+  // a gpt, per predicted token (nats; ln(vocab_size) is guessing).
+  double evaluate_loss();
 
  private:
   struct Impl;

@@ -172,3 +172,50 @@ TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {
     CHECK(solver::learning_rate_at(training, 25, 100) == 0.25);
   }
 }
+
+TEST_CASE("The text gpt example parses, round-trips to its hash, and bad gpt fields are Input errors naming the field", "[common]") {
+  const std::filesystem::path path = solver::test::source_dir() / "configs/tasks/text-gpt.json";
+  const solver::Task task = solver::load_task_file(path);
+  CHECK(task.model.kind == "gpt");
+  CHECK(task.model.gpt.vocab_size == 256);
+  CHECK(task.model.gpt.context == 64);
+  CHECK(task.model.gpt.layers == 2);
+  CHECK(task.model.gpt.heads == 2);
+  CHECK(task.model.gpt.embed == 64);
+  CHECK(task.dataset.format == "tokens");
+  CHECK(task.dataset.train_tokens.location == (solver::test::source_dir() / "configs/data/gpl3-train.bin").lexically_normal().string());
+  CHECK(task.dataset.test_tokens.sha256 == "9bc1e1c18f56e1854a7773fdaf9699511e6c35cb91edb03886c3508733f933dc");
+  const solver::Task again = solver::parse_task(solver::task_to_json(task), "/elsewhere");
+  CHECK(solver::task_sha256(again) == solver::task_sha256(task));
+
+  json bad = json::parse(solver::read_file(path));
+  SECTION("embed not a multiple of heads") {
+    bad["model"]["heads"] = 3;
+    require_rejected(bad, "task.model.embed", "multiple of heads (3), got 64");
+  }
+  SECTION("zero layers") {
+    bad["model"]["layers"] = 0;
+    require_rejected(bad, "task.model.layers", "from 1 to 96, got 0");
+  }
+  SECTION("a vocabulary uint16 tokens cannot hold") {
+    bad["model"]["vocab_size"] = 70000;
+    require_rejected(bad, "task.model.vocab_size", "from 1 to 65536, got 70000");
+  }
+  SECTION("missing context") {
+    bad["model"].erase("context");
+    require_rejected(bad, "task.model.context", "missing");
+  }
+  SECTION("image fields in a token dataset") {
+    bad["dataset"]["train_images"] = bad["dataset"]["train"];
+    require_rejected(bad, "task.dataset.train_images", "unknown field");
+  }
+  SECTION("a gpt on images") {
+    json images = example_task_json();
+    images["model"] = bad["model"];
+    require_rejected(images, "task.dataset.format", "\"idx\" does not fit model.kind \"gpt\"");
+  }
+  SECTION("an mlp on tokens") {
+    bad["model"] = {{"kind", "mlp"}, {"hidden", {8}}};
+    require_rejected(bad, "task.dataset.format", "\"tokens\" does not fit model.kind \"mlp\"");
+  }
+}

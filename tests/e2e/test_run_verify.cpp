@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <regex>
 #include <thread>
 
 #include "common/sha256.h"
@@ -53,6 +54,36 @@ TEST_CASE("solver run trains the small CNN and its bundle verifies", "[e2e]") {
   REQUIRE(run_solver({"run", task.string(), "--out", bundle.string(), "--key", key.string()}).exit_code == 0);
   const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all"});
   CHECK(verify.exit_code == 0);
+}
+
+TEST_CASE("solver run trains the example gpt on byte tokens of the GPL-3 text and solver verify accepts its bundle", "[e2e]") {
+  ScratchDir dir("text-gpt");
+  const auto key = make_key(dir.path());
+  const auto bundle = dir / "bundle";
+  // The example task, shortened to 40 steps so that training and replaying all of it stay quick.
+  json task = read_json(source_dir() / "configs/tasks/text-gpt.json");
+  task["training"]["steps"] = 40;
+  task["proof"]["checkpoint_every"] = 20;
+  for (const char* part : {"train", "test"})
+    task["dataset"][part]["location"] = (source_dir() / "configs/data" / (std::string("gpl3-") + part + ".bin")).string();
+  const auto task_file = write_task(dir.path(), "text-gpt", task);
+
+  const CommandResult run =
+      run_solver({"run", task_file.string(), "--out", bundle.string(), "--key", key.string(), "--threads", "1"});
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.output.find("test accuracy") != std::string::npos);
+  // The mean next-token cross-entropy on the held-out text, below chance (ln 256 = 5.55) after 40 steps.
+  std::smatch loss;
+  REQUIRE(std::regex_search(run.output, loss, std::regex("test loss ([0-9.]+)")));
+  CHECK(std::stod(loss[1]) < 5.5);
+  for (int step : {0, 20, 40}) CHECK(std::filesystem::exists(bundle / "ckpt" / ("step_" + std::to_string(step) + ".safetensors")));
+  const json manifest = read_json(bundle / "manifest.json");
+  CHECK(manifest["total_steps"] == 40);
+  CHECK(manifest["segments"].size() == 2);
+
+  const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all"});
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.output.find("verdict: ACCEPTED") != std::string::npos);
 }
 
 TEST_CASE("a TorchScript model exported by PyTorch is trained by solver run and its bundle verifies", "[e2e]") {

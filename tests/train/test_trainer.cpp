@@ -1,7 +1,8 @@
 // Trainer tests [torch]: the reproducibility contract (same task = same bits; a segment
 // replayed from its start checkpoint ends on the recorded end checkpoint, bit for bit; resuming
 // equals not stopping), state round trips and their validation, budgets, data files, devices,
-// TorchScript models, and our optimizers against PyTorch's torch.optim (tests/python/reference_step.py).
+// TorchScript models, the gpt on token files, and our optimizers against PyTorch's torch.optim
+// (tests/python/reference_step.py).
 // Tasks are tiny (tens of steps on the real Fashion-MNIST) so the suite runs in seconds.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -486,4 +487,99 @@ TEST_CASE("An unknown device name is a config error and an unusable GPU a CUDA e
   require_error([&] { train::Trainer(task, train::TrainerOptions{"tpu", 2}); }, ErrorKind::Config, {"device: expected cpu, cuda or cuda:N, got \"tpu\""});
   require_error([&] { train::Trainer(task, train::TrainerOptions{"cuda:x", 2}); }, ErrorKind::Config, {"got \"cuda:x\""});
   require_error([&] { train::Trainer(task, train::TrainerOptions{"cuda:99", 2}); }, ErrorKind::Cuda, {"device cuda:99 requested"});
+}
+
+namespace {
+
+const train::TrainerOptions kOneThreadOnCpu{"cpu", 1};
+
+// A 20-step gpt (context 32) on the example's byte-level tokens of the GPL-3 text.
+json tiny_gpt_task_json() {
+  json task = json::parse(read_file(test::source_dir() / "configs/tasks/text-gpt.json"));
+  task["id"] = "tiny-gpt";
+  task["model"]["context"] = 32;
+  task["training"]["batch_size"] = 8;
+  task["training"]["steps"] = 20;
+  task["training"]["schedule"] = {{"kind", "constant"}};
+  task["proof"] = {{"checkpoint_every", 10}};
+  task.erase("budget");
+  return task;
+}
+
+// A gpt task reading `train` and `test` token files from anywhere (locations made absolute).
+Task gpt_task_with_files(const std::filesystem::path& train, const std::filesystem::path& test) {
+  json task = tiny_gpt_task_json();
+  task["dataset"]["train"] = file_ref(train);
+  task["dataset"]["test"] = file_ref(test);
+  return parse_task(task, test::source_dir());
+}
+
+std::string uint16_tokens(std::initializer_list<std::uint16_t> tokens, std::size_t repeat) {
+  std::string bytes;
+  for (std::size_t i = 0; i < repeat; ++i)
+    for (const std::uint16_t token : tokens) {
+      bytes.push_back(static_cast<char>(token & 0xff));
+      bytes.push_back(static_cast<char>(token >> 8));
+    }
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("A gpt starts bitwise equal from the same seed, learns in a few steps and replays bitwise", "[torch]") {
+  const Task task = parse_task(tiny_gpt_task_json(), test::source_dir() / "configs/tasks");
+  train::Trainer trainer(task, kOneThreadOnCpu);
+  train::Trainer verifier(task, kOneThreadOnCpu);
+  const checkpoint::Checkpoint initial = trainer.state(0);
+  require_bitwise_equal(verifier.state(0), initial);
+  CHECK(trainer.train_samples() == 31634 / 33);  // non-overlapping windows of context + 1 tokens
+  CHECK(tensor_named(initial, "param.wte.weight").shape == std::vector<std::int64_t>{256, 64});
+  CHECK(tensor_named(initial, "param.wpe.weight").shape == std::vector<std::int64_t>{32, 64});
+  CHECK(tensor_named(initial, "param.h.1.attn.c_attn.weight").shape == std::vector<std::int64_t>{192, 64});
+  CHECK(tensor_named(initial, "param.h.1.mlp.c_proj.weight").shape == std::vector<std::int64_t>{64, 256});
+  CHECK(tensor_named(initial, "param.ln_f.bias").shape == std::vector<std::int64_t>{64});
+  const double untrained_loss = trainer.evaluate_loss();
+  CHECK(std::abs(untrained_loss - std::log(256.0)) < 0.1);  // small initial weights: near-uniform predictions
+
+  const RecordedRun run = train_recording(trainer);
+  REQUIRE(run.records.size() == 20);
+  CHECK(run.records[0].indices.size() == 8);
+  CHECK(run.records.back().loss < run.records.front().loss - 1.0f);
+  CHECK(trainer.evaluate_loss() < untrained_loss - 1.0);
+  const double accuracy = trainer.evaluate();
+  CHECK(accuracy > 1.0 / 256.0);
+  CHECK(accuracy < 1.0);
+
+  verifier.load_state(run.checkpoints.at(10));
+  const std::vector<float> losses = verifier.replay(std::span(run.records).subspan(10, 10));
+  require_bitwise_equal(verifier.state(20), run.checkpoints.at(20));
+  for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[10 + i].loss);
+
+  std::vector<std::string> traced;
+  for (const train::LayerTrace& entry : verifier.trace_step(run.records[0]))
+    if (entry.kind == "output") traced.push_back(entry.value.name);
+  CHECK(traced == std::vector<std::string>{"wte (Embedding)", "wpe (Embedding)", "h.0 (Block)", "h.1 (Block)",
+                                           "ln_f (LayerNorm)", "lm_head (tied to wte)"});
+}
+
+TEST_CASE("Token files with an odd size, a token beyond the vocabulary or no whole window are rejected naming the file", "[torch]") {
+  const ScratchDir dir("tokens");
+  const std::filesystem::path good = dir / "good.bin", bad = dir / "bad.bin";
+  test::write_text(good, uint16_tokens({1, 2, 3, 4}, 100));
+
+  SECTION("odd byte count") {
+    test::write_text(bad, uint16_tokens({1, 2, 3, 4}, 100) + "x");
+    require_error([&] { train::Trainer(gpt_task_with_files(bad, good), kOneThreadOnCpu); }, ErrorKind::Input,
+                  {"dataset.train", bad.string(), "801 bytes, expected an even count"});
+  }
+  SECTION("a token >= vocab_size") {
+    test::write_text(bad, uint16_tokens({1, 2, 3, 4}, 50) + uint16_tokens({300}, 1));
+    require_error([&] { train::Trainer(gpt_task_with_files(good, bad), kOneThreadOnCpu); }, ErrorKind::Input,
+                  {"dataset.test", bad.string(), "token 300 at position 200", "model.vocab_size 256"});
+  }
+  SECTION("fewer tokens than one window") {
+    test::write_text(bad, uint16_tokens({1, 2, 3, 4}, 8));
+    require_error([&] { train::Trainer(gpt_task_with_files(good, bad), kOneThreadOnCpu); }, ErrorKind::Input,
+                  {"dataset.test", "32 tokens, expected at least one window of model.context + 1 = 33"});
+  }
 }

@@ -1,4 +1,4 @@
-// The model behind the trainer: the built-in "mlp" and "cnn" (torch::nn) and loaded
+// The model behind the trainer: the built-in "mlp", "cnn" and "gpt" (torch::nn) and loaded
 // TorchScript modules, hidden behind one small interface so that only models.cpp pays for
 // torch/torch.h. Invariant: parameters() and buffers() list tensors in the same order on
 // every call and every run (the order of the checkpoint), and the handles alias the model's
@@ -22,7 +22,7 @@ struct NamedTensor {
   at::Tensor tensor;
 };
 
-// Input and output sizes a model is built for.
+// Input and output sizes an image model is built for (a gpt's are in its spec).
 struct ModelShape {
   std::int64_t channels = 1;  // images are [B, channels, height, width]
   std::int64_t height = 0;
@@ -33,12 +33,13 @@ struct ModelShape {
 class Model {
  public:
   virtual ~Model() = default;
-  // Logits [B, classes] for normalised float images [B, channels, height, width].
-  virtual at::Tensor forward(const at::Tensor& images) = 0;
+  // Logits [B, classes] for normalised float images [B, channels, height, width]; a gpt's
+  // are [B * context, vocab_size] for int64 tokens [B, context], one row per position.
+  virtual at::Tensor forward(const at::Tensor& inputs) = 0;
   // forward(), also appending each top-level module's output in the order computed; the
   // result is bit for bit forward()'s. Models without named modules append one, "forward".
-  virtual at::Tensor forward_traced(const at::Tensor& images, std::vector<NamedTensor>& outputs) {
-    at::Tensor logits = forward(images);
+  virtual at::Tensor forward_traced(const at::Tensor& inputs, std::vector<NamedTensor>& outputs) {
+    at::Tensor logits = forward(inputs);
     outputs.push_back({"forward", logits});
     return logits;
   }
