@@ -159,6 +159,9 @@ TrainingSpec read_training(ObjectReader reader) {
           "set exactly one of epochs and steps, each a positive integer");
   training.grad_clip_norm = reader.number_or("grad_clip_norm", 0.0);
   require(training.grad_clip_norm >= 0, reader.field("grad_clip_norm"), "must be >= 0 (0 turns clipping off)");
+  if (reader.has("precision")) training.precision = reader.string("precision");
+  require(training.precision == "fp32" || training.precision == "bf16", reader.field("precision"),
+          "unknown precision \"" + training.precision + "\" (expected fp32 or bf16)");
   reader.finish();
   return training;
 }
@@ -257,6 +260,8 @@ json task_to_json(const Task& task) {
                    {"grad_clip_norm", task.training.grad_clip_norm}};
   if (task.training.epochs > 0) training["epochs"] = task.training.epochs;
   if (task.training.steps > 0) training["steps"] = task.training.steps;
+  // Written only when not the default, so that tasks from before the field existed keep their hash.
+  if (task.training.precision != "fp32") training["precision"] = task.training.precision;
 
   return {{"id", task.id},
           {"seed", task.seed},

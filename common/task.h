@@ -73,6 +73,9 @@ struct TrainingSpec {
   std::int64_t epochs = 0;  // exactly one of epochs and steps is set
   std::int64_t steps = 0;
   double grad_clip_norm = 0.0;  // 0 = no clipping
+  // "fp32" or "bf16": bf16 autocasts the forward pass and the loss as torch.autocast does
+  // (matmuls and convolutions in bf16; weights and optimizer state stay fp32).
+  std::string precision = "fp32";
 };
 
 struct BudgetSpec {  // 0 = no limit

@@ -3,11 +3,14 @@
 // bytes. zlib's gzread reads gzip and plain files alike. Token datasets: a flat file of
 // little-endian uint16 tokens, no header (nanoGPT's train.bin). Invariant: batches are normalised
 // on the CPU (see detail/data.h); moving that work to the GPU would tie a batch's bits to the
-// device's arithmetic, and every bundle's replay to it.
+// device's arithmetic, and every bundle's replay to it. The prefetcher's worker runs the same
+// CPU ops as Dataset::gather; they are elementwise or copies, so its batches have the same bits.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "train/detail/data.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -19,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -106,6 +110,13 @@ at::Tensor indices_tensor(std::span<const std::uint32_t> indices) {
   return tensor;
 }
 
+// With `non_blocking` from pinned memory, the copy to a GPU is queued on the current stream and
+// returns at once; the caching host allocator keeps the pinned block until the copy is done.
+Batch moved_to(const Batch& batch, c10::Device device, bool non_blocking = false) {
+  const auto moved = [&](const at::Tensor& tensor) { return tensor.to(device, tensor.scalar_type(), non_blocking); };
+  return Batch{moved(batch.inputs), moved(batch.labels)};
+}
+
 }  // namespace
 
 Dataset Dataset::load_idx(const FileRef& images, const FileRef& labels, std::string_view field,
@@ -173,24 +184,85 @@ Dataset Dataset::load_tokens(const FileRef& tokens, std::string_view field, std:
 }
 
 Batch Dataset::gather(std::span<const std::uint32_t> indices, c10::Device device) const {
+  return moved_to(gather_on_host(indices, false), device);
+}
+
+Batch Dataset::gather_on_host(std::span<const std::uint32_t> indices, bool pinned) const {
   const at::Tensor rows = indices_tensor(indices);
-  return cut(samples_.index_select(0, rows), labels_.defined() ? labels_.index_select(0, rows) : at::Tensor(), device);
+  const Batch batch = cut(samples_.index_select(0, rows), labels_.defined() ? labels_.index_select(0, rows) : at::Tensor());
+  if (!pinned) return batch;
+  return Batch{batch.inputs.pin_memory(), batch.labels.pin_memory()};
 }
 
 Batch Dataset::slice(std::int64_t begin, std::int64_t count, c10::Device device) const {
-  return cut(samples_.narrow(0, begin, count), labels_.defined() ? labels_.narrow(0, begin, count) : at::Tensor(), device);
+  return moved_to(cut(samples_.narrow(0, begin, count), labels_.defined() ? labels_.narrow(0, begin, count) : at::Tensor()),
+                  device);
 }
 
-Batch Dataset::cut(const at::Tensor& samples, const at::Tensor& labels, c10::Device device) const {
-  if (context_ == 0) return normalized(samples, labels, device);
-  return Batch{samples.narrow(1, 0, context_).contiguous().to(device),
-               samples.narrow(1, 1, context_).reshape({-1}).to(device)};
+Batch Dataset::cut(const at::Tensor& samples, const at::Tensor& labels) const {
+  if (context_ > 0) return Batch{samples.narrow(1, 0, context_).contiguous(), samples.narrow(1, 1, context_).reshape({-1})};
+  return Batch{samples.to(at::kFloat).div(255.0).sub(normalization_.mean).div(normalization_.std), labels};
 }
 
-Batch Dataset::normalized(const at::Tensor& images, const at::Tensor& labels, c10::Device device) const {
-  const at::Tensor scaled =
-      images.to(at::kFloat).div(255.0).sub(normalization_.mean).div(normalization_.std);
-  return Batch{scaled.to(device), labels.to(device)};
+BatchPrefetcher::BatchPrefetcher(const Dataset& data, c10::Device device)
+    : data_(data), device_(device), worker_([this] { work(); }) {}
+
+BatchPrefetcher::~BatchPrefetcher() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  worker_.join();
+}
+
+void BatchPrefetcher::request(std::span<const std::uint32_t> indices) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (requested_) throw Error(ErrorKind::Internal, "batch prefetcher: a batch was requested before the previous one was taken");
+    requested_ = true;
+    pending_.emplace(indices.begin(), indices.end());
+  }
+  changed_.notify_all();
+}
+
+Batch BatchPrefetcher::take() {
+  std::unique_lock lock(mutex_);
+  if (!requested_) throw Error(ErrorKind::Internal, "batch prefetcher: a batch was taken without a request");
+  changed_.wait(lock, [&] { return ready_.has_value() || failure_; });
+  requested_ = false;
+  if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+  const Batch host = std::move(*ready_);
+  ready_.reset();
+  lock.unlock();
+  return moved_to(host, device_, /*non_blocking=*/device_.is_cuda());
+}
+
+void BatchPrefetcher::work() {
+  // As LibTorch's own threads do: this thread's ops use the intra-op thread count set for the process.
+  at::init_num_threads();
+  // Pinned memory belongs to the current device's context.
+  c10::OptionalDeviceGuard device_guard;
+  if (device_.is_cuda()) device_guard.reset_device(device_);
+  std::unique_lock lock(mutex_);
+  while (true) {
+    changed_.wait(lock, [&] { return stopping_ || pending_.has_value(); });
+    if (stopping_) return;
+    const std::vector<std::uint32_t> indices = std::move(*pending_);
+    pending_.reset();
+    lock.unlock();
+    std::optional<Batch> batch;
+    std::exception_ptr failure;
+    try {
+      batch = data_.gather_on_host(indices, device_.is_cuda());
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    lock.lock();
+    ready_ = std::move(batch);
+    failure_ = failure;
+    changed_.notify_all();
+  }
 }
 
 }  // namespace solver::train::detail

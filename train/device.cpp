@@ -1,6 +1,11 @@
+// Device names, CUDA checks, thread counts and the autocast guard. Autocast's C++ API changed
+// in PyTorch 2.4 (one function per setting taking the device type, replacing the per-device
+// functions), so the guard goes through helpers that pick the API by version.
 #include "train/detail/device.h"
 
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <charconv>
@@ -9,6 +14,34 @@
 #include <thread>
 
 namespace solver::train::detail {
+namespace {
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType type) { return at::autocast::is_autocast_enabled(type); }
+c10::ScalarType autocast_dtype(c10::DeviceType type) { return at::autocast::get_autocast_dtype(type); }
+void set_autocast(c10::DeviceType type, bool enabled, c10::ScalarType dtype) {
+  at::autocast::set_autocast_enabled(type, enabled);
+  at::autocast::set_autocast_dtype(type, dtype);
+}
+#else
+bool autocast_enabled(c10::DeviceType type) {
+  return type == c10::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+c10::ScalarType autocast_dtype(c10::DeviceType type) {
+  return type == c10::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void set_autocast(c10::DeviceType type, bool enabled, c10::ScalarType dtype) {
+  if (type == c10::kCUDA) {
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+}
+#endif
+
+}  // namespace
 
 c10::Device parse_device(const std::string& text) {
   if (text == "cpu") return c10::Device(c10::kCPU);
@@ -37,6 +70,20 @@ void require_usable_cuda(c10::Device device) {
 }
 
 int torch_cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
+
+AutocastGuard::AutocastGuard(c10::Device device, bool enabled) : device_type_(device.type()), enabled_(enabled) {
+  if (!enabled_) return;
+  previous_enabled_ = autocast_enabled(device_type_);
+  previous_dtype_ = autocast_dtype(device_type_);
+  set_autocast(device_type_, true, c10::ScalarType::BFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!enabled_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(device_type_, previous_enabled_, previous_dtype_);
+}
 
 int resolved_threads(int requested) {
   if (requested < 0) throw Error(ErrorKind::Config, "threads: expected 0 (automatic) or a positive count, got " + std::to_string(requested));

@@ -3,6 +3,8 @@
 // trainer.h): everything a step computes is a function of the state before it and of
 // (step, indices, lr); the step re-seeds torch from the step number, the batch comes from the
 // indices, and nothing else (wall clock, thread timing, call history) may reach the numbers.
+// Prefetching changes when a batch is gathered, not what it holds; bf16 autocast is part of the
+// task, so solver and verifier run the same numerics.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "train/trainer.h"
 
@@ -55,6 +57,9 @@ constexpr double kClipEpsilon = 1e-6;
 
 // Process-wide switches: deterministic kernels (an op without one throws), no cuDNN autotuning
 // (it picks kernels by timing), and a fixed intra-op thread count (CPU reductions split by it).
+// TF32 is off for cuBLAS and cuDNN alike (LibTorch's defaults differ, and other code may flip
+// them): "fp32" tasks compute in fp32 everywhere; the fast reduced precision is the task's
+// explicit bf16.
 void configure_determinism(int threads) {
   // cuBLAS is deterministic only with a fixed workspace; LibTorch refuses its matmuls otherwise.
   // It must be set before the first cuBLAS handle is made, so before the model reaches the GPU.
@@ -62,6 +67,8 @@ void configure_determinism(int threads) {
   at::globalContext().setDeterministicAlgorithms(true, false);
   at::globalContext().setDeterministicCuDNN(true);
   at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
   at::set_num_threads(threads);
 }
 
@@ -112,6 +119,14 @@ checkpoint::Tensor checkpoint_tensor(const NamedTensor& named) {
   checkpoint::Tensor tensor{named.name, *dtype, host.sizes().vec(), std::vector<std::byte>(host.nbytes())};
   if (!tensor.data.empty()) std::memcpy(tensor.data.data(), host.data_ptr(), tensor.data.size());
   return tensor;
+}
+
+// bf16 and fp16 values widened to fp32, which holds each of them exactly, so that a trace
+// under autocast compares with the referee's fp32 distances; other tensors as they are.
+NamedTensor widened(const NamedTensor& named) {
+  const at::ScalarType type = named.tensor.scalar_type();
+  if (type != at::kBFloat16 && type != at::kHalf) return named;
+  return {named.name, named.tensor.to(at::kFloat)};
 }
 
 // Checks a checkpoint tensor against the tensor it is to replace; throws Error(Input) naming it.
@@ -166,8 +181,10 @@ struct Trainer::Impl {
   std::vector<NamedTensor> buffers;
   std::unique_ptr<detail::Optimizer> optimizer;
   std::int64_t total_steps = 0;
+  bool bf16_autocast = false;  // training.precision "bf16"
 
-  Impl(const Task& task_, c10::Device device_, int threads_) : task(task_), device(device_), threads(threads_) {
+  Impl(const Task& task_, c10::Device device_, int threads_)
+      : task(task_), device(device_), threads(threads_), bf16_autocast(task.training.precision == "bf16") {
     if (device.is_cuda()) require_usable_cuda(device);
     configure_determinism(threads);
 
@@ -194,8 +211,8 @@ struct Trainer::Impl {
     if (trainable.empty()) throw Error(ErrorKind::Input, "model: no parameter requires a gradient, so there is nothing to train");
     optimizer = detail::make_optimizer(task.training.optimizer, trainable);
     total_steps = solver::total_steps(task, train_data.size());
-    log_debug("train", "task={} model={} parameters={} device={} threads={} steps={}", task.id, task.model.kind,
-              parameters.size(), device.str(), threads, total_steps);
+    log_debug("train", "task={} model={} parameters={} device={} threads={} precision={} steps={}", task.id,
+              task.model.kind, parameters.size(), device.str(), threads, task.training.precision, total_steps);
   }
 
   void check_images() const {
@@ -215,18 +232,25 @@ struct Trainer::Impl {
     return std::max<std::int64_t>(1, kEvaluationTokens / task.model.gpt.context);
   }
 
-  // One training step, the same for train() and replay(). Returns the batch's mean loss
-  // before the update. Throws Error(Input) on a non-finite loss or gradient, before updating.
-  float run_step(std::int64_t step, std::span<const std::uint32_t> indices, double lr) {
+  detail::AutocastGuard autocast() const { return detail::AutocastGuard(device, bf16_autocast); }
+
+  // One training step, the same for train() and replay(). Its batch was requested from
+  // `batches`; `next_indices` (empty: none) are requested once it is taken, so the next batch is
+  // gathered while this step computes. Returns the batch's mean loss before the update. Throws
+  // Error(Input) on a non-finite loss or gradient, before updating.
+  float run_step(std::int64_t step, detail::BatchPrefetcher& batches, std::span<const std::uint32_t> next_indices,
+                 double lr) {
     return translating_torch_errors(device, "training step " + std::to_string(step), [&] {
       at::manual_seed(derive_seed(task.seed, kStreamStep, static_cast<std::uint64_t>(step)));
-      const detail::Batch batch = train_data.gather(indices, device);
-      const at::Tensor logits = model->forward(batch.inputs);
-      const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+      const detail::Batch batch = batches.take();
+      if (!next_indices.empty()) batches.request(next_indices);
+      const at::Tensor loss = forward_loss(batch);
       loss.backward();
       const at::Tensor gradient_norm = clip_gradients();
-      const float loss_value = loss.item<float>();
-      const double gradient_norm_value = gradient_norm.item<double>();
+      // One device-to-host transfer for both figures; float -> double -> float keeps the loss's bits.
+      const at::Tensor figures = at::stack({loss.detach().to(at::kDouble), gradient_norm.to(at::kDouble)}).cpu();
+      const float loss_value = static_cast<float>(figures.data_ptr<double>()[0]);
+      const double gradient_norm_value = figures.data_ptr<double>()[1];
       if (!std::isfinite(loss_value) || !std::isfinite(gradient_norm_value))
         throw Error(ErrorKind::Input, fmt::format("non-finite loss/gradient at step {} (loss {}, gradient norm {}); "
                                                   "lower training.optimizer.lr or set training.grad_clip_norm",
@@ -235,6 +259,15 @@ struct Trainer::Impl {
       clear_gradients();
       return loss_value;
     });
+  }
+
+  // The mean cross-entropy of the model on a batch, under autocast as Python's
+  // `with torch.autocast(...): loss = F.cross_entropy(model(x), y)`; backward runs outside it.
+  at::Tensor forward_loss(const detail::Batch& batch, std::vector<NamedTensor>* traced_outputs = nullptr) {
+    const detail::AutocastGuard autocast_on = autocast();
+    const at::Tensor logits =
+        traced_outputs ? model->forward_traced(batch.inputs, *traced_outputs) : model->forward(batch.inputs);
+    return at::cross_entropy_loss(logits, batch.labels);
   }
 
   // The total L2 norm of the gradients, computed as torch.nn.utils.clip_grad_norm_ does (the
@@ -372,11 +405,23 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
   std::int64_t last_checkpoint = from_step;
   if (from_step == 0 && hooks.on_checkpoint) hooks.on_checkpoint(0, state(0));
 
+  // Copies: a span from DataOrder lives only until its next call.
+  const auto indices_of = [&](std::int64_t step) {
+    const std::span<const std::uint32_t> batch = order.batch(step);
+    return std::vector<std::uint32_t>(batch.begin(), batch.end());
+  };
+  detail::BatchPrefetcher batches(impl.train_data, impl.device);
+  std::vector<std::uint32_t> indices;
+  if (from_step < total) {
+    indices = indices_of(from_step + 1);
+    batches.request(indices);
+  }
   for (std::int64_t step = from_step + 1; step <= total; ++step) {
-    const std::span<const std::uint32_t> indices = order.batch(step);
+    std::vector<std::uint32_t> next_indices = step < total ? indices_of(step + 1) : std::vector<std::uint32_t>();
     const double lr = learning_rate_at(task.training, step, total);
-    const float loss = impl.run_step(step, indices, lr);
-    if (hooks.on_step) hooks.on_step(StepRecord{step, {indices.begin(), indices.end()}, loss, lr});
+    const float loss = impl.run_step(step, batches, next_indices, lr);
+    if (hooks.on_step) hooks.on_step(StepRecord{step, std::move(indices), loss, lr});
+    indices = std::move(next_indices);
     const bool checkpoint_due = (task.checkpoint_every > 0 && step % task.checkpoint_every == 0) || step == total;
     if (checkpoint_due) {
       if (hooks.on_checkpoint) hooks.on_checkpoint(step, state(step));
@@ -400,11 +445,16 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
 
 std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
   Impl& impl = *impl_;
+  // All records first: a batch is gathered a step ahead, and only checked indices may be.
+  for (const StepRecord& record : steps) impl.check_record(record, "replaying step " + std::to_string(record.step));
   std::vector<float> losses;
   losses.reserve(steps.size());
-  for (const StepRecord& record : steps) {
-    impl.check_record(record, "replaying step " + std::to_string(record.step));
-    losses.push_back(impl.run_step(record.step, record.indices, record.lr));
+  detail::BatchPrefetcher batches(impl.train_data, impl.device);
+  if (!steps.empty()) batches.request(steps.front().indices);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const std::span<const std::uint32_t> next_indices =
+        i + 1 < steps.size() ? std::span<const std::uint32_t>(steps[i + 1].indices) : std::span<const std::uint32_t>();
+    losses.push_back(impl.run_step(steps[i].step, batches, next_indices, steps[i].lr));
   }
   return losses;
 }
@@ -423,12 +473,11 @@ std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
     at::manual_seed(derive_seed(impl.task.seed, kStreamStep, static_cast<std::uint64_t>(record.step)));
     const detail::Batch batch = impl.train_data.gather(record.indices, impl.device);
     std::vector<NamedTensor> outputs;
-    const at::Tensor logits = impl.model->forward_traced(batch.inputs, outputs);
-    const at::Tensor loss = at::cross_entropy_loss(logits, batch.labels);
+    const at::Tensor loss = impl.forward_loss(batch, &outputs);
     loss.backward();
     std::vector<LayerTrace> trace;
-    for (const NamedTensor& output : outputs) trace.push_back({"output", checkpoint_tensor(output)});
-    trace.push_back({"loss", checkpoint_tensor({"loss", loss})});
+    for (const NamedTensor& output : outputs) trace.push_back({"output", checkpoint_tensor(widened(output))});
+    trace.push_back({"loss", checkpoint_tensor(widened({"loss", loss}))});
     for (const NamedTensor& parameter : impl.trainable)
       if (parameter.tensor.grad().defined())
         trace.push_back({"gradient", checkpoint_tensor({parameter.name, parameter.tensor.grad()})});
@@ -440,6 +489,7 @@ double Trainer::evaluate() {
   Impl& impl = *impl_;
   return translating_torch_errors(impl.device, "evaluating on the test set", [&] {
     at::NoGradGuard no_grad;
+    const detail::AutocastGuard autocast_on = impl.autocast();
     impl.model->set_training(false);
     std::int64_t correct = 0, labels = 0;
     const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
@@ -458,6 +508,7 @@ double Trainer::evaluate_loss() {
   Impl& impl = *impl_;
   return translating_torch_errors(impl.device, "evaluating the test loss", [&] {
     at::NoGradGuard no_grad;
+    const detail::AutocastGuard autocast_on = impl.autocast();
     impl.model->set_training(false);
     double loss_sum = 0.0;
     std::int64_t labels = 0;

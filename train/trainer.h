@@ -7,6 +7,8 @@
 // generators with derive_seed(seed, kStreamStep, s) before its forward pass; deterministic
 // algorithms are on and the thread count is fixed. So the state after step s depends only
 // on the state after step s-1 and the records of step s, and any segment can be replayed.
+// With training.precision "bf16" the forward pass and loss run under bf16 autocast (in
+// training, replay, tracing and evaluation alike); the weights and optimizer state stay fp32.
 #pragma once
 
 #include <cstdint>
@@ -88,13 +90,15 @@ class Trainer {
 
   // Runs the given steps from the current state with their recorded indices and learning
   // rates; returns each step's loss. The state afterwards is what state() returns. Throws
-  // Error(Input) for a record whose batch size or sample indices do not fit the task.
+  // Error(Input), before running any step, for a record whose batch size or sample indices do
+  // not fit the task.
   std::vector<float> replay(std::span<const StepRecord> steps);
 
   // Runs the forward and backward pass of one recorded step on the current state without
   // updating it, and returns, in the order they were computed, each top-level module's
   // output, the loss, then each trainable parameter's gradient before clipping. A model
-  // without named modules (TorchScript) traces as one module, "forward". Throws like replay().
+  // without named modules (TorchScript) traces as one module, "forward". bf16 values (under
+  // autocast) come widened to fp32, which is exact. Throws like replay().
   std::vector<LayerTrace> trace_step(const StepRecord& record);
 
   // Accuracy of the current model on the held-out test set, in [0, 1]: the share of images

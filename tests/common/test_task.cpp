@@ -82,6 +82,26 @@ TEST_CASE("The normalised JSON parses back to a task with the same hash", "[comm
   CHECK(solver::task_sha256(other) != solver::task_sha256(task));
 }
 
+TEST_CASE("training.precision defaults to fp32, which leaves the hash of a task without the field unchanged, and bf16 is hashed", "[common]") {
+  const json without_field = example_task_json();
+  const solver::Task task = solver::parse_task(without_field, "/tmp");
+  CHECK(task.training.precision == "fp32");
+  CHECK_FALSE(solver::task_to_json(task)["training"].contains("precision"));
+
+  json explicit_fp32 = without_field;
+  explicit_fp32["training"]["precision"] = "fp32";
+  CHECK(solver::task_sha256(solver::parse_task(explicit_fp32, "/tmp")) == solver::task_sha256(task));
+
+  json bf16 = without_field;
+  bf16["training"]["precision"] = "bf16";
+  const solver::Task mixed = solver::parse_task(bf16, "/tmp");
+  CHECK(mixed.training.precision == "bf16");
+  CHECK(solver::task_sha256(mixed) != solver::task_sha256(task));
+  const solver::Task again = solver::parse_task(solver::task_to_json(mixed), "/elsewhere");
+  CHECK(again.training.precision == "bf16");
+  CHECK(solver::task_sha256(again) == solver::task_sha256(mixed));
+}
+
 TEST_CASE("A task file that is not JSON is an Input error naming the file", "[common]") {
   solver::test::ScratchDir scratch("task-malformed");
   const std::filesystem::path path = scratch / "task.json";
@@ -121,6 +141,10 @@ TEST_CASE("Bad task fields are Input errors naming the field", "[common]") {
   SECTION("sha256 that is not hex") {
     task["dataset"]["train_images"]["sha256"] = "B0564C3E";
     require_rejected(task, "task.dataset.train_images.sha256", "64 lowercase hex digits");
+  }
+  SECTION("unknown precision") {
+    task["training"]["precision"] = "fp16";
+    require_rejected(task, "task.training.precision", "unknown precision \"fp16\" (expected fp32 or bf16)");
   }
   SECTION("seed of the wrong type") {
     task["seed"] = "20261125";

@@ -1,13 +1,14 @@
 // Trainer tests [torch]: the reproducibility contract (same task = same bits; a segment
 // replayed from its start checkpoint ends on the recorded end checkpoint, bit for bit; resuming
 // equals not stopping), state round trips and their validation, budgets, data files, devices,
-// TorchScript models, the gpt on token files, and our optimizers against PyTorch's torch.optim
-// (tests/python/reference_step.py).
+// TorchScript models, the gpt on token files, bf16 autocast, batches prefetched a step ahead,
+// and our optimizers against PyTorch's torch.optim (tests/python/reference_step.py).
 // Tasks are tiny (tens of steps on the real Fashion-MNIST) so the suite runs in seconds.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -193,6 +194,117 @@ TEST_CASE("Replaying a segment from its start checkpoint reproduces the end chec
   require_bitwise_equal(verifier.state(20), run.checkpoints.at(20));
   REQUIRE(losses.size() == 10);
   for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[10 + i].loss);
+}
+
+TEST_CASE("With prefetching, replaying a whole run from step 0 gives its losses and weights bitwise", "[torch]") {
+  const json task = tiny_task_json();
+  train::Trainer trainer(parsed(task), kTwoThreadsOnCpu);
+  const RecordedRun run = train_recording(trainer);
+  REQUIRE(run.records.size() == 20);
+
+  train::Trainer verifier(parsed(task), kTwoThreadsOnCpu);
+  const std::vector<float> losses = verifier.replay(run.records);
+  REQUIRE(losses.size() == run.records.size());
+  for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[i].loss);
+  require_bitwise_equal(verifier.state(20), run.checkpoints.at(20));
+}
+
+TEST_CASE("train() stopped early drops its prefetched batch, and continuing ends bitwise where an uninterrupted run ends", "[torch]") {
+  const json task = tiny_task_json();
+  train::Trainer uninterrupted(parsed(task), kTwoThreadsOnCpu);
+  const RecordedRun full = train_recording(uninterrupted);
+
+  train::Trainer stopped(parsed(task), kTwoThreadsOnCpu);
+  RecordedRun run;
+  train::TrainHooks hooks;
+  hooks.on_step = [&](StepRecord&& record) { run.records.push_back(std::move(record)); };
+  hooks.on_checkpoint = [&](std::int64_t step, checkpoint::Checkpoint&& state) { run.checkpoints.emplace(step, std::move(state)); };
+  hooks.should_stop = [&] { return run.records.size() == 7; };
+  REQUIRE(stopped.train(0, hooks) == 7);
+  hooks.should_stop = nullptr;
+  REQUIRE(stopped.train(7, hooks) == 20);
+  REQUIRE(run.records.size() == 20);
+  for (std::size_t i = 0; i < run.records.size(); ++i) {
+    CHECK(run.records[i].indices == full.records[i].indices);
+    CHECK(run.records[i].loss == full.records[i].loss);
+  }
+  require_bitwise_equal(run.checkpoints.at(20), full.checkpoints.at(20));
+}
+
+TEST_CASE("replay checks every record before running any step", "[torch]") {
+  const json task = tiny_task_json();
+  train::Trainer trainer(parsed(task), kTwoThreadsOnCpu);
+  const checkpoint::Checkpoint initial = trainer.state(0);
+  std::vector<StepRecord> records{{1, std::vector<std::uint32_t>(32, 1), 0.0f, 0.001},
+                                  {2, std::vector<std::uint32_t>(32, 2), 0.0f, 0.001}};
+  records[1].indices[31] = 60000;
+  require_error([&] { trainer.replay(records); }, ErrorKind::Input, {"replaying step 2: sample index 60000 is out of range"});
+  require_bitwise_equal(trainer.state(0), initial);
+}
+
+TEST_CASE("bf16 autocast trains and replays bitwise, keeps fp32 weights, and ends near but not on the fp32 run", "[torch]") {
+  json task = tiny_task_json();
+  task["training"]["steps"] = 6;
+  task["proof"]["checkpoint_every"] = 3;
+  std::string label;
+  SECTION("mlp") { label = "mlp"; }
+  SECTION("cnn") {
+    label = "cnn";
+    task["model"] = {{"kind", "cnn"}, {"channels", {4, 8}}};
+  }
+  json mixed_task = task;
+  mixed_task["training"]["precision"] = "bf16";
+
+  train::Trainer mixed(parsed(mixed_task), kTwoThreadsOnCpu);
+  const RecordedRun run = train_recording(mixed);
+  REQUIRE(run.checkpoints.size() == 3);
+  for (const checkpoint::Tensor& tensor : run.checkpoints.at(6).tensors) {
+    INFO("tensor " << tensor.name);
+    CHECK(tensor.dtype == checkpoint::DType::F32);
+  }
+  train::Trainer verifier(parsed(mixed_task), kTwoThreadsOnCpu);
+  verifier.load_state(run.checkpoints.at(3));
+  const std::vector<float> losses = verifier.replay(std::span(run.records).subspan(3, 3));
+  require_bitwise_equal(verifier.state(6), run.checkpoints.at(6));
+  for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[3 + i].loss);
+
+  train::Trainer fp32(parsed(task), kTwoThreadsOnCpu);
+  const RecordedRun reference = train_recording(fp32);
+  require_bitwise_equal(run.checkpoints.at(0), reference.checkpoints.at(0));  // precision does not touch the initialisation
+  // Same weights and batch at step 1, so the losses differ only by bf16 rounding (~3 significant digits).
+  CHECK(run.records[0].loss != reference.records[0].loss);
+  CHECK(std::abs(run.records[0].loss - reference.records[0].loss) < 0.01f * reference.records[0].loss);
+  double difference = 0.0, update = 0.0;
+  for (const checkpoint::Tensor& tensor : reference.checkpoints.at(6).tensors) {
+    if (!tensor.name.starts_with("param.")) continue;
+    const std::vector<float> ours = floats_of(tensor_named(run.checkpoints.at(6), tensor.name));
+    const std::vector<float> theirs = floats_of(tensor);
+    const std::vector<float> initial = floats_of(tensor_named(reference.checkpoints.at(0), tensor.name));
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      difference += std::pow(static_cast<double>(ours[i]) - theirs[i], 2);
+      update += std::pow(static_cast<double>(theirs[i]) - initial[i], 2);
+    }
+  }
+  std::printf("%s, 6 steps: |bf16 - fp32| / |fp32 update| = %.3g\n", label.c_str(), std::sqrt(difference / update));
+  CHECK(difference > 0.0);
+  // bf16 rounding perturbs the steps a little: the drift it causes stays well below the update.
+  CHECK(std::sqrt(difference / update) < 0.5);
+
+  const double accuracy = mixed.evaluate();
+  CHECK(accuracy > 0.1);
+  CHECK(accuracy <= 1.0);
+  CHECK(std::abs(mixed.evaluate_loss() - fp32.evaluate_loss()) < 0.1);
+  // Outputs computed in bf16 come widened to fp32: their low 16 bits are zero.
+  int bf16_outputs = 0;
+  for (const train::LayerTrace& entry : verifier.trace_step(run.records[0])) {
+    REQUIRE(entry.value.dtype == checkpoint::DType::F32);
+    const std::vector<float> values = floats_of(entry.value);
+    const bool in_bf16 = std::all_of(values.begin(), values.end(), [](float value) {
+      return (std::bit_cast<std::uint32_t>(value) & 0xffffu) == 0;
+    });
+    if (entry.kind == "output" && in_bf16) ++bf16_outputs;
+  }
+  CHECK(bf16_outputs > 0);
 }
 
 TEST_CASE("load_state restores exactly what state() saved", "[torch]") {
@@ -428,6 +540,17 @@ TEST_CASE("A TorchScript model loads, trains and replays bitwise, dropout includ
   const std::vector<float> losses = verifier.replay(std::span(run.records).subspan(4, 4));
   require_bitwise_equal(verifier.state(8), run.checkpoints.at(8));
   for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[4 + i].loss);
+
+  // Autocast reaches the ops the TorchScript interpreter runs: bf16 ends elsewhere, and replays bitwise.
+  json mixed_task = task;
+  mixed_task["training"]["precision"] = "bf16";
+  train::Trainer mixed(parsed(mixed_task), kTwoThreadsOnCpu);
+  const RecordedRun mixed_run = train_recording(mixed);
+  CHECK(tensor_named(mixed_run.checkpoints.at(8), "param.hidden.weight").data != tensor_named(run.checkpoints.at(8), "param.hidden.weight").data);
+  train::Trainer mixed_verifier(parsed(mixed_task), kTwoThreadsOnCpu);
+  mixed_verifier.load_state(mixed_run.checkpoints.at(4));
+  mixed_verifier.replay(std::span(mixed_run.records).subspan(4, 4));
+  require_bitwise_equal(mixed_verifier.state(8), mixed_run.checkpoints.at(8));
 
   SECTION("a file that is not TorchScript is rejected") {
     test::write_text(scratch / "not-a-model.pt", "hello");

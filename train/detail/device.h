@@ -3,6 +3,7 @@
 #pragma once
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include <string>
@@ -25,6 +26,26 @@ int torch_cuda_device_count();
 // The intra-op thread count for a request: 0 = min(hardware threads, 4). Throws Error(Config)
 // for a negative request.
 int resolved_threads(int requested);
+
+// While alive, bf16 autocast on the device's type, as Python's
+// `with torch.autocast(device_type, dtype=torch.bfloat16):` does: ops on autocast's lists run in
+// bf16 or fp32, and casts of the weights are cached. On destruction the previous state returns
+// and, when no other guard is open, the cast cache is cleared (the weights it holds copies of
+// change at the optimizer step). A guard made with `enabled` false changes nothing. Autocast state
+// is per thread.
+class AutocastGuard {
+ public:
+  AutocastGuard(c10::Device device, bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  c10::DeviceType device_type_;
+  bool enabled_;
+  bool previous_enabled_ = false;
+  c10::ScalarType previous_dtype_ = c10::ScalarType::BFloat16;
+};
 
 // libtorch reports failures as c10::Error; callers get solver::Error. On a GPU a failure may
 // be the device's or the model's and we cannot tell, so it is Error(Cuda) there, Error(Input)
