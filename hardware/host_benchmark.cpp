@@ -25,6 +25,7 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/sha256.h"
+#include "kernels/stream.h"
 
 namespace solver::hardware {
 namespace {
@@ -168,12 +169,15 @@ MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options) 
     }
     sync.arrive_and_wait();
     if (abandoned) return;
+    // The arithmetic is kernels/stream.h's CPU twins, the definition the GPU kernels share.
+    const std::span<double> slice_a(a.get() + begin, end - begin);
+    const std::span<const double> slice_b(b.get() + begin, end - begin), slice_c(c.get() + begin, end - begin);
     for (int repeat = 0; repeat < options.repeats; ++repeat) {
       sync.arrive_and_wait();
-      for (std::size_t i = begin; i < end; ++i) a[i] = b[i];
+      kernels::stream_copy_cpu(slice_a, slice_b);
       sync.arrive_and_wait();
       sync.arrive_and_wait();
-      for (std::size_t i = begin; i < end; ++i) a[i] = b[i] + kScalar * c[i];
+      kernels::stream_triad_cpu(slice_a, slice_b, slice_c, kScalar);
       sync.arrive_and_wait();
     }
   };

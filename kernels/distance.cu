@@ -16,16 +16,7 @@
 #include <string>
 
 #include "common/error.h"
-
-// Every CUDA call goes through here: a failure becomes Error(Cuda) with file, line and call text.
-#define SOLVER_CUDA_CHECK(call)                                                                 \
-  do {                                                                                          \
-    const cudaError_t solver_cuda_status = (call);                                              \
-    if (solver_cuda_status != cudaSuccess)                                                      \
-      throw ::solver::Error(::solver::ErrorKind::Cuda,                                          \
-                            std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call + \
-                                " failed: " + cudaGetErrorString(solver_cuda_status));          \
-  } while (false)
+#include "kernels/detail/cuda_support.cuh"
 
 namespace solver::kernels {
 namespace {
