@@ -42,6 +42,13 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 cmake --build build-gpu
 
+# NCCL (the all-reduce figure of solver bench) is loaded at run time; PyTorch's wheels ship it
+# as the nvidia-nccl package, outside the loader's path for binaries that do not link it.
+if [ -z "${SOLVER_NCCL_LIBRARY:-}" ]; then
+  nccl=$("$python" -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)
+  [ -n "$nccl" ] && [ -f "$nccl" ] && export SOLVER_NCCL_LIBRARY=$nccl
+fi
+
 # The tests that need neither the npm servers nor botocore; the [gpu] ones compare the CUDA
 # kernels with their CPU twins.
 ctest --test-dir build-gpu -L 'unit|torch' -E 'ipfs|unixfs|s3|S3|sigv4|SigV4' --output-on-failure -j "$(nproc)" | tee "$out/tests.log"
