@@ -13,18 +13,31 @@
 #include <vector>
 
 #include "agent/commands.h"
+#include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/version.h"
 #include "hardware/datasheet_peaks.h"
 #include "hardware/host_benchmark.h"
 #include "hardware/nvml.h"
+#include "kernels/all_reduce.h"
+#include "kernels/distance.h"
+#include "kernels/stream.h"
+#include "kernels/stress.h"
 #include "train/benchmark.h"
 
 namespace solver::agent {
 namespace {
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
+
+// The reference transformer's sizes and steps on one kind of device.
+struct GptPlan {
+  GptSpec model;
+  std::int64_t batch_size;
+  std::int64_t warmup_steps;
+  std::int64_t steps;  // timed, in kTrainingPasses passes
+};
 
 // Sizes and repeats. Quick finishes in about 15 s on a 2-core machine (the promise is 30 s),
 // most of it faulting in the memory arrays; full takes about 40 s there.
@@ -42,9 +55,20 @@ struct BenchPlan {
   int gpu_matmul_repeats;
   std::size_t gpu_memory_bytes;
   int gpu_memory_repeats;
+  // On the CPU, the size of configs/tasks/text-gpt.json (a few seconds on 2 cores); on a GPU,
+  // nanoGPT's Shakespeare model (quick) and GPT-2 small (full, by estimate about 9 GB at batch 4 in fp32).
+  GptPlan cpu_gpt;
+  GptPlan gpu_gpt;
+  double gpu_stress_seconds;
+  std::size_t all_reduce_bytes;  // per GPU
+  int all_reduce_repeats;
 };
-constexpr BenchPlan kQuickPlan{1024, 3, 64 * kMiB, 3, 64 * kMiB, 3, 256 * kMiB, 10, 200, 4096, 3, 256 * kMiB, 5};
-constexpr BenchPlan kFullPlan{2048, 5, 256 * kMiB, 5, 256 * kMiB, 3, 1024 * kMiB, 20, 1000, 8192, 5, 1024 * kMiB, 10};
+constexpr BenchPlan kQuickPlan{1024, 3, 64 * kMiB, 3, 64 * kMiB, 3, 256 * kMiB, 10, 200, 4096, 3, 256 * kMiB, 5,
+                               GptPlan{{256, 64, 2, 2, 64}, 4, 1, 5}, GptPlan{{256, 256, 6, 6, 384}, 64, 3, 25}, 2.0, 64 * kMiB, 5};
+constexpr BenchPlan kFullPlan{2048, 5, 256 * kMiB, 5, 256 * kMiB, 3, 1024 * kMiB, 20, 1000, 8192, 5, 1024 * kMiB, 10,
+                              GptPlan{{256, 64, 2, 2, 64}, 8, 2, 20}, GptPlan{{50304, 1024, 12, 12, 768}, 4, 3, 20}, 10.0, 256 * kMiB, 10};
+// Timed passes of each training measurement; the fastest counts.
+constexpr int kTrainingPasses = 5;
 
 // The peaks that apply to the GPU measured as cuda:N. CUDA numbers GPUs in its own order
 // (and CUDA_VISIBLE_DEVICES renumbers them), so NVML's GPU N need not be cuda:N; the
@@ -71,10 +95,40 @@ MeasuredGpuPeaks peaks_for_measured_gpu(const hardware::GpuInventory& inventory)
 
 struct GpuMeasurements {
   train::MatmulResult matmul_fp32;
+  train::MatmulResult matmul_tf32;
+  train::MatmulResult matmul_fp16;
   train::MatmulResult matmul_bf16;
-  train::DeviceMemoryBandwidth memory;
+  kernels::DeviceStreamBandwidth stream;  // device memory, by kernels/stream.h
+  train::DeviceMemoryBandwidth memory;     // pinned host <-> device
+  kernels::StressResult stress;
+  std::optional<kernels::AllReduceBandwidth> all_reduce;  // across every visible GPU
+  std::string all_reduce_skipped_reason;                  // why `all_reduce` is empty
   MeasuredGpuPeaks peaks;
 };
+
+// The CUDA ordinal of "cuda" or "cuda:N", for the kernels (LibTorch has already checked the name).
+int cuda_ordinal(const std::string& device) {
+  const std::size_t colon = device.find(':');
+  return colon == std::string::npos ? 0 : std::stoi(device.substr(colon + 1));
+}
+
+// NCCL's all-reduce across every GPU CUDA sees, when there are two or more; otherwise, or when
+// NCCL cannot run, the reason there is no figure (a missing NCCL is not a failed bench).
+void measure_all_reduce_if_possible(const BenchPlan& plan, GpuMeasurements& gpu) {
+  const int devices = kernels::cuda_device_count();
+  if (devices < 2) {
+    gpu.all_reduce_skipped_reason = fmt::format("{} GPU visible; an all-reduce needs two or more", devices);
+    return;
+  }
+  std::vector<int> ordinals(static_cast<std::size_t>(devices));
+  for (int i = 0; i < devices; ++i) ordinals[static_cast<std::size_t>(i)] = i;
+  try {
+    gpu.all_reduce = kernels::measure_all_reduce(ordinals, plan.all_reduce_bytes, plan.all_reduce_repeats);
+  } catch (const Error& error) {
+    gpu.all_reduce_skipped_reason = error.what();
+    log_warn("bench", "NCCL all-reduce not measured: {}", error.what());
+  }
+}
 
 struct BenchReport {
   bool quick = false;
@@ -83,7 +137,14 @@ struct BenchReport {
   hardware::MemoryBandwidth memory;
   hardware::Sha256Throughput sha256;
   hardware::DiskWrite disk;
-  train::TrainingThroughput training;
+  train::TrainingThroughput training;  // the MLP reference task
+  train::TrainingThroughput gpt;       // the transformer reference task
+  GptSpec gpt_model;                   // its sizes
+  std::string gpt_precision;           // its training.precision
+  // MFU's denominator, FLOP/s: on a GPU the datasheet's bf16 peak (the gpt trains in bf16 there),
+  // on the CPU this run's fp32 matmul; `mfu_peak_source` says which, or why there is none.
+  std::optional<double> mfu_peak_flops;
+  std::string mfu_peak_source;
   hardware::GpuInventory inventory;
   int torch_cuda_devices = 0;
   std::optional<GpuMeasurements> gpu;
@@ -106,8 +167,18 @@ BenchReport measure(const BenchOptions& options) {
     log_debug("agent", "bench: GPU matmul and memory on {}", device);
     GpuMeasurements gpu;
     gpu.matmul_fp32 = train::measure_matmul({device, "fp32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.matmul_tf32 = train::measure_matmul({device, "tf32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.matmul_fp16 = train::measure_matmul({device, "fp16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_bf16 = train::measure_matmul({device, "bf16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.stream = kernels::measure_stream_cuda(cuda_ordinal(device), plan.gpu_memory_bytes, plan.gpu_memory_repeats);
     gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
+    log_debug("agent", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
+    gpu.stress = kernels::run_stress_cuda(cuda_ordinal(device), plan.gpu_stress_seconds);
+    if (gpu.stress.mismatched_values > 0)
+      log_error("bench", "{}: {} of {} stress results were wrong: this GPU computes wrong under load (heat, power, clocks "
+                "or a fault); do not let it take tasks until that is fixed", device, gpu.stress.mismatched_values,
+                gpu.stress.checked_values);
+    measure_all_reduce_if_possible(plan, gpu);
     gpu.peaks = peaks_for_measured_gpu(report.inventory);
     report.gpu = gpu;
   } else {
@@ -126,8 +197,25 @@ BenchReport measure(const BenchOptions& options) {
   log_debug("agent", "bench: disk write in {}", options.disk_dir.string());
   report.disk = hardware::measure_disk_write({options.disk_dir, plan.disk_bytes});
   log_debug("agent", "bench: training throughput on {}", device);
-  report.training = train::measure_training_throughput(parse_embedded_default_task(),
-                                                       {device, 0, plan.training_warmup_steps, plan.training_steps, 5});
+  report.training = train::measure_training_throughput(
+      parse_embedded_default_task(), {device, 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
+  const GptPlan& gpt = device == "cpu" ? plan.cpu_gpt : plan.gpu_gpt;
+  log_debug("agent", "bench: reference gpt on {}", device);
+  report.gpt_model = gpt.model;
+  // On a GPU the transformer trains as GPU tasks should (bf16 autocast); LibTorch's CPU bf16
+  // kernels are slower than its fp32 ones, so the CPU trains in fp32.
+  report.gpt_precision = report.gpu ? "bf16" : "fp32";
+  report.gpt = train::measure_reference_gpt_throughput({gpt.model, gpt.batch_size, options.disk_dir, report.gpt_precision,
+                                                        {device, 0, gpt.warmup_steps, gpt.steps, kTrainingPasses}});
+  if (!report.gpu) {
+    report.mfu_peak_flops = report.cpu_matmul.gflops * 1e9;
+    report.mfu_peak_source = "measured CPU matmul fp32 (no CPU datasheet)";
+  } else if (report.gpu->peaks.datasheet) {
+    report.mfu_peak_flops = report.gpu->peaks.datasheet->bf16_dense_tflops * 1e12;
+    report.mfu_peak_source = "datasheet bf16 dense (tensor cores)";
+  } else {
+    report.mfu_peak_source = "unknown: GPU not in the datasheet table";
+  }
   return report;
 }
 
@@ -151,7 +239,7 @@ struct Row {
   double value = 0.0;
   std::string unit;
   std::optional<double> peak;  // same unit as value
-  bool has_peak = true;        // false: no peak applies (SHA-256, disk, training)
+  bool has_peak = true;        // false: no peak applies (SHA-256, disk, samples/s)
   std::string how;
 };
 
@@ -178,6 +266,34 @@ std::string cache_note(const hardware::HostInfo& host, std::size_t array_bytes) 
 std::string matmul_how(const train::MatmulResult& matmul) {
   const std::string cpu = matmul.blas.empty() ? "" : fmt::format("{} LibTorch threads, BLAS {}, ", matmul.threads, matmul.blas);
   return fmt::format("at::mm {0}x{0} (2n^3 = {1:.3g} FLOP), {2}best of {3}", matmul.n, matmul.flop, cpu, matmul.repeats);
+}
+
+std::string training_how(const train::TrainingThroughput& training) {
+  return fmt::format("{} threads, batch {}, best of {} passes of {} steps", training.threads, training.batch_size, training.passes,
+                     training.steps / training.passes);
+}
+
+// The reference tasks, each a row, and the transformer's model FLOP/s beside MFU's peak, in
+// GFLOP/s on the CPU and TFLOP/s on a GPU.
+std::vector<Row> training_rows(const BenchReport& report) {
+  const train::TrainingThroughput& mlp = report.training;
+  const train::TrainingThroughput& gpt = report.gpt;
+  const bool on_gpu = gpt.device != "cpu";
+  const double flops_unit = on_gpu ? 1e12 : 1e9;
+  std::optional<double> peak;
+  if (report.mfu_peak_flops) peak = *report.mfu_peak_flops / flops_unit;
+  return {
+      {"training mlp", mlp.samples_per_second, "samples/s", std::nullopt, false, mlp.task_id + ", " + training_how(mlp)},
+      {"training gpt", gpt.samples_per_second, "samples/s", std::nullopt, false,
+       fmt::format("{}: {} layers, {} heads, embed {}, context {}, vocab {}; generated tokens, AdamW, {}; {}", gpt.task_id,
+                   report.gpt_model.layers, report.gpt_model.heads, report.gpt_model.embed, report.gpt_model.context,
+                   report.gpt_model.vocab_size, report.gpt_precision, training_how(gpt))},
+      {"training gpt tokens", gpt.tokens_per_second, "tokens/s", std::nullopt, false,
+       fmt::format("samples/s x context {}", gpt.tokens_per_sample)},
+      {"gpt model FLOP/s (MFU)", gpt.model_flops_per_second / flops_unit, on_gpu ? "TFLOP/s" : "GFLOP/s", peak, true,
+       fmt::format("tokens/s x 6N + 12LHQT = {:.3g} FLOP/token (nanoGPT's estimate, N = {:.3g}); of peak = MFU, peak: {}",
+                   gpt.flop_per_token, static_cast<double>(gpt.non_embedding_parameters), report.mfu_peak_source)},
+  };
 }
 
 std::string optional_text(const auto& value, const char* suffix = "") {
@@ -208,9 +324,10 @@ void print_gpu_inventory(const hardware::GpuInventory& inventory) {
                 optional_text(gpu.pcie_max_generation).c_str(), optional_text(gpu.pcie_max_width).c_str(), power.c_str(),
                 optional_text(gpu.temperature_c, " C").c_str(), throttle.c_str());
     if (const auto peaks = hardware::datasheet_peaks(gpu.name))
-      std::printf("    datasheet (%s): fp32 %s TFLOP/s, bf16 dense %s TFLOP/s, memory %s TB/s\n", std::string(peaks->model).c_str(),
-                  format_value(peaks->fp32_tflops).c_str(), format_value(peaks->bf16_dense_tflops).c_str(),
-                  format_value(peaks->memory_tb_per_s).c_str());
+      std::printf("    datasheet (%s): fp32 %s, tf32 dense %s, fp16 dense %s, bf16 dense %s TFLOP/s; memory %s TB/s\n",
+                  std::string(peaks->model).c_str(), format_value(peaks->fp32_tflops).c_str(),
+                  format_value(peaks->tf32_dense_tflops).c_str(), format_value(peaks->fp16_dense_tflops).c_str(),
+                  format_value(peaks->bf16_dense_tflops).c_str(), format_value(peaks->memory_tb_per_s).c_str());
     else
       std::printf("    datasheet: not in solver's table (peaks unknown)\n");
   }
@@ -224,7 +341,6 @@ void print_table(const BenchReport& report) {
               host.memory_total_bytes / double(1 << 30),
               host.last_level_cache_bytes > 0 ? format_mib(host.last_level_cache_bytes).c_str() : "unknown");
 
-  const train::TrainingThroughput& training = report.training;
   std::vector<Row> rows{
       {"matmul fp32 (CPU)", report.cpu_matmul.gflops, "GFLOP/s", std::nullopt, true, matmul_how(report.cpu_matmul)},
       {"memory copy", report.memory.copy_gb_per_s, "GB/s", std::nullopt, true,
@@ -236,12 +352,12 @@ void print_table(const BenchReport& report) {
        fmt::format("{} in memory, 1 thread, best of {}", format_mib(report.sha256.buffer_bytes), report.sha256.repeats)},
       {"disk write + fsync", report.disk.gb_per_s, "GB/s", std::nullopt, false,
        fmt::format("{} to a temp file in {}, one pass", format_mib(report.disk.bytes), report.disk.dir.string())},
-      {"training", training.samples_per_second, "samples/s", std::nullopt, false,
-       fmt::format("{} on {}, {} threads, batch {}, best of {} passes of {} steps", training.task_id, training.device,
-                   training.threads, training.batch_size, training.passes, training.steps / training.passes)},
   };
   std::printf("CPU and host (CPU peaks unknown: solver has no table of CPU datasheets)\n");
   print_rows(rows);
+
+  std::printf("\nTraining the reference tasks on %s\n", report.training.device.c_str());
+  print_rows(training_rows(report));
 
   print_gpu_inventory(report.inventory);
   if (!report.gpu) {
@@ -250,21 +366,41 @@ void print_table(const BenchReport& report) {
   }
   const GpuMeasurements& gpu = *report.gpu;
   const auto& datasheet = gpu.peaks.datasheet;
-  std::optional<double> fp32_peak, bf16_peak, memory_peak;
+  std::optional<double> fp32_peak, tf32_peak, fp16_peak, bf16_peak, memory_peak;
   if (datasheet) {
     fp32_peak = datasheet->fp32_tflops;
+    tf32_peak = datasheet->tf32_dense_tflops;
+    fp16_peak = datasheet->fp16_dense_tflops;
     bf16_peak = datasheet->bf16_dense_tflops;
     memory_peak = datasheet->memory_tb_per_s * 1e3;
   }
   std::printf("\nGPU measurements on %s%s\n", gpu.matmul_fp32.device.c_str(),
               datasheet ? fmt::format(" (peaks: {} datasheet)", datasheet->model).c_str() : " (datasheet peaks unknown)");
   print_rows({
-      {"matmul fp32", gpu.matmul_fp32.gflops / 1e3, "TFLOP/s", fp32_peak, true, matmul_how(gpu.matmul_fp32)},
+      {"matmul fp32", gpu.matmul_fp32.gflops / 1e3, "TFLOP/s", fp32_peak, true, matmul_how(gpu.matmul_fp32) + ", TF32 off"},
+      {"matmul tf32", gpu.matmul_tf32.gflops / 1e3, "TFLOP/s", tf32_peak, true, matmul_how(gpu.matmul_tf32) + ", fp32 data, TF32 on"},
+      {"matmul fp16", gpu.matmul_fp16.gflops / 1e3, "TFLOP/s", fp16_peak, true, matmul_how(gpu.matmul_fp16)},
       {"matmul bf16", gpu.matmul_bf16.gflops / 1e3, "TFLOP/s", bf16_peak, true, matmul_how(gpu.matmul_bf16)},
-      {"device memory copy", gpu.memory.device_copy_gb_per_s, "GB/s", memory_peak, true, fmt::format("{} device to device, read + write counted, best", format_mib(gpu.memory.bytes))},
+      {"device memory copy", gpu.stream.copy_gb_per_s, "GB/s", memory_peak, true,
+       fmt::format("STREAM kernel a[i] = b[i], 3 x {}, best of {}", format_mib(gpu.stream.array_bytes), gpu.stream.repeats)},
+      {"device memory triad", gpu.stream.triad_gb_per_s, "GB/s", memory_peak, true, "STREAM kernel a[i] = b[i] + s * c[i], as above"},
+      {"FMA stress", gpu.stress.tflops, "TFLOP/s", fp32_peak, true,
+       fmt::format("{:.1f} s of dependent fp32 FMAs; {} of {} results wrong{}", gpu.stress.seconds, gpu.stress.mismatched_values,
+                   gpu.stress.checked_values, gpu.stress.mismatched_values > 0 ? ": FAULTY GPU" : "")},
       {"host to device", gpu.memory.host_to_device_gb_per_s, "GB/s", gpu.peaks.pcie_gb_per_s, true,
        "pinned host memory, median; peak: the PCIe link's rate"},
       {"device to host", gpu.memory.device_to_host_gb_per_s, "GB/s", gpu.peaks.pcie_gb_per_s, true, "pinned host memory, median"},
+  });
+  if (!gpu.all_reduce) {
+    std::printf("  NCCL all-reduce: skipped: %s\n", gpu.all_reduce_skipped_reason.c_str());
+    return;
+  }
+  const kernels::AllReduceBandwidth& all_reduce = *gpu.all_reduce;
+  const std::string how = fmt::format("{} GPUs, {} fp32 sum per GPU, NCCL {}, best; ", all_reduce.ranks, format_mib(all_reduce.bytes),
+                                      all_reduce.nccl_version);
+  print_rows({
+      {"all-reduce algbw", all_reduce.algbw_gb_per_s, "GB/s", std::nullopt, false, how + "bytes / time"},
+      {"all-reduce busbw", all_reduce.busbw_gb_per_s, "GB/s", std::nullopt, false, how + "algbw x 2(n-1)/n, as nccl-tests"},
   });
 }
 
@@ -284,6 +420,8 @@ Json gpu_json(const hardware::GpuInfo& gpu) {
   if (const auto peaks = hardware::datasheet_peaks(gpu.name))
     datasheet = Json{{"model", peaks->model},
                      {"fp32_tflops", peaks->fp32_tflops},
+                     {"tf32_dense_tflops", peaks->tf32_dense_tflops},
+                     {"fp16_dense_tflops", peaks->fp16_dense_tflops},
                      {"bf16_dense_tflops", peaks->bf16_dense_tflops},
                      {"memory_tb_per_s", peaks->memory_tb_per_s}};
   return Json{{"index", gpu.index},
@@ -299,6 +437,48 @@ Json gpu_json(const hardware::GpuInfo& gpu) {
               {"temperature_c", optional_json(gpu.temperature_c)},
               {"throttle_reasons", throttle},
               {"datasheet", datasheet}};
+}
+
+Json gpt_json(const BenchReport& report) {
+  const train::TrainingThroughput& gpt = report.gpt;
+  Json mfu_percent = nullptr, peak_gflops = nullptr;
+  if (report.mfu_peak_flops) {
+    mfu_percent = 100.0 * gpt.model_flops_per_second / *report.mfu_peak_flops;
+    peak_gflops = *report.mfu_peak_flops / 1e9;
+  }
+  return Json{{"task_id", gpt.task_id},
+              {"device", gpt.device},
+              {"threads", gpt.threads},
+              {"vocab_size", report.gpt_model.vocab_size},
+              {"context", report.gpt_model.context},
+              {"layers", report.gpt_model.layers},
+              {"heads", report.gpt_model.heads},
+              {"embed", report.gpt_model.embed},
+              {"precision", report.gpt_precision},
+              {"batch_size", gpt.batch_size},
+              {"steps", gpt.steps},
+              {"passes", gpt.passes},
+              {"best_pass_seconds", gpt.seconds},
+              {"setup_seconds", gpt.setup_seconds},
+              {"samples_per_s", gpt.samples_per_second},
+              {"tokens_per_s", gpt.tokens_per_second},
+              {"non_embedding_parameters", gpt.non_embedding_parameters},
+              {"flop_per_token", gpt.flop_per_token},
+              {"model_gflops", gpt.model_flops_per_second / 1e9},
+              {"mfu_peak_gflops", peak_gflops},
+              {"mfu_peak_source", report.mfu_peak_source},
+              {"mfu_percent", mfu_percent}};
+}
+
+Json all_reduce_json(const GpuMeasurements& gpu) {
+  if (!gpu.all_reduce) return Json{{"skipped_reason", gpu.all_reduce_skipped_reason}};
+  const kernels::AllReduceBandwidth& all_reduce = *gpu.all_reduce;
+  return Json{{"ranks", all_reduce.ranks},
+              {"bytes", all_reduce.bytes},
+              {"nccl_version", all_reduce.nccl_version},
+              {"algbw_gb_per_s", all_reduce.algbw_gb_per_s},
+              {"busbw_gb_per_s", all_reduce.busbw_gb_per_s},
+              {"skipped_reason", nullptr}};
 }
 
 Json report_json(const BenchReport& report) {
@@ -336,6 +516,7 @@ Json report_json(const BenchReport& report) {
         {"best_pass_seconds", training.seconds},
         {"setup_seconds", training.setup_seconds},
         {"samples_per_s", training.samples_per_second}}},
+      {"training_gpt", gpt_json(report)},
       {"gpu_count", report.inventory.gpus.size()},
       {"cuda_device_count", report.torch_cuda_devices},
       {"nvml",
@@ -358,14 +539,24 @@ Json report_json(const BenchReport& report) {
       {"matmul_n", gpu.matmul_fp32.n},
       {"matmul_fp32_tflops", gpu.matmul_fp32.gflops / 1e3},
       {"matmul_fp32_peak_tflops", datasheet ? Json(datasheet->fp32_tflops) : Json(nullptr)},
+      {"matmul_tf32_tflops", gpu.matmul_tf32.gflops / 1e3},
+      {"matmul_tf32_peak_tflops", datasheet ? Json(datasheet->tf32_dense_tflops) : Json(nullptr)},
+      {"matmul_fp16_tflops", gpu.matmul_fp16.gflops / 1e3},
+      {"matmul_fp16_peak_tflops", datasheet ? Json(datasheet->fp16_dense_tflops) : Json(nullptr)},
       {"matmul_bf16_tflops", gpu.matmul_bf16.gflops / 1e3},
       {"matmul_bf16_peak_tflops", datasheet ? Json(datasheet->bf16_dense_tflops) : Json(nullptr)},
-      {"memory_bytes", gpu.memory.bytes},
-      {"memory_copy_gb_per_s", gpu.memory.device_copy_gb_per_s},
+      {"memory_bytes", gpu.stream.array_bytes},
+      {"memory_copy_gb_per_s", gpu.stream.copy_gb_per_s},
+      {"memory_triad_gb_per_s", gpu.stream.triad_gb_per_s},
       {"memory_peak_gb_per_s", datasheet ? Json(datasheet->memory_tb_per_s * 1e3) : Json(nullptr)},
       {"host_to_device_gb_per_s", gpu.memory.host_to_device_gb_per_s},
       {"device_to_host_gb_per_s", gpu.memory.device_to_host_gb_per_s},
       {"pcie_peak_gb_per_s", optional_json(gpu.peaks.pcie_gb_per_s)},
+      {"stress_tflops", gpu.stress.tflops},
+      {"stress_seconds", gpu.stress.seconds},
+      {"stress_checked_values", gpu.stress.checked_values},
+      {"stress_mismatched_values", gpu.stress.mismatched_values},
+      {"all_reduce", all_reduce_json(gpu)},
       {"skipped_reason", nullptr}};
   return json;
 }

@@ -12,6 +12,8 @@ namespace solver::hardware {
 struct DatasheetPeaks {
   std::string_view model;         // the product as the datasheet names it ("H100 SXM5 80GB")
   double fp32_tflops = 0.0;       // plain FP32 (CUDA cores, no TF32)
+  double tf32_dense_tflops = 0.0; // TF32 tensor cores, dense
+  double fp16_dense_tflops = 0.0; // FP16 tensor cores, FP32 accumulate (cuBLAS's default), dense
   double bf16_dense_tflops = 0.0; // BF16 tensor cores, FP32 accumulate, dense
   double memory_tb_per_s = 0.0;   // device memory bandwidth, 1 TB = 1e12 bytes
 };

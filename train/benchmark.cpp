@@ -1,9 +1,11 @@
 // LibTorch measurements. Invariant: a timed region holds only the work its figure counts;
 // allocation, random fills and the first (warm-up) call happen before the clock starts, and
-// on a GPU the clock stops only after torch::cuda::synchronize.
+// on a GPU the clock stops only after torch::cuda::synchronize. TF32 is allowed in cuBLAS only
+// inside the tf32 matmul measurement.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "train/benchmark.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
@@ -12,16 +14,23 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/rand.h>
 #include <torch/cuda.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <optional>
+#include <random>
 #include <span>
 #include <thread>
 #include <vector>
 
 #include "common/data_order.h"
 #include "common/error.h"
+#include "common/files.h"
+#include "common/sha256.h"
 #include "train/detail/device.h"
 #include "train/trainer.h"
 
@@ -37,10 +46,28 @@ void wait_for(c10::Device device) {
 }
 
 at::ScalarType matmul_scalar_type(const std::string& dtype) {
-  if (dtype == "fp32") return at::kFloat;
+  if (dtype == "fp32" || dtype == "tf32") return at::kFloat;
+  if (dtype == "fp16") return at::kHalf;
   if (dtype == "bf16") return at::kBFloat16;
-  throw Error(ErrorKind::Config, "matmul dtype: expected fp32 or bf16, got \"" + dtype + "\"");
+  throw Error(ErrorKind::Config,
+              "matmul dtype: expected fp32 or bf16, or on a CUDA device also tf32 or fp16, got \"" + dtype + "\"");
 }
+
+// Sets whether cuBLAS may run fp32 matmuls on TF32 tensor cores while alive, then puts the
+// previous setting back. LibTorch 2.9 added fp32_precision as the new switch; this legacy one
+// still sets both, and still exists in 1.13, so one call serves every LibTorch we build against.
+class CublasTf32Setting {
+ public:
+  explicit CublasTf32Setting(bool allowed) : previous_(at::globalContext().allowTF32CuBLAS()) {
+    at::globalContext().setAllowTF32CuBLAS(allowed);
+  }
+  ~CublasTf32Setting() { at::globalContext().setAllowTF32CuBLAS(previous_); }
+  CublasTf32Setting(const CublasTf32Setting&) = delete;
+  CublasTf32Setting& operator=(const CublasTf32Setting&) = delete;
+
+ private:
+  bool previous_;
+};
 
 void require_at_least_one(std::int64_t value, const std::string& what) {
   if (value < 1) throw Error(ErrorKind::Config, what + ": expected at least 1, got " + std::to_string(value));
@@ -72,6 +99,37 @@ std::string blas_info() {
   return config.substr(value, config.find_first_of(", \n", value) - value);
 }
 
+// Steps per timed pass, after checking the counts.
+std::int64_t steps_per_pass(const TrainingThroughputOptions& options) {
+  require_at_least_one(options.warmup_steps, "training benchmark warm-up steps");
+  require_at_least_one(options.passes, "training benchmark passes");
+  require_at_least_one(options.steps / options.passes, "training benchmark steps per pass");
+  return options.steps / options.passes;
+}
+
+// nanoGPT's get_num_params(): every parameter but the position embedding's.
+std::int64_t gpt_non_embedding_parameters(const Trainer& trainer) {
+  std::int64_t count = 0;
+  for (const checkpoint::Tensor& tensor : trainer.state(0).tensors)
+    if (tensor.name.starts_with("param.") && tensor.name != "param.wpe.weight") count += tensor.element_count();
+  return count;
+}
+
+// Deletes a file when it goes out of scope, whatever happened meanwhile.
+class FileRemover {
+ public:
+  explicit FileRemover(std::filesystem::path path) : path_(std::move(path)) {}
+  ~FileRemover() {
+    std::error_code ignored;  // nothing left to do about a file we cannot delete
+    std::filesystem::remove(path_, ignored);
+  }
+  FileRemover(const FileRemover&) = delete;
+  FileRemover& operator=(const FileRemover&) = delete;
+
+ private:
+  std::filesystem::path path_;
+};
+
 double best(const std::vector<double>& values) { return *std::min_element(values.begin(), values.end()); }
 
 double median(std::vector<double> values) {
@@ -90,12 +148,18 @@ MatmulResult measure_matmul(const MatmulOptions& options) {
   require_at_least_one(options.n, "matmul size n");
   require_at_least_one(options.repeats, "matmul repeats");
   if (options.threads < 0) throw Error(ErrorKind::Config, "matmul threads: expected 0 (one per CPU) or more, got " + std::to_string(options.threads));
+  if ((options.dtype == "tf32" || options.dtype == "fp16") && !device.is_cuda())
+    throw Error(ErrorKind::Config, "matmul dtype " + options.dtype +
+                                       ": expected a CUDA device (tensor cores; LibTorch 1.13 has no fp16 CPU matmul), got " +
+                                       device.str());
   if (device.is_cuda()) detail::require_usable_cuda(device);
   const int threads = device.is_cuda() ? 0 : options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (!device.is_cuda()) at::set_num_threads(threads);
   const int products_per_pass = device.is_cuda() ? kGpuMatmulsPerPass : 1;
 
   const double seconds = detail::translating_torch_errors(device, "matmul benchmark on " + device.str(), [&] {
+    std::optional<CublasTf32Setting> tf32;
+    if (device.is_cuda()) tf32.emplace(options.dtype == "tf32");
     const at::TensorOptions tensor_options = at::TensorOptions().dtype(at::kFloat).device(device);
     const at::Tensor a = at::rand({options.n, options.n}, tensor_options).to(scalar_type);
     const at::Tensor b = at::rand({options.n, options.n}, tensor_options).to(scalar_type);
@@ -125,18 +189,21 @@ DeviceMemoryBandwidth measure_device_memory(const DeviceMemoryOptions& options) 
     at::Tensor host = at::empty({size}, at::TensorOptions().dtype(at::kByte).pinned_memory(true)).fill_(2);
     const double bytes = static_cast<double>(options.bytes);
     DeviceMemoryBandwidth result{device.str(), options.bytes};
-    result.device_copy_gb_per_s = 2.0 * bytes / best(timed_passes(device, options.repeats, [&] { target.copy_(source); })) / 1e9;
     result.host_to_device_gb_per_s = bytes / median(timed_passes(device, options.repeats, [&] { target.copy_(host); })) / 1e9;
     result.device_to_host_gb_per_s = bytes / median(timed_passes(device, options.repeats, [&] { host.copy_(source); })) / 1e9;
     return result;
   });
 }
 
+double gpt_flop_per_token(const GptSpec& model, std::int64_t non_embedding_parameters) {
+  require_at_least_one(model.heads, "gpt heads");
+  const double head_size = static_cast<double>(model.embed / model.heads);
+  return 6.0 * static_cast<double>(non_embedding_parameters) +
+         12.0 * static_cast<double>(model.layers) * static_cast<double>(model.heads) * head_size * static_cast<double>(model.context);
+}
+
 TrainingThroughput measure_training_throughput(const Task& task, const TrainingThroughputOptions& options) {
-  require_at_least_one(options.warmup_steps, "training benchmark warm-up steps");
-  require_at_least_one(options.passes, "training benchmark passes");
-  require_at_least_one(options.steps / options.passes, "training benchmark steps per pass");
-  const std::int64_t pass_steps = options.steps / options.passes;
+  const std::int64_t pass_steps = steps_per_pass(options);
   const std::int64_t run_steps = options.warmup_steps + pass_steps * options.passes;
   const Clock::time_point setup_start = Clock::now();
   Trainer trainer(task, TrainerOptions{options.device, options.threads});
@@ -167,7 +234,7 @@ TrainingThroughput measure_training_throughput(const Task& task, const TrainingT
   }
 
   const RuntimeInfo runtime = trainer.runtime();
-  return TrainingThroughput{task.id,
+  TrainingThroughput result{task.id,
                             runtime.device,
                             runtime.threads,
                             task.training.batch_size,
@@ -177,6 +244,63 @@ TrainingThroughput measure_training_throughput(const Task& task, const TrainingT
                             fastest,
                             static_cast<double>(pass_steps * task.training.batch_size) / fastest,
                             last_loss};
+  if (task.model.kind == "gpt") {
+    result.tokens_per_sample = task.model.gpt.context;
+    result.tokens_per_second = result.samples_per_second * static_cast<double>(result.tokens_per_sample);
+    result.non_embedding_parameters = gpt_non_embedding_parameters(trainer);
+    result.flop_per_token = gpt_flop_per_token(task.model.gpt, result.non_embedding_parameters);
+    result.model_flops_per_second = result.flop_per_token * result.tokens_per_second;
+  }
+  return result;
+}
+
+TrainingThroughput measure_reference_gpt_throughput(const ReferenceGptOptions& options) {
+  require_at_least_one(options.batch_size, "reference gpt batch size");
+  require_at_least_one(options.model.context, "reference gpt context");
+  constexpr std::int64_t kTokenValues = 1 << 16;  // the token file holds uint16
+  if (options.model.vocab_size < 1 || options.model.vocab_size > kTokenValues)
+    throw Error(ErrorKind::Config, "reference gpt vocab_size: expected 1 to " + std::to_string(kTokenValues) +
+                                       " (uint16 tokens), got " + std::to_string(options.model.vocab_size));
+  const TrainingThroughputOptions& training = options.training;
+  const std::int64_t run_steps = training.warmup_steps + steps_per_pass(training) * training.passes;
+
+  // One epoch of exactly the run's windows (context + 1 tokens each), uniform over the
+  // vocabulary from a fixed seed: std::mt19937_64's sequence is fixed by the C++ standard.
+  constexpr std::uint64_t kTokenSeed = 20261125;
+  std::mt19937_64 generator(kTokenSeed);
+  const std::int64_t token_count = options.batch_size * run_steps * (options.model.context + 1);
+  std::vector<std::byte> bytes(static_cast<std::size_t>(token_count) * 2);
+  for (std::size_t i = 0; i < bytes.size(); i += 2) {
+    const auto token = static_cast<std::uint16_t>(generator() % static_cast<std::uint64_t>(options.model.vocab_size));
+    bytes[i] = static_cast<std::byte>(token & 0xff);
+    bytes[i + 1] = static_cast<std::byte>(token >> 8);
+  }
+  const std::filesystem::path tokens_file =
+      options.scratch_dir / (".solver-bench-tokens-" + std::to_string(::getpid()) + ".bin");
+  const FileRemover remover(tokens_file);
+  write_file_durably(tokens_file, bytes);
+
+  const nlohmann::json tokens{{"location", tokens_file.string()}, {"sha256", sha256_hex(bytes)}};
+  const GptSpec& model = options.model;
+  const nlohmann::json task_json{
+      {"id", kReferenceGptTaskId},
+      {"seed", kTokenSeed},
+      {"model",
+       {{"kind", "gpt"},
+        {"vocab_size", model.vocab_size},
+        {"context", model.context},
+        {"layers", model.layers},
+        {"heads", model.heads},
+        {"embed", model.embed}}},
+      {"dataset", {{"format", "tokens"}, {"train", tokens}, {"test", tokens}}},  // the test set is never evaluated here
+      {"training",
+       {{"optimizer", {{"kind", "adamw"}, {"lr", 3e-4}, {"weight_decay", 0.1}}},
+        {"batch_size", options.batch_size},
+        {"steps", run_steps},
+        {"grad_clip_norm", 1.0},
+        {"precision", options.precision}}},
+      {"proof", {{"checkpoint_every", run_steps}}}};
+  return measure_training_throughput(parse_task(task_json, options.scratch_dir), training);
 }
 
 }  // namespace solver::train

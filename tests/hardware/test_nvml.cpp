@@ -77,6 +77,24 @@ TEST_CASE("Datasheet peaks belong to exact NVML names only", "[hardware]") {
   CHECK_FALSE(datasheet_peaks("").has_value());
 }
 
+TEST_CASE("Datasheet tensor-core peaks are dense with FP32 accumulate, so fp32 <= tf32 < fp16 == bf16", "[hardware]") {
+  // Sparsity figures are twice the dense ones, and GeForce FP16 with FP16 accumulate twice
+  // the FP32-accumulate rate that cuBLAS uses: quoting either would break these checks.
+  CHECK(datasheet_peaks("NVIDIA H100 80GB HBM3")->tf32_dense_tflops == 494.5);
+  CHECK(datasheet_peaks("NVIDIA A100-SXM4-80GB")->tf32_dense_tflops == 156.0);
+  CHECK(datasheet_peaks("NVIDIA GeForce RTX 4090")->fp16_dense_tflops == 165.2);
+  for (const char* name : {"NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB",
+                           "NVIDIA A100 80GB PCIe", "NVIDIA A100-PCIE-40GB", "NVIDIA L40S", "NVIDIA GeForce RTX 4090",
+                           "NVIDIA GeForce RTX 3090"}) {
+    INFO(name);
+    const auto peaks = datasheet_peaks(name);
+    REQUIRE(peaks.has_value());
+    CHECK(peaks->fp32_tflops <= peaks->tf32_dense_tflops);
+    CHECK(peaks->tf32_dense_tflops < peaks->fp16_dense_tflops);
+    CHECK(peaks->fp16_dense_tflops == peaks->bf16_dense_tflops);
+  }
+}
+
 TEST_CASE("PCIe peaks follow the specification's rates and encodings", "[hardware]") {
   CHECK(std::abs(*pcie_peak_gb_per_s(5, 16) - 63.015) < 0.001);
   CHECK(std::abs(*pcie_peak_gb_per_s(4, 16) - 31.508) < 0.001);
