@@ -138,6 +138,8 @@ struct BenchReport {
   hardware::Sha256Throughput sha256;
   hardware::DiskWrite disk;
   train::TrainingThroughput training;  // the MLP reference task
+  // The MLP again on the CPU when the bench measured a GPU: what this machine's CPU adds (verifying, a CPU slot).
+  std::optional<train::TrainingThroughput> cpu_training;
   train::TrainingThroughput gpt;       // the transformer reference task
   GptSpec gpt_model;                   // its sizes
   std::string gpt_precision;           // its training.precision
@@ -199,6 +201,9 @@ BenchReport measure(const BenchOptions& options) {
   log_debug("agent", "bench: training throughput on {}", device);
   report.training = train::measure_training_throughput(
       parse_embedded_default_task(), {device, 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
+  if (device != "cpu")
+    report.cpu_training = train::measure_training_throughput(
+        parse_embedded_default_task(), {"cpu", 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
   const GptPlan& gpt = device == "cpu" ? plan.cpu_gpt : plan.gpu_gpt;
   log_debug("agent", "bench: reference gpt on {}", device);
   report.gpt_model = gpt.model;
@@ -353,6 +358,9 @@ void print_table(const BenchReport& report) {
       {"disk write + fsync", report.disk.gb_per_s, "GB/s", std::nullopt, false,
        fmt::format("{} to a temp file in {}, one pass", format_mib(report.disk.bytes), report.disk.dir.string())},
   };
+  if (report.cpu_training)
+    rows.push_back({"training mlp (CPU)", report.cpu_training->samples_per_second, "samples/s", std::nullopt, false,
+                    report.cpu_training->task_id + ", " + training_how(*report.cpu_training)});
   std::printf("CPU and host (CPU peaks unknown: solver has no table of CPU datasheets)\n");
   print_rows(rows);
 
@@ -439,6 +447,18 @@ Json gpu_json(const hardware::GpuInfo& gpu) {
               {"datasheet", datasheet}};
 }
 
+Json training_json(const train::TrainingThroughput& training) {
+  return Json{{"task_id", training.task_id},
+              {"device", training.device},
+              {"threads", training.threads},
+              {"batch_size", training.batch_size},
+              {"steps", training.steps},
+              {"passes", training.passes},
+              {"best_pass_seconds", training.seconds},
+              {"setup_seconds", training.setup_seconds},
+              {"samples_per_s", training.samples_per_second}};
+}
+
 Json gpt_json(const BenchReport& report) {
   const train::TrainingThroughput& gpt = report.gpt;
   Json mfu_percent = nullptr, peak_gflops = nullptr;
@@ -482,7 +502,6 @@ Json all_reduce_json(const GpuMeasurements& gpu) {
 }
 
 Json report_json(const BenchReport& report) {
-  const train::TrainingThroughput& training = report.training;
   Json json{
       {"solver_version", std::string(solver_version())},
       {"mode", report.quick ? "quick" : "full"},
@@ -506,16 +525,8 @@ Json report_json(const BenchReport& report) {
         {"sha256_gb_per_s", report.sha256.gb_per_s},
         {"sha256_buffer_bytes", report.sha256.buffer_bytes}}},
       {"disk", {{"dir", report.disk.dir.string()}, {"write_fsync_gb_per_s", report.disk.gb_per_s}, {"bytes", report.disk.bytes}}},
-      {"training",
-       {{"task_id", training.task_id},
-        {"device", training.device},
-        {"threads", training.threads},
-        {"batch_size", training.batch_size},
-        {"steps", training.steps},
-        {"passes", training.passes},
-        {"best_pass_seconds", training.seconds},
-        {"setup_seconds", training.setup_seconds},
-        {"samples_per_s", training.samples_per_second}}},
+      {"training", training_json(report.training)},
+      {"training_cpu", report.cpu_training ? training_json(*report.cpu_training) : Json(nullptr)},
       {"training_gpt", gpt_json(report)},
       {"gpu_count", report.inventory.gpus.size()},
       {"cuda_device_count", report.torch_cuda_devices},
