@@ -42,6 +42,25 @@ std::vector<std::string> strings(ObjectReader& reader, std::string_view key, con
   return values;
 }
 
+// "cpu", "cuda" or "cuda:N", or a comma list of them: one slot training data parallel over
+// several devices. Checked here so that a typo fails at startup, not at the first claimed task.
+void check_device_entries(ObjectReader& reader, const std::vector<std::string>& entries) {
+  for (const std::string& entry : entries) {
+    std::string_view rest = entry;
+    while (true) {
+      const std::string_view name = rest.substr(0, rest.find(','));
+      const std::string_view index = name.starts_with("cuda:") ? name.substr(5) : std::string_view();
+      const bool named = name == "cpu" || name == "cuda" ||
+                         (!index.empty() && std::all_of(index.begin(), index.end(), [](char c) { return c >= '0' && c <= '9'; }));
+      if (!named)
+        ObjectReader::fail(reader.field("devices"), "entry \"" + entry + "\": expected cpu, cuda or cuda:N, or a comma "
+                                                    "list of them (one slot over several GPUs), got \"" + std::string(name) + "\"");
+      if (name.size() == rest.size()) break;
+      rest.remove_prefix(name.size() + 1);
+    }
+  }
+}
+
 double positive_seconds(ObjectReader& reader, std::string_view key, double fallback) {
   const double value = reader.number_or(key, fallback);
   if (value <= 0.0) ObjectReader::fail(reader.field(key), "expected a positive number of seconds");
@@ -106,7 +125,10 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
     if (reader.has("cache_dir")) config.cache_dir = config_path(reader.string("cache_dir"), base_dir);
     config.bench_file = reader.has("bench_file") ? config_path(reader.string("bench_file"), base_dir)
                                                  : config.work_dir / "bench.json";
-    if (reader.has("devices")) config.devices = strings(reader, "devices", {});
+    if (reader.has("devices")) {
+      config.devices = strings(reader, "devices", {});
+      check_device_entries(reader, config.devices);
+    }
     if (reader.has("threads")) config.threads = static_cast<int>(reader.non_negative("threads"));
     if (reader.has("roles")) config.roles = strings(reader, "roles", {"solve", "verify"});
     config.allow_local_files = reader.boolean_or("allow_local_files", false);

@@ -28,7 +28,7 @@ struct AgentConfig {
   std::filesystem::path bench_file;               // `solver bench --save` figures sent at registration; default <work_dir>/bench.json
   std::uint64_t max_cache_bytes = 50ull << 30;
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
-  std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]
+  std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]; "cuda:0,cuda:1": one slot on both
   int tasks_at_once = 1;                           // task slots, each on its own thread
   int threads = 0;
   std::vector<std::string> roles = {"solve", "verify"};

@@ -36,8 +36,9 @@ struct RunOptions {
   std::optional<std::filesystem::path> task_file;  // empty: the embedded default task
   std::optional<std::filesystem::path> out_dir;    // empty: runs/<task id>
   std::optional<std::filesystem::path> key_file;   // empty: default_key_path(), created if missing
-  std::string device = "cpu";
+  std::string device = "cpu";  // or a comma list: data parallel over those devices
   int threads = 0;
+  int shards = 0;  // data-parallel shards per step; 0 = one per device
   bool resume = false;
   bool proof = true;  // false: train only, no bundle (to measure the proof's overhead)
 };

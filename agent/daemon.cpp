@@ -632,14 +632,14 @@ struct Agent::Impl {
     cache.resolve(inputs);
     // The replayer gets the bundle's own task; its files are the ones just fetched (same hashes).
     const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(device);
-    const proof::ReplayerFactory factory = [&](const Task& task, int threads) {
+    const proof::ReplayerFactory factory = [&](const Task& task, int threads, int shards) {
       Task local = task;
       for (FileRef* file : {&local.dataset.train_images, &local.dataset.train_labels, &local.dataset.test_images,
                             &local.dataset.test_labels})
         for (const FileRef* fetched : {&inputs.dataset.train_images, &inputs.dataset.train_labels,
                                        &inputs.dataset.test_images, &inputs.dataset.test_labels})
           if (fetched->sha256 == file->sha256) file->local_copy = fetched->local_copy;
-      return trainer_factory(local, threads);
+      return trainer_factory(local, threads, shards);
     };
     proof::VerifyOptions options;
     options.q = config.verify_q;

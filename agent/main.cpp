@@ -62,7 +62,11 @@ int main(int argc, char** argv) {
   run_cmd->add_option("task", task_file, "Task file (JSON, docs/task-format.md); default: the embedded Fashion-MNIST MLP task")
       ->check(CLI::ExistingFile);
   run_cmd->add_option("--out", run.out_dir, "Bundle folder (default: runs/<task id>)");
-  run_cmd->add_option("--device", run.device, "cpu, cuda or cuda:N")->capture_default_str();
+  run_cmd->add_option("--device", run.device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) trains data parallel over them")
+      ->capture_default_str();
+  run_cmd->add_option("--shards", run.shards, "Data-parallel shards per step (0: one per --device entry)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   run_cmd->add_option("--threads", run.threads, "CPU threads for LibTorch (0: min(cores, 4))")->check(CLI::Range(0, 256));
   run_cmd->add_option("--key", run.key_file, "Solver key (default: $SOLVER_KEY or ~/.config/solver/solver.key)");
   run_cmd->add_flag("--resume", run.resume, "Continue an interrupted run in --out from its last checkpoint");

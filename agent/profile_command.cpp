@@ -102,7 +102,7 @@ int profile_command(const ProfileCommandOptions& options) {
   profile_options.threads = options.threads;
   choose_devices(options.devices, profile_options);
   const proof::SettingReplayerFactory make_replayer = [](const Task& task, const proof::ReplaySetting& setting) {
-    return trainer_replayer_factory(setting.device)(task, setting.threads);
+    return trainer_replayer_factory(setting.device)(task, setting.threads, setting.shards);
   };
 
   const proof::Profile profile = std::filesystem::is_directory(options.target)

@@ -53,14 +53,14 @@ class TrainerStepReplayer final : public proof::StepReplayer {
 }  // namespace
 
 proof::StepReplayerFactory trainer_step_replayer_factory() {
-  return [](const Task& task, const std::string& device, int threads) -> std::unique_ptr<proof::StepReplayer> {
-    return std::make_unique<TrainerStepReplayer>(task, train::TrainerOptions{device, threads});
+  return [](const Task& task, const std::string& device, int threads, int shards) -> std::unique_ptr<proof::StepReplayer> {
+    return std::make_unique<TrainerStepReplayer>(task, train::TrainerOptions{device, threads, shards});
   };
 }
 
 proof::ReplayerFactory trainer_replayer_factory(std::string device) {
-  return [device = std::move(device)](const Task& task, int threads) -> std::unique_ptr<proof::Replayer> {
-    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{device, threads});
+  return [device = std::move(device)](const Task& task, int threads, int shards) -> std::unique_ptr<proof::Replayer> {
+    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{device, threads, shards});
   };
 }
 

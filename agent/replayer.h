@@ -9,7 +9,8 @@
 
 namespace solver::agent {
 
-// A ReplayerFactory that trains on `device` with train::Trainer.
+// A ReplayerFactory that trains on `device` with train::Trainer, with the shard count it is
+// given (the bundle's) on however many devices `device` lists.
 proof::ReplayerFactory trainer_replayer_factory(std::string device);
 
 // A StepReplayerFactory (the referee of `solver dispute`) over train::Trainer.

@@ -115,12 +115,12 @@ int run_command(const RunOptions& options) {
   std::optional<SigningKey> key;
   if (options.proof) key = load_or_create_key(options.key_file);  // before training: a bad key must not cost a run
 
-  TrainingJob job(task, train::TrainerOptions{options.device, options.threads}, key ? &*key : nullptr, out_dir,
-                  options.resume);
+  TrainingJob job(task, train::TrainerOptions{options.device, options.threads, options.shards}, key ? &*key : nullptr,
+                  out_dir, options.resume);
   const RuntimeInfo runtime = job.trainer().runtime();
-  log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} torch={}", task.id, task.model.kind,
-           job.trainer().total_steps(), task.training.batch_size, task.checkpoint_every, runtime.device, runtime.threads,
-           runtime.torch_version);
+  log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} shards={} torch={}", task.id,
+           task.model.kind, job.trainer().total_steps(), task.training.batch_size, task.checkpoint_every, options.device,
+           runtime.threads, runtime.shards, runtime.torch_version);
 
   const StopSignals stop;  // SIGINT/SIGTERM: stop after the current step with the journal current
   ProgressReporter progress;

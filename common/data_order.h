@@ -28,6 +28,8 @@ inline constexpr std::uint64_t kStreamInit = 1;      // model initialisation
 inline constexpr std::uint64_t kStreamData = 2;      // data order, counter = epoch
 inline constexpr std::uint64_t kStreamStep = 3;      // per-step RNG (dropout...), counter = step
 inline constexpr std::uint64_t kStreamVerifier = 4;  // unused by solvers; verifiers' own draws
+// Data parallel: shard s > 0 of step t seeds with derive_seed(step t's seed, kStreamShard, s).
+inline constexpr std::uint64_t kStreamShard = 5;
 
 std::uint64_t splitmix64_mix(std::uint64_t x);
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream, std::uint64_t counter);

@@ -21,9 +21,12 @@ struct StepRecord {
 struct RuntimeInfo {
   std::string solver_version;
   std::string torch_version;
-  std::string device;       // "cpu" or "cuda:N (<GPU name>)"
+  std::string device;       // "cpu" or "cuda:N (<GPU name>)": the primary device, where the optimizer runs
   int threads = 0;          // intra-op threads
   bool deterministic = true;  // deterministic algorithms requested
+  // Data-parallel shards each step's batch is split into (docs/gpu.md). It, not the number of
+  // devices the shards ran on, changes the bits: S shards on one device equal S on S devices.
+  int shards = 1;
 };
 
 }  // namespace solver

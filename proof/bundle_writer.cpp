@@ -41,7 +41,8 @@ constexpr std::string_view kJournalSchema = "solver.pol-journal/1";
 
 std::string runtime_text(const RuntimeInfo& runtime) {
   return "solver " + runtime.solver_version + ", torch " + runtime.torch_version + ", " + runtime.device + ", " +
-         std::to_string(runtime.threads) + " threads" + (runtime.deterministic ? ", deterministic" : "");
+         std::to_string(runtime.threads) + " threads" + (runtime.deterministic ? ", deterministic" : "") +
+         (runtime.shards > 1 ? ", " + std::to_string(runtime.shards) + " data-parallel shards" : "");
 }
 
 std::vector<checkpoint::Tensor> take_parameters(checkpoint::Checkpoint& state) {

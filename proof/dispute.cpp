@@ -200,7 +200,7 @@ std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, 
 // Traces the divergent step on the referee's state before it (and on the second device).
 void trace_divergent_step(DisputeReport& report, const Task& task, const DisputeOptions& options,
                           const checkpoint::Checkpoint& start, const std::vector<StepRecord>& replayed,
-                          StepReplayer& replayer, const StepReplayerFactory& make_replayer, int threads) {
+                          StepReplayer& replayer, const StepReplayerFactory& make_replayer, int threads, int shards) {
   const auto divergent = std::ranges::find(replayed, *report.divergent_step, &StepRecord::step);
   replayer.load_state(start);
   for (auto record = replayed.begin(); record != divergent; ++record) {
@@ -212,7 +212,7 @@ void trace_divergent_step(DisputeReport& report, const Task& task, const Dispute
   if (!options.second_device) return;
 
   report.second_device = *options.second_device;
-  const std::unique_ptr<StepReplayer> second = make_replayer(task, *options.second_device, threads);
+  const std::unique_ptr<StepReplayer> second = make_replayer(task, *options.second_device, threads, shards);
   second->load_state(replayer.state(divergent->step - 1));
   const std::vector<checkpoint::Tensor> second_trace = second->trace_step(*divergent);
   for (std::size_t i = 0; i < report.trace.size(); ++i) {
@@ -317,7 +317,9 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
     task.model.file.local_copy.clear();
   }
   const int threads = options.threads > 0 ? options.threads : manifest_a.runtime.threads;
-  const std::unique_ptr<StepReplayer> replayer = make_replayer(task, options.device, threads);
+  // Bundle A's shard count: a replay with another would split each step's batch differently.
+  const int shards = manifest_a.runtime.shards;
+  const std::unique_ptr<StepReplayer> replayer = make_replayer(task, options.device, threads, shards);
   report.a.same_runtime = same_runtime(manifest_a.runtime, replayer->runtime());
   report.b.same_runtime = same_runtime(manifest_b.runtime, replayer->runtime());
   const checkpoint::Checkpoint start = checkpoint::read_safetensors(a / manifest_a.checkpoints[*segment].file.path);
@@ -344,7 +346,7 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
 
   // 4. The layers of the divergent step, for a referee on another machine or device to compare.
   if (report.divergent_step)
-    trace_divergent_step(report, task, options, start, replayed, *replayer, make_replayer, threads);
+    trace_divergent_step(report, task, options, start, replayed, *replayer, make_replayer, threads, shards);
   log_debug("proof", "dispute: segment {}-{} divergent step {} supported {}", report.segment_first_step,
             report.segment_last_step, report.divergent_step.value_or(-1), report.supported);
   finish();

@@ -39,9 +39,10 @@ class StepReplayer {
   virtual std::vector<checkpoint::Tensor> trace_step(const StepRecord& record) = 0;
 };
 
-// Builds a step replayer for a task on a device ("cpu", "cuda:0") with a thread count.
+// Builds a step replayer for a task on a device ("cpu", "cuda:0") with a thread count and a
+// data-parallel shard count.
 using StepReplayerFactory =
-    std::function<std::unique_ptr<StepReplayer>(const Task& task, const std::string& device, int threads)>;
+    std::function<std::unique_ptr<StepReplayer>(const Task& task, const std::string& device, int threads, int shards)>;
 
 struct DisputeOptions {
   std::string device = "cpu";                // where the referee replays

@@ -22,6 +22,9 @@ namespace {
 
 using nlohmann::json;
 
+// A bound on runtime.shards that keeps it an int; the trainer refuses counts above its own.
+constexpr std::int64_t kMaxManifestShards = 1 << 20;
+
 std::string element(const std::string& array_field, std::size_t index) {
   return array_field + "[" + std::to_string(index) + "]";
 }
@@ -66,25 +69,37 @@ RuntimeInfo read_runtime(ObjectReader reader) {
     ObjectReader::fail(reader.field("threads"), "expected a thread count in [0, 4096], got " + std::to_string(threads));
   runtime.threads = static_cast<int>(threads);
   runtime.deterministic = reader.boolean("deterministic");
+  // Absent in single-shard runtimes, so their manifests (and hashes) are as before shards existed.
+  const std::int64_t shards = reader.integer_or("shards", 1);
+  if (shards < 1 || shards > kMaxManifestShards)
+    ObjectReader::fail(reader.field("shards"), "expected a shard count in [1, " + std::to_string(kMaxManifestShards) +
+                                                   "], got " + std::to_string(shards));
+  runtime.shards = static_cast<int>(shards);
   reader.finish();
   return runtime;
 }
 
 // The streams are fixed by common/data_order.h; they are written out so that a verifier in
 // another language can recompute the data order and initialisation from the manifest alone.
-json seeds_to_json(const Manifest& manifest) {
-  return {{"seed", manifest.seed},
-          {"data_order_generator", manifest.data_order_generator},
-          {"streams", {{"init", kStreamInit}, {"data", kStreamData}, {"step", kStreamStep}}}};
+// The shard stream is listed only when the runtime has shards, as runtime.shards is.
+std::vector<std::pair<std::string, std::uint64_t>> streams_of(const RuntimeInfo& runtime) {
+  std::vector<std::pair<std::string, std::uint64_t>> streams{{"init", kStreamInit}, {"data", kStreamData}, {"step", kStreamStep}};
+  if (runtime.shards > 1) streams.emplace_back("shard", kStreamShard);
+  return streams;
 }
 
+json seeds_to_json(const Manifest& manifest) {
+  json streams = json::object();
+  for (const auto& [name, number] : streams_of(manifest.runtime)) streams[name] = number;
+  return {{"seed", manifest.seed}, {"data_order_generator", manifest.data_order_generator}, {"streams", std::move(streams)}};
+}
+
+// After the runtime: which streams are expected depends on its shard count.
 void read_seeds(ObjectReader reader, Manifest& manifest) {
   manifest.seed = reader.unsigned_integer("seed");
   manifest.data_order_generator = reader.string("data_order_generator");
   ObjectReader streams = reader.object("streams");
-  const std::pair<std::string_view, std::uint64_t> expected[] = {
-      {"init", kStreamInit}, {"data", kStreamData}, {"step", kStreamStep}};
-  for (const auto& [name, number] : expected) {
+  for (const auto& [name, number] : streams_of(manifest.runtime)) {
     const std::uint64_t found = streams.unsigned_integer(name);
     if (found != number)
       ObjectReader::fail(streams.field(name), "expected stream " + std::to_string(number) + " (the only numbering this "
@@ -101,11 +116,13 @@ json distance_to_json(const kernels::WeightDistance& distance) {
 }
 
 json runtime_to_json(const RuntimeInfo& runtime) {
-  return {{"solver_version", runtime.solver_version},
-          {"torch_version", runtime.torch_version},
-          {"device", runtime.device},
-          {"threads", runtime.threads},
-          {"deterministic", runtime.deterministic}};
+  json result = {{"solver_version", runtime.solver_version},
+                 {"torch_version", runtime.torch_version},
+                 {"device", runtime.device},
+                 {"threads", runtime.threads},
+                 {"deterministic", runtime.deterministic}};
+  if (runtime.shards > 1) result["shards"] = runtime.shards;
+  return result;
 }
 
 json manifest_to_json(const Manifest& manifest) {

@@ -49,13 +49,13 @@ void check_options(const ProfileOptions& options) {
 }
 
 // The reference, the reference again, then one change at a time.
-std::vector<std::pair<std::string, ReplaySetting>> settings_of(const ProfileOptions& options) {
-  const ReplaySetting reference{options.devices.front(), options.threads.front()};
+std::vector<std::pair<std::string, ReplaySetting>> settings_of(const ProfileOptions& options, int shards) {
+  const ReplaySetting reference{options.devices.front(), options.threads.front(), shards};
   std::vector<std::pair<std::string, ReplaySetting>> settings{{"reference", reference}, {"repeat", reference}};
   for (std::size_t i = 1; i < options.threads.size(); ++i)
-    settings.push_back({"threads=" + std::to_string(options.threads[i]), {reference.device, options.threads[i]}});
+    settings.push_back({"threads=" + std::to_string(options.threads[i]), {reference.device, options.threads[i], shards}});
   for (std::size_t i = 1; i < options.devices.size(); ++i)
-    settings.push_back({"device=" + options.devices[i], {options.devices[i], reference.threads}});
+    settings.push_back({"device=" + options.devices[i], {options.devices[i], reference.threads, shards}});
   return settings;
 }
 
@@ -100,16 +100,17 @@ json metrics_json(const MetricValues& values) {
   return {{"l1", values.l1}, {"l2", values.l2}, {"linf", values.linf}, {"cosine_distance", values.cosine}};
 }
 
-// Replays every piece under every setting and derives the thresholds. `first` is a replayer
-// already built for the reference setting (the task's pieces needed it to exist).
-Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const ProfileOptions& options,
+// Replays every piece under every setting, with `shards` data-parallel shards, and derives the
+// thresholds. `first` is a replayer already built for the reference setting (the task's pieces
+// needed it to exist).
+Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const ProfileOptions& options, int shards,
                     std::unique_ptr<Replayer> first, const SettingReplayerFactory& make_replayer) {
   Profile profile;
   profile.task_id = task.id;
   profile.task_sha256 = task_sha256(task);
   profile.skipped = options.skipped;
   std::vector<checkpoint::Checkpoint> reference_ends;
-  for (const auto& [name, setting] : settings_of(options)) {
+  for (const auto& [name, setting] : settings_of(options, shards)) {
     std::unique_ptr<Replayer> replayer = first ? std::move(first) : make_replayer(task, setting);
     VariationReport variation;
     variation.name = name;
@@ -244,7 +245,7 @@ Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& o
       piece.claimed = checkpoint::read_safetensors(dir / manifest.checkpoints[index + 1].file.path);
     pieces.push_back(std::move(piece));
   }
-  Profile profile = run_profile(task, pieces, options, nullptr, make_replayer);
+  Profile profile = run_profile(task, pieces, options, manifest.runtime.shards, nullptr, make_replayer);
   profile.source = "bundle";
   return profile;
 }
@@ -262,7 +263,7 @@ Profile profile_task(const Task& task, const ProfileOptions& options, const Sett
     const std::span<const std::uint32_t> batch = order.batch(step);
     piece.records.push_back({step, {batch.begin(), batch.end()}, 0.0f, learning_rate_at(task.training, step, total)});
   }
-  Profile profile = run_profile(task, {std::move(piece)}, options, std::move(reference), make_replayer);
+  Profile profile = run_profile(task, {std::move(piece)}, options, 1, std::move(reference), make_replayer);
   profile.source = "task";
   return profile;
 }

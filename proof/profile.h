@@ -31,6 +31,7 @@ inline constexpr double kProfileSafetyFactor = 10.0;
 struct ReplaySetting {
   std::string device = "cpu";
   int threads = 1;
+  int shards = 1;  // data-parallel shards: a bundle's own count, which every setting keeps
 };
 
 // Builds a replayer for a task with one setting. The profile holds one replayer at a time:

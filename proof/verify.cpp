@@ -596,7 +596,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   }
   std::unique_ptr<Replayer> replayer;
   try {
-    replayer = make_replayer(replay_task, manifest.runtime.threads);
+    replayer = make_replayer(replay_task, manifest.runtime.threads, manifest.runtime.shards);
   } catch (const Error& error) {
     throw error.with_context("preparing the replay of task " + task->id);
   }

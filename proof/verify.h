@@ -41,8 +41,9 @@ class Replayer {
   virtual Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) = 0;
 };
 
-// Builds a replayer for a task (loading its model and data) with the bundle's thread count.
-using ReplayerFactory = std::function<std::unique_ptr<Replayer>(const Task& task, int threads)>;
+// Builds a replayer for a task (loading its model and data) with the bundle's thread count and
+// data-parallel shard count.
+using ReplayerFactory = std::function<std::unique_ptr<Replayer>(const Task& task, int threads, int shards)>;
 
 // Which segments are replayed (all cheap checks run on every segment regardless):
 //   TopQ    within each epoch, the q segments with the largest recorded updates (l2), as in

@@ -1,10 +1,12 @@
-// The Trainer: data, model and optimizer of one task on one device, and the one training
-// step that both train() and replay() run. Invariant (the reproducibility contract of
-// trainer.h): everything a step computes is a function of the state before it and of
-// (step, indices, lr); the step re-seeds torch from the step number, the batch comes from the
-// indices, and nothing else (wall clock, thread timing, call history) may reach the numbers.
+// The Trainer: data, model and optimizer of one task on its device (plus model replicas for
+// data-parallel shards), and the one training step that both train() and replay() run.
+// Invariant (the reproducibility contract of trainer.h): everything a step computes is a
+// function of the state before it and of (step, indices, lr); the step re-seeds torch from the
+// step number, the batch comes from the indices, and nothing else (wall clock, thread timing,
+// call history) may reach the numbers.
 // Prefetching changes when a batch is gathered, not what it holds; bf16 autocast is part of the
-// task, so solver and verifier run the same numerics.
+// task, so solver and verifier run the same numerics; the shard count is part of the runtime, and
+// where the shards run is not (replicas compute on exact copies, summed in a fixed order).
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "train/trainer.h"
 
@@ -27,6 +29,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "common/data_order.h"
 #include "common/error.h"
@@ -54,6 +57,37 @@ constexpr std::int64_t kEvaluationBatchSize = 1000;
 constexpr std::int64_t kEvaluationTokens = 16384;
 // clip_grad_norm_'s guard against dividing by a zero norm.
 constexpr double kClipEpsilon = 1e-6;
+// Data-parallel shards per step at most: each is a whole model replica in memory.
+constexpr int kMaxShards = 1024;
+
+// "cpu", "cuda:1" or a comma list of such names, all of one kind (a shard's numerics, autocast's
+// among them, depend on the device kind). Throws Error(Config) naming the bad entry.
+std::vector<c10::Device> parse_device_list(const std::string& text) {
+  std::vector<c10::Device> devices;
+  std::istringstream entries(text);
+  for (std::string entry; std::getline(entries, entry, ',');) devices.push_back(parse_device(entry));
+  if (devices.empty() || text.ends_with(','))
+    throw Error(ErrorKind::Config, "device list \"" + text + "\": expected cpu, cuda or cuda:N, or a comma list of them");
+  for (const c10::Device& device : devices)
+    if (device.type() != devices.front().type())
+      throw Error(ErrorKind::Config, "device list \"" + text + "\" mixes " + devices.front().str() + " and " + device.str() +
+                                         "; the devices of one task must all be cpu or all be cuda");
+  return devices;
+}
+
+// The shard count for a request: 0 = one per device. Throws Error(Config) for a count out of
+// range, Error(Input) for a batch the count does not split into equal shards.
+int resolved_shards(int requested, std::size_t device_count, std::int64_t batch_size) {
+  if (requested < 0 || requested > kMaxShards)
+    throw Error(ErrorKind::Config, "shard count " + std::to_string(requested) + " is out of range, expected 0 (one per device) to " +
+                                       std::to_string(kMaxShards));
+  const int shards = requested > 0 ? requested : static_cast<int>(device_count);
+  if (batch_size % shards != 0)
+    throw Error(ErrorKind::Input, "training.batch_size: " + std::to_string(batch_size) + " does not split into " +
+                                      std::to_string(shards) + " equal data-parallel shards; expected a multiple of " +
+                                      std::to_string(shards));
+  return shards;
+}
 
 // Process-wide switches: deterministic kernels (an op without one throws), no cuDNN autotuning
 // (it picks kernels by timing), and a fixed intra-op thread count (CPU reductions split by it).
@@ -170,8 +204,19 @@ double resident_memory_mb() {
 }  // namespace
 
 struct Trainer::Impl {
+  // The model again, for data-parallel shard s > 0 (shard 0 runs on the primary model). Its
+  // tensors are in the primary's order; parameters and buffers are copied from the primary at
+  // the start of every step, so a replica's own updates (say, running statistics) never last.
+  struct Replica {
+    c10::Device device;
+    std::unique_ptr<detail::Model> model;
+    std::vector<NamedTensor> parameters;
+    std::vector<NamedTensor> trainable;
+    std::vector<NamedTensor> buffers;
+  };
+
   Task task;
-  c10::Device device;
+  c10::Device device;  // the primary's: shard 0, the optimizer, evaluation
   int threads;
   detail::Dataset train_data;
   detail::Dataset test_data;
@@ -182,10 +227,12 @@ struct Trainer::Impl {
   std::unique_ptr<detail::Optimizer> optimizer;
   std::int64_t total_steps = 0;
   bool bf16_autocast = false;  // training.precision "bf16"
+  std::vector<Replica> replicas;  // shards 1..S-1; empty for one shard
 
-  Impl(const Task& task_, c10::Device device_, int threads_)
-      : task(task_), device(device_), threads(threads_), bf16_autocast(task.training.precision == "bf16") {
-    if (device.is_cuda()) require_usable_cuda(device);
+  Impl(const Task& task_, const std::vector<c10::Device>& devices, int threads_, int shards)
+      : task(task_), device(devices.front()), threads(threads_), bf16_autocast(task.training.precision == "bf16") {
+    for (const c10::Device& each : devices)
+      if (each.is_cuda()) require_usable_cuda(each);
     configure_determinism(threads);
 
     detail::ModelShape shape;
@@ -210,10 +257,29 @@ struct Trainer::Impl {
       if (parameter.tensor.requires_grad()) trainable.push_back(parameter);
     if (trainable.empty()) throw Error(ErrorKind::Input, "model: no parameter requires a gradient, so there is nothing to train");
     optimizer = detail::make_optimizer(task.training.optimizer, trainable);
+    for (int shard = 1; shard < shards; ++shard)
+      replicas.push_back(make_replica(devices[static_cast<std::size_t>(shard) % devices.size()], shape));
     total_steps = solver::total_steps(task, train_data.size());
-    log_debug("train", "task={} model={} parameters={} device={} threads={} precision={} steps={}", task.id,
-              task.model.kind, parameters.size(), device.str(), threads, task.training.precision, total_steps);
+    log_debug("train", "task={} model={} parameters={} device={} threads={} shards={} precision={} steps={}", task.id,
+              task.model.kind, parameters.size(), device.str(), threads, shards, task.training.precision, total_steps);
   }
+
+  Replica make_replica(c10::Device replica_device, const detail::ModelShape& shape) const {
+    Replica replica{replica_device, detail::build_model(task, shape, replica_device), {}, {}, {}};
+    replica.parameters = replica.model->parameters();
+    replica.buffers = replica.model->buffers();
+    for (const NamedTensor& parameter : replica.parameters)
+      if (parameter.tensor.requires_grad()) replica.trainable.push_back(parameter);
+    if (replica.parameters.size() != parameters.size() || replica.trainable.size() != trainable.size() ||
+        replica.buffers.size() != buffers.size())
+      throw Error(ErrorKind::Internal, "model replica on " + replica_device.str() + " has " +
+                                           std::to_string(replica.parameters.size()) + " parameters and " +
+                                           std::to_string(replica.buffers.size()) + " buffers, the primary " +
+                                           std::to_string(parameters.size()) + " and " + std::to_string(buffers.size()));
+    return replica;
+  }
+
+  std::int64_t shard_count() const { return static_cast<std::int64_t>(replicas.size()) + 1; }
 
   void check_images() const {
     if (test_data.height() != train_data.height() || test_data.width() != train_data.width())
@@ -241,11 +307,9 @@ struct Trainer::Impl {
   float run_step(std::int64_t step, detail::BatchPrefetcher& batches, std::span<const std::uint32_t> next_indices,
                  double lr) {
     return translating_torch_errors(device, "training step " + std::to_string(step), [&] {
-      at::manual_seed(derive_seed(task.seed, kStreamStep, static_cast<std::uint64_t>(step)));
       const detail::Batch batch = batches.take();
       if (!next_indices.empty()) batches.request(next_indices);
-      const at::Tensor loss = forward_loss(batch);
-      loss.backward();
+      const at::Tensor loss = forward_backward(step, batch);
       const at::Tensor gradient_norm = clip_gradients();
       // One device-to-host transfer for both figures; float -> double -> float keeps the loss's bits.
       const at::Tensor figures = at::stack({loss.detach().to(at::kDouble), gradient_norm.to(at::kDouble)}).cpu();
@@ -261,12 +325,101 @@ struct Trainer::Impl {
     });
   }
 
-  // The mean cross-entropy of the model on a batch, under autocast as Python's
+  // The forward and backward pass of step `step` on its batch: leaves the gradient of the batch's
+  // mean loss in the primary model's .grad and returns that loss. Each forward pass is seeded
+  // just before it, so the step's random draws (dropout) depend on the step number alone.
+  at::Tensor forward_backward(std::int64_t step, const detail::Batch& batch,
+                              std::vector<NamedTensor>* traced_outputs = nullptr) {
+    const std::uint64_t step_seed = derive_seed(task.seed, kStreamStep, static_cast<std::uint64_t>(step));
+    if (!replicas.empty()) return sharded_forward_backward(step_seed, batch, traced_outputs);
+    at::manual_seed(step_seed);
+    const at::Tensor loss = forward_loss(*model, batch, traced_outputs);
+    loss.backward();
+    return loss;
+  }
+
+  // Data parallel (docs/gpu.md): shard s, the s-th of S equal contiguous parts of the batch, runs
+  // forward and backward on replica s (shard 0 on the primary model), seeded with the step seed
+  // for shard 0 and derive_seed(step seed, kStreamShard, s) otherwise. The gradients are copied
+  // (exactly) to the primary device and summed there in shard order, ((g_0 + g_1) + g_2) ...,
+  // then divided by S, which is what DDP does for a mean loss; the loss is the same fixed-order
+  // mean. Not ncclAllReduce: its summation order depends on the rank count, the topology and the
+  // NCCL version, so a verifier with another number of GPUs could not reproduce the bits; a
+  // fixed-order sum of exact copies gives the same bits on one device as on S. The shards are
+  // launched one after another from this thread; CUDA launches are asynchronous, so shards on
+  // different GPUs compute at the same time, and the copies to the primary come after the last
+  // launch.
+  at::Tensor sharded_forward_backward(std::uint64_t step_seed, const detail::Batch& batch,
+                                      std::vector<NamedTensor>* traced_outputs) {
+    const std::int64_t shards = shard_count();
+    const std::int64_t shard_samples = batch.inputs.size(0) / shards;
+    const std::int64_t shard_labels = batch.labels.size(0) / shards;
+    copy_state_to_replicas();
+    std::vector<at::Tensor> losses;
+    for (std::int64_t shard = 0; shard < shards; ++shard) {
+      detail::Model& shard_model = shard == 0 ? *model : *replicas[static_cast<std::size_t>(shard) - 1].model;
+      const c10::Device shard_device = shard == 0 ? device : replicas[static_cast<std::size_t>(shard) - 1].device;
+      // Always a fresh copy: a shard's inputs then have the same layout and alignment (so the
+      // same kernels) on the primary's device as on another one.
+      const detail::Batch shard_batch{
+          batch.inputs.narrow(0, shard * shard_samples, shard_samples)
+              .to(shard_device, batch.inputs.scalar_type(), /*non_blocking=*/false, /*copy=*/true),
+          batch.labels.narrow(0, shard * shard_labels, shard_labels)
+              .to(shard_device, batch.labels.scalar_type(), /*non_blocking=*/false, /*copy=*/true)};
+      at::manual_seed(shard == 0 ? step_seed : derive_seed(step_seed, kStreamShard, static_cast<std::uint64_t>(shard)));
+      std::vector<NamedTensor> outputs;
+      const at::Tensor loss = forward_loss(shard_model, shard_batch, traced_outputs ? &outputs : nullptr);
+      loss.backward();
+      for (NamedTensor& output : outputs)
+        traced_outputs->push_back({output.name + " [shard " + std::to_string(shard) + "]", std::move(output.tensor)});
+      losses.push_back(loss.detach());
+    }
+    sum_shard_gradients();
+    at::Tensor total = losses[0].add(losses[1].to(device));
+    for (std::size_t shard = 2; shard < losses.size(); ++shard) total.add_(losses[shard].to(device));
+    return total.div_(static_cast<double>(shards));
+  }
+
+  // Exact copies of the primary's parameters and buffers into every replica.
+  void copy_state_to_replicas() {
+    at::NoGradGuard no_grad;
+    for (Replica& replica : replicas) {
+      for (std::size_t i = 0; i < parameters.size(); ++i) replica.parameters[i].tensor.detach().copy_(parameters[i].tensor);
+      for (std::size_t i = 0; i < buffers.size(); ++i) replica.buffers[i].tensor.detach().copy_(buffers[i].tensor);
+    }
+  }
+
+  // The primary's gradients become ((g_0 + g_1) + ... + g_{S-1}) / S, summed on the primary's
+  // device; the replicas' gradients are dropped.
+  void sum_shard_gradients() {
+    at::NoGradGuard no_grad;
+    const double shards = static_cast<double>(shard_count());
+    for (std::size_t i = 0; i < trainable.size(); ++i) {
+      const at::Tensor primary_gradient = trainable[i].tensor.grad();
+      at::Tensor total;
+      for (std::size_t replica = 0; replica < replicas.size(); ++replica) {
+        const at::Tensor gradient = replicas[replica].trainable[i].tensor.grad();
+        if (gradient.defined() != primary_gradient.defined())
+          throw Error(ErrorKind::Internal, "parameter " + trainable[i].name + " has a gradient in shard " +
+                                               (primary_gradient.defined() ? "0" : std::to_string(replica + 1)) +
+                                               " but not in shard " +
+                                               (primary_gradient.defined() ? std::to_string(replica + 1) : "0"));
+        if (!gradient.defined()) continue;
+        const at::Tensor copied = gradient.to(device);
+        total = total.defined() ? total.add_(copied) : primary_gradient.add(copied);
+      }
+      if (total.defined()) trainable[i].tensor.mutable_grad() = total.div_(shards);
+    }
+    clear_replica_gradients();
+  }
+
+  // The mean cross-entropy of a model on a batch, under autocast as Python's
   // `with torch.autocast(...): loss = F.cross_entropy(model(x), y)`; backward runs outside it.
-  at::Tensor forward_loss(const detail::Batch& batch, std::vector<NamedTensor>* traced_outputs = nullptr) {
+  at::Tensor forward_loss(detail::Model& net, const detail::Batch& batch,
+                          std::vector<NamedTensor>* traced_outputs = nullptr) const {
     const detail::AutocastGuard autocast_on = autocast();
     const at::Tensor logits =
-        traced_outputs ? model->forward_traced(batch.inputs, *traced_outputs) : model->forward(batch.inputs);
+        traced_outputs ? net.forward_traced(batch.inputs, *traced_outputs) : net.forward(batch.inputs);
     return at::cross_entropy_loss(logits, batch.labels);
   }
 
@@ -304,6 +457,12 @@ struct Trainer::Impl {
   // fresh ones instead of accumulating into old storage.
   void clear_gradients() {
     for (const NamedTensor& parameter : trainable) parameter.tensor.mutable_grad().reset();
+    clear_replica_gradients();
+  }
+
+  void clear_replica_gradients() {
+    for (Replica& replica : replicas)
+      for (const NamedTensor& parameter : replica.trainable) parameter.tensor.mutable_grad().reset();
   }
 
   // Every tensor of the training state under its checkpoint name, aliasing the live tensors.
@@ -332,16 +491,18 @@ struct Trainer::Impl {
 };
 
 Trainer::Trainer(const Task& task, const TrainerOptions& options) {
-  const c10::Device device = parse_device(options.device);
+  const std::vector<c10::Device> devices = parse_device_list(options.device);
   const int threads = resolved_threads(options.threads);
-  impl_ = translating_torch_errors(device, "setting up task " + task.id,
-                                   [&] { return std::make_unique<Impl>(task, device, threads); });
+  const int shards = resolved_shards(options.shards, devices.size(), task.training.batch_size);
+  impl_ = translating_torch_errors(devices.front(), "setting up task " + task.id,
+                                   [&] { return std::make_unique<Impl>(task, devices, threads, shards); });
 }
 
 Trainer::~Trainer() = default;
 
 RuntimeInfo Trainer::runtime() const {
-  return RuntimeInfo{std::string(solver_version()), TORCH_VERSION, impl_->device.str(), impl_->threads, true};
+  return RuntimeInfo{std::string(solver_version()), TORCH_VERSION, impl_->device.str(), impl_->threads, true,
+                     static_cast<int>(impl_->shard_count())};
 }
 
 std::int64_t Trainer::train_samples() const { return impl_->train_data.size(); }
@@ -470,11 +631,9 @@ std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
       ~GradientsCleared() { impl.clear_gradients(); }
     } cleared{impl};
     // As run_step, up to the clipping: the same seed, batch and passes give the same bits.
-    at::manual_seed(derive_seed(impl.task.seed, kStreamStep, static_cast<std::uint64_t>(record.step)));
     const detail::Batch batch = impl.train_data.gather(record.indices, impl.device);
     std::vector<NamedTensor> outputs;
-    const at::Tensor loss = impl.forward_loss(batch, &outputs);
-    loss.backward();
+    const at::Tensor loss = impl.forward_backward(record.step, batch, &outputs);
     std::vector<LayerTrace> trace;
     for (const NamedTensor& output : outputs) trace.push_back({"output", checkpoint_tensor(widened(output))});
     trace.push_back({"loss", checkpoint_tensor(widened({"loss", loss}))});

@@ -1,5 +1,6 @@
 // Training with LibTorch, behind a header with no torch in it (torch headers cost ~20 s per
-// including file). A Trainer holds one task's model, optimizer state and data on one device;
+// including file). A Trainer holds one task's model, optimizer state and data on one device
+// (and, data parallel, replicas of the model on the same or other devices of its kind);
 // `solver run` trains with it and `solver verify` replays segments with it.
 //
 // Reproducibility contract (docs/bundle-format.md): initial weights come from
@@ -9,6 +10,11 @@
 // on the state after step s-1 and the records of step s, and any segment can be replayed.
 // With training.precision "bf16" the forward pass and loss run under bf16 autocast (in
 // training, replay, tracing and evaluation alike); the weights and optimizer state stay fp32.
+// With S > 1 shards (data parallel, docs/gpu.md) each step's batch is split into S contiguous
+// shards, each run on its own replica of the model; shard s > 0 seeds with
+// derive_seed(step seed, kStreamShard, s), and the gradients and losses are summed in shard
+// order and divided by S. S is part of the runtime: the same S gives the same bits on any
+// number of devices of one kind; S = 1 is the plain single-replica step.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +31,11 @@
 namespace solver::train {
 
 struct TrainerOptions {
-  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
-  int threads = 0;             // intra-op threads; 0 = min(hardware threads, 4)
+  // "cpu", "cuda" or "cuda:N", or a comma list of them ("cuda:0,cuda:1") for data parallel:
+  // shard s runs on device s % count, and the first is the primary, where the optimizer runs.
+  std::string device = "cpu";
+  int threads = 0;  // intra-op threads; 0 = min(hardware threads, 4)
+  int shards = 0;   // data-parallel shards per step; 0 = one per listed device
 };
 
 struct Progress {
@@ -61,15 +70,15 @@ class Trainer {
  public:
   // Checks the dataset and model files against their hashes, loads them, builds the model
   // from the task seed and moves it to the device. Throws Error(Input) for a bad task or
-  // data, Error(Config) for a malformed device name or thread count, Error(Cuda) for an
-  // unusable device.
+  // data or a batch size the shard count does not divide, Error(Config) for a malformed
+  // device list, thread count or shard count, Error(Cuda) for an unusable device.
   Trainer(const Task& task, const TrainerOptions& options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // What runs the task. device is "cpu" or "cuda:N" (no GPU name: reading it would take
-  // CUDA headers that a CPU-only LibTorch does not ship).
+  // What runs the task. device is the primary's, "cpu" or "cuda:N" (no GPU name: reading it
+  // would take CUDA headers that a CPU-only LibTorch does not ship); shards is S.
   RuntimeInfo runtime() const;
   std::int64_t train_samples() const;
   std::int64_t steps_per_epoch() const;
@@ -98,7 +107,9 @@ class Trainer {
   // updating it, and returns, in the order they were computed, each top-level module's
   // output, the loss, then each trainable parameter's gradient before clipping. A model
   // without named modules (TorchScript) traces as one module, "forward". bf16 values (under
-  // autocast) come widened to fp32, which is exact. Throws like replay().
+  // autocast) come widened to fp32, which is exact. With S > 1 shards the module outputs
+  // come shard by shard, named "<module> [shard s]", and the loss and gradients are the
+  // step's combined ones. Throws like replay().
   std::vector<LayerTrace> trace_step(const StepRecord& record);
 
   // Accuracy of the current model on the held-out test set, in [0, 1]: the share of images

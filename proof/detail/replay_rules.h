@@ -11,10 +11,11 @@
 
 namespace solver::proof::detail {
 
-// Same build, device and settings: a replay must then reproduce the bundle bit for bit.
+// Same build, device and settings (the shard count among them): a replay must then reproduce
+// the bundle bit for bit.
 inline bool same_runtime(const RuntimeInfo& a, const RuntimeInfo& b) {
   return a.solver_version == b.solver_version && a.torch_version == b.torch_version && a.device == b.device &&
-         a.threads == b.threads && a.deterministic == b.deterministic;
+         a.threads == b.threads && a.deterministic == b.deterministic && a.shards == b.shards;
 }
 
 // Relative tolerances. Learning rates: the schedule calls libm (cos, pow), whose last bit may

@@ -405,6 +405,7 @@ TEST_CASE("agent: with two task slots, two tasks train at the same time and both
 }
 
 TEST_CASE("agent: a malformed config is refused at start-up, naming the field (exit 78)", "[e2e][agent]") {
+  // A data-parallel slot ("cuda:0,cuda:1") is a valid entry; a misspelt device in a list is not.
   ScratchDir dir("agent-config");
   const auto key = make_key(dir.path());
   write_text(dir / "typo.json", "// a typo in a field name\n{\"market\": \"http://127.0.0.1:1\", \"rolez\": [\"solve\"]}");
@@ -415,6 +416,10 @@ TEST_CASE("agent: a malformed config is refused at start-up, naming the field (e
   result = run_solver({"agent", "--config", (dir / "storage.json").string(), "--key", key.string()});
   CHECK(result.exit_code == 78);
   CHECK_THAT(result.output, Catch::Contains("config.storage.bucket"));
+  write_text(dir / "devices.json", "{\"devices\": [\"cuda:0,cuda:1\", \"cuda:0,gpu1\"]}");
+  result = run_solver({"agent", "--config", (dir / "devices.json").string(), "--key", key.string()});
+  CHECK(result.exit_code == 78);
+  CHECK_THAT(result.output, Catch::Contains("config.devices") && Catch::Contains("\"gpu1\""));
 }
 
 TEST_CASE("agent: a bundle rewritten after its checkpoints were committed is rejected by the verifier", "[e2e][agent]") {

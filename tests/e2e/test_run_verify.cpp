@@ -46,6 +46,41 @@ TEST_CASE("solver run trains a small MLP on Fashion-MNIST and solver verify acce
   CHECK(verdict["same_runtime"] == true);
 }
 
+TEST_CASE("solver run with two data-parallel shards writes a bundle that solver verify replays bitwise", "[e2e]") {
+  ScratchDir dir("run-verify-shards");
+  const auto key = make_key(dir.path());
+  const auto task = write_task(dir.path(), "mlp", small_task("e2e-shards", 20, 10));
+  const auto bundle = dir / "bundle";
+  const CommandResult run = run_solver(
+      {"run", task.string(), "--out", bundle.string(), "--key", key.string(), "--threads", "1", "--shards", "2"});
+  INFO(run.output);
+  REQUIRE(run.exit_code == 0);
+  const json manifest = read_json(bundle / "manifest.json");
+  CHECK(manifest["runtime"]["shards"] == 2);
+  CHECK(manifest["runtime"]["device"] == "cpu");
+  CHECK(manifest["seeds"]["streams"]["shard"] == 5);
+
+  const CommandResult verify = run_solver({"verify", bundle.string(), "--segments", "all", "--json"});
+  INFO(verify.output);
+  REQUIRE(verify.exit_code == 0);
+  const json verdict = json::parse(verify.output.substr(verify.output.find('{')));
+  CHECK(verdict["accepted"] == true);
+  CHECK(verdict["same_runtime"] == true);
+
+  // A device list trains one shard per device: the same bits as two shards on one device.
+  const auto listed = dir / "listed";
+  REQUIRE(run_solver({"run", task.string(), "--out", listed.string(), "--key", key.string(), "--threads", "1",
+                      "--device", "cpu,cpu"}).exit_code == 0);
+  const json listed_manifest = read_json(listed / "manifest.json");
+  CHECK(listed_manifest["runtime"]["shards"] == 2);
+  CHECK(listed_manifest["chain_root"] == manifest["chain_root"]);
+
+  const CommandResult odd = run_solver({"run", task.string(), "--out", (dir / "odd").string(), "--key", key.string(),
+                                        "--shards", "3"});
+  CHECK(odd.exit_code == 2);
+  CHECK(odd.output.find("training.batch_size: 32 does not split into 3 equal data-parallel shards") != std::string::npos);
+}
+
 TEST_CASE("solver run trains the small CNN and its bundle verifies", "[e2e]") {
   ScratchDir dir("cnn");
   const auto key = make_key(dir.path());

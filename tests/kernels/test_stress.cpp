@@ -27,7 +27,7 @@ bool bitwise_equal(const std::vector<float>& x, const std::vector<float>& y) {
 
 }  // namespace
 
-TEST_CASE("Stress seeds lie in [-1, 1) and differ between threads and chains", "[kernels]") {
+TEST_CASE("Stress seeds lie from -1 up to 1 and differ between threads and chains", "[kernels]") {
   std::set<float> seeds;
   for (std::uint32_t thread = 0; thread < 512; ++thread)
     for (int chain = 0; chain < kStressChains; ++chain) {
@@ -39,7 +39,7 @@ TEST_CASE("Stress seeds lie in [-1, 1) and differ between threads and chains", "
   CHECK(seeds.size() == 512 * kStressChains);
 }
 
-TEST_CASE("The stress twin iterates x*x - 1.9 from the seeds, as a double computation does", "[kernels]") {
+TEST_CASE("The stress twin iterates x times x minus 1.9 from the seeds, as a double computation does", "[kernels]") {
   // Few iterations: the map is chaotic, so float and double drift apart by about e^0.55 per step.
   const int iterations = 10;
   const std::vector<float> twin = stress_cpu(16, iterations);

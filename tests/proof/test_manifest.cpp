@@ -107,6 +107,38 @@ TEST_CASE("A malformed manifest is refused with an error naming the field", "[pr
   }
 }
 
+TEST_CASE("runtime.shards and the shard stream appear only for a data-parallel runtime and round-trip", "[proof]") {
+  const json single = manifest_to_json(sample_manifest());
+  CHECK_FALSE(single.at("runtime").contains("shards"));
+  CHECK_FALSE(single.at("seeds").at("streams").contains("shard"));
+  CHECK(manifest_from_json(single).runtime.shards == 1);
+
+  Manifest sharded = sample_manifest();
+  sharded.runtime.shards = 4;
+  const json document = manifest_to_json(sharded);
+  CHECK(document.at("runtime").at("shards") == 4);
+  CHECK(document.at("seeds").at("streams").at("shard") == 5);
+  const Manifest parsed = manifest_from_json(json::parse(canonical_json(document)));
+  CHECK(parsed.runtime.shards == 4);
+  CHECK(canonical_json(manifest_to_json(parsed)) == canonical_json(document));
+
+  const std::vector<std::pair<std::string, std::function<void(json&)>>> cases = {
+      {"manifest.runtime.shards: expected a shard count in [1, ", [](json& m) { m["runtime"]["shards"] = 0; }},
+      {"manifest.runtime.shards: expected an integer", [](json& m) { m["runtime"]["shards"] = "two"; }},
+      {"manifest.seeds.streams.shard: missing", [](json& m) { m["seeds"]["streams"].erase("shard"); }},
+      {"manifest.seeds.streams.shard: expected stream 5", [](json& m) { m["seeds"]["streams"]["shard"] = 6; }},
+  };
+  for (const auto& [expected, corrupt] : cases) {
+    json corrupted = document;
+    corrupt(corrupted);
+    INFO("expected: " << expected);
+    CHECK_THROWS_WITH(manifest_from_json(corrupted), Contains(expected));
+  }
+  json single_with_stream = single;
+  single_with_stream["seeds"]["streams"]["shard"] = 5;
+  CHECK_THROWS_WITH(manifest_from_json(single_with_stream), Contains("manifest.seeds.streams.shard: unknown field"));
+}
+
 TEST_CASE("The hash chain links each checkpoint to everything before it", "[proof]") {
   // sha256("a:0:b:"): the documented text, hashed by an independent tool (sha256sum).
   CHECK(chain_link("a", 0, "b", "") == "2b2715fb697ab9edd4d1300e48572aa50b224cb16253eb820a15f233aec7e810");

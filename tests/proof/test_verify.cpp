@@ -171,6 +171,24 @@ TEST_CASE("On another runtime an honest bundle passes under the distance thresho
   CHECK(verdict.segments.front().threshold == options.delta);
 }
 
+TEST_CASE("verify builds its replayer with the bundle's shard count, and another shard count is another runtime", "[proof]") {
+  Fixture fixture;
+  VerifyOptions options;
+  options.selection = SegmentSelection::All;
+  int replays = 0;
+  RuntimeInfo two_shards = test::toy_runtime();
+  two_shards.shards = 2;
+  const ReplayerFactory toy = test::toy_replayer_factory(&replays, two_shards);
+  std::vector<int> shards_asked;
+  const Verdict verdict = verify_bundle(fixture.dir(), options, [&](const Task& task, int threads, int shards) {
+    shards_asked.push_back(shards);
+    return toy(task, threads, shards);
+  });
+  CHECK(shards_asked == std::vector<int>{1});
+  CHECK(verdict.accepted);
+  CHECK_FALSE(verdict.same_runtime);
+}
+
 TEST_CASE("On another runtime each threshold a profile sets must hold, not only l2", "[proof]") {
   Fixture fixture;
   checkpoint::Checkpoint state = checkpoint::read_safetensors(fixture.dir() / "ckpt/step_10.safetensors");

@@ -117,7 +117,7 @@ ToyReplayer::Result ToyReplayer::replay(const checkpoint::Checkpoint& start, std
 }
 
 proof::ReplayerFactory toy_replayer_factory(int* replays, RuntimeInfo runtime) {
-  return [replays, runtime](const Task& task, int) -> std::unique_ptr<proof::Replayer> {
+  return [replays, runtime](const Task& task, int, int) -> std::unique_ptr<proof::Replayer> {
     return std::make_unique<ToyReplayer>(task, runtime, replays);
   };
 }

@@ -5,7 +5,7 @@ Usage: /usr/bin/python3 reference_step.py REQUEST_DIR OUTPUT_DIR
 
 REQUEST_DIR/request.json:
   {"train_images": path, "train_labels": path, "normalize": {"mean": m, "std": s}, "hidden": [widths], "classes": n,
-   "threads": t, "grad_clip_norm": c (0 = off),
+   "threads": t, "grad_clip_norm": c (0 = off), "precision": "fp32"|"bf16" (optional, default fp32),
    "optimizer": {"kind": "sgd"|"adam"|"adamw", "lr", "momentum", "nesterov", "beta1", "beta2",
                  "eps", "weight_decay"},
    "steps": [{"indices": [...], "lr": x}, ...],
@@ -84,7 +84,9 @@ def main() -> None:
         targets = torch.from_numpy(labels[rows].copy())
         for group in optimizer.param_groups:
             group["lr"] = step["lr"]
-        loss = nn.functional.cross_entropy(model(batch), targets)
+        # training.precision "bf16": the forward pass and loss under CPU autocast, backward outside it.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=request.get("precision", "fp32") == "bf16"):
+            loss = nn.functional.cross_entropy(model(batch), targets)
         loss.backward()
         if request["grad_clip_norm"] > 0:
             nn.utils.clip_grad_norm_(model.parameters(), request["grad_clip_norm"])

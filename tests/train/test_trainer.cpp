@@ -2,7 +2,7 @@
 // replayed from its start checkpoint ends on the recorded end checkpoint, bit for bit; resuming
 // equals not stopping), state round trips and their validation, budgets, data files, devices,
 // TorchScript models, the gpt on token files, bf16 autocast, batches prefetched a step ahead,
-// and our optimizers against PyTorch's torch.optim (tests/python/reference_step.py).
+// and our optimizers against PyTorch's torch.optim (tests/python/reference_step.py), and data-parallel shards.
 // Tasks are tiny (tens of steps on the real Fashion-MNIST) so the suite runs in seconds.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -416,7 +416,7 @@ TEST_CASE("A diverging run stops with Error(Input) at the first non-finite loss 
   require_error([&] { trainer.train(0, {}); }, ErrorKind::Input, {"non-finite loss/gradient at step 2"});
 }
 
-TEST_CASE("evaluate gives an accuracy in [0, 1] that beats chance after a short training", "[torch]") {
+TEST_CASE("evaluate gives an accuracy between 0 and 1 that beats chance after a short training", "[torch]") {
   json task = tiny_task_json();
   task["model"]["hidden"] = {64};
   task["training"]["optimizer"] = {{"kind", "adam"}, {"lr", 0.002}};
@@ -440,7 +440,7 @@ TEST_CASE("evaluate gives an accuracy in [0, 1] that beats chance after a short 
               reports.back().samples_per_second / 64.0, trained);
 }
 
-TEST_CASE("Our optimizers take the same steps as PyTorch's torch.optim", "[torch]") {
+TEST_CASE("Our optimizers and autocast take the same steps as PyTorch's torch.optim and torch.autocast", "[torch]") {
   json task = tiny_task_json();
   task["training"]["steps"] = 3;
   task["training"]["grad_clip_norm"] = 0.5;
@@ -457,6 +457,11 @@ TEST_CASE("Our optimizers take the same steps as PyTorch's torch.optim", "[torch
     label = "adamw";
     task["training"]["optimizer"] = {{"kind", "adamw"}, {"lr", 0.003}, {"weight_decay", 0.05}};
   }
+  SECTION("adamw under bf16 autocast, as torch.autocast runs it") {
+    label = "adamw-bf16";
+    task["training"]["optimizer"] = {{"kind", "adamw"}, {"lr", 0.003}, {"weight_decay", 0.05}};
+    task["training"]["precision"] = "bf16";
+  }
   const Task parsed_task = parsed(task);
   train::Trainer trainer(parsed_task, kTwoThreadsOnCpu);
   const RecordedRun run = train_recording(trainer);
@@ -470,6 +475,7 @@ TEST_CASE("Our optimizers take the same steps as PyTorch's torch.optim", "[torch
       {"classes", 10},
       {"threads", 2},
       {"grad_clip_norm", parsed_task.training.grad_clip_norm},
+      {"precision", parsed_task.training.precision},
       {"optimizer", {{"kind", parsed_task.training.optimizer.kind}, {"lr", parsed_task.training.optimizer.lr},
                      {"momentum", parsed_task.training.optimizer.momentum}, {"nesterov", parsed_task.training.optimizer.nesterov},
                      {"beta1", parsed_task.training.optimizer.beta1}, {"beta2", parsed_task.training.optimizer.beta2},
@@ -705,4 +711,113 @@ TEST_CASE("Token files with an odd size, a token beyond the vocabulary or no who
     require_error([&] { train::Trainer(gpt_task_with_files(good, bad), kOneThreadOnCpu); }, ErrorKind::Input,
                   {"dataset.test", "32 tokens, expected at least one window of model.context + 1 = 33"});
   }
+}
+
+namespace {
+
+// Data parallel: the shard count, not the device count, fixes the bits.
+const train::TrainerOptions kOneShard{"cpu", 1};
+const train::TrainerOptions kTwoShardsOnOneCpu{"cpu", 1, 2};
+const train::TrainerOptions kTwoShardsOnTwoCpus{"cpu,cpu", 1};  // shards 0: one per device
+
+// |a - b| / |b - initial| over the parameters of two states.
+double relative_parameter_distance(const checkpoint::Checkpoint& a, const checkpoint::Checkpoint& b,
+                                   const checkpoint::Checkpoint& initial) {
+  double difference = 0.0, update = 0.0;
+  for (const checkpoint::Tensor& tensor : b.tensors) {
+    if (!tensor.name.starts_with("param.")) continue;
+    const std::vector<float> ours = floats_of(tensor_named(a, tensor.name));
+    const std::vector<float> theirs = floats_of(tensor);
+    const std::vector<float> start = floats_of(tensor_named(initial, tensor.name));
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      difference += std::pow(static_cast<double>(ours[i]) - theirs[i], 2);
+      update += std::pow(static_cast<double>(theirs[i]) - start[i], 2);
+    }
+  }
+  return std::sqrt(difference / update);
+}
+
+}  // namespace
+
+TEST_CASE("Two shards on devices cpu,cpu and two shards on one cpu train to bitwise equal losses and weights", "[torch]") {
+  json task = tiny_task_json();
+  task["training"]["steps"] = 6;
+  task["proof"]["checkpoint_every"] = 3;
+  train::Trainer one_device(parsed(task), kTwoShardsOnOneCpu);
+  train::Trainer two_devices(parsed(task), kTwoShardsOnTwoCpus);
+  CHECK(one_device.runtime().shards == 2);
+  CHECK(two_devices.runtime().shards == 2);
+  CHECK(two_devices.runtime().device == "cpu");  // the primary's
+  const RecordedRun on_one = train_recording(one_device);
+  const RecordedRun on_two = train_recording(two_devices);
+  REQUIRE(on_one.records.size() == 6);
+  REQUIRE(on_two.records.size() == 6);
+  for (std::size_t i = 0; i < on_one.records.size(); ++i) CHECK(on_two.records[i].loss == on_one.records[i].loss);
+  require_bitwise_equal(on_two.checkpoints.at(6), on_one.checkpoints.at(6));
+}
+
+TEST_CASE("Two shards end near but not on the one-shard run, and replay bitwise from a checkpoint", "[torch]") {
+  Task task;
+  SECTION("mlp") {
+    json mlp = tiny_task_json();
+    mlp["training"]["steps"] = 6;
+    mlp["proof"]["checkpoint_every"] = 3;
+    task = parsed(mlp);
+  }
+  SECTION("gpt") {
+    json gpt = tiny_gpt_task_json();
+    gpt["training"]["steps"] = 6;
+    gpt["proof"]["checkpoint_every"] = 3;
+    task = parse_task(gpt, test::source_dir() / "configs/tasks");
+  }
+  train::Trainer single(task, kOneShard);
+  const RecordedRun reference = train_recording(single);
+  train::Trainer sharded(task, kTwoShardsOnOneCpu);
+  const RecordedRun run = train_recording(sharded);
+  require_bitwise_equal(run.checkpoints.at(0), reference.checkpoints.at(0));
+  for (std::size_t i = 0; i < run.records.size(); ++i) CHECK(run.records[i].indices == reference.records[i].indices);
+  // Step 1 starts from the same weights: the mean of two half-batch means is the batch mean but for rounding.
+  CHECK(std::abs(run.records[0].loss - reference.records[0].loss) < 1e-5f * reference.records[0].loss);
+  const double distance = relative_parameter_distance(run.checkpoints.at(6), reference.checkpoints.at(6), reference.checkpoints.at(0));
+  std::printf("2 shards against 1, 6 steps: |difference| / |update| = %.3g\n", distance);
+  CHECK(distance > 0.0);  // the batch was split: the gradients summed in another order
+  CHECK(distance < 1e-3);
+
+  train::Trainer verifier(task, kTwoShardsOnOneCpu);
+  verifier.load_state(run.checkpoints.at(3));
+  const std::vector<float> losses = verifier.replay(std::span(run.records).subspan(3, 3));
+  require_bitwise_equal(verifier.state(6), run.checkpoints.at(6));
+  for (std::size_t i = 0; i < losses.size(); ++i) CHECK(losses[i] == run.records[3 + i].loss);
+}
+
+TEST_CASE("A two-shard trace lists each shard's module outputs, then the step's loss and gradients", "[torch]") {
+  json task = tiny_task_json();
+  task["training"]["steps"] = 1;
+  train::Trainer trainer(parsed(task), kTwoShardsOnOneCpu);
+  const RecordedRun run = train_recording(trainer);
+  REQUIRE(run.records.size() == 1);
+  train::Trainer tracer(parsed(task), kTwoShardsOnOneCpu);
+  const std::vector<train::LayerTrace> trace = tracer.trace_step(run.records[0]);
+  std::vector<std::string> names;
+  for (const train::LayerTrace& entry : trace) names.push_back(entry.kind + " " + entry.value.name);
+  CHECK(std::count(names.begin(), names.end(), "output 1 (Linear) [shard 0]") == 1);
+  CHECK(std::count(names.begin(), names.end(), "output 1 (Linear) [shard 1]") == 1);
+  const auto loss = std::find(names.begin(), names.end(), "loss loss");
+  REQUIRE(loss != names.end());
+  CHECK(floats_of(trace[static_cast<std::size_t>(loss - names.begin())].value) == std::vector<float>{run.records[0].loss});
+  CHECK(tensor_named(trainer.state(0), "param.1.weight").data != tensor_named(tracer.state(0), "param.1.weight").data);
+  CHECK(names.back() == "gradient 3.bias");
+  for (const train::LayerTrace& entry : trace)
+    if (entry.kind == "output") CHECK(entry.value.shape.front() == 16);  // half of the batch of 32
+}
+
+TEST_CASE("Shard and device lists that do not fit are rejected naming what is wrong", "[torch]") {
+  const Task task = parsed(tiny_task_json());  // batch 32
+  require_error([&] { train::Trainer(task, train::TrainerOptions{"cpu", 1, 3}); }, ErrorKind::Input,
+                {"training.batch_size: 32", "3 equal data-parallel shards"});
+  require_error([&] { train::Trainer(task, train::TrainerOptions{"cpu", 1, -1}); }, ErrorKind::Config,
+                {"shard count -1 is out of range"});
+  require_error([&] { train::Trainer(task, train::TrainerOptions{"cpu,", 1}); }, ErrorKind::Config, {"device list \"cpu,\""});
+  require_error([&] { train::Trainer(task, train::TrainerOptions{"cpu,cuda:0", 1}); }, ErrorKind::Config,
+                {"mixes cpu and cuda:0"});
 }
