@@ -204,10 +204,11 @@ Batch Dataset::cut(const at::Tensor& samples, const at::Tensor& labels) const {
   return Batch{samples.to(at::kFloat).div(255.0).sub(normalization_.mean).div(normalization_.std), labels};
 }
 
-BatchPrefetcher::BatchPrefetcher(const Dataset& data, c10::Device device)
-    : data_(data), device_(device), worker_([this] { work(); }) {}
+BatchPrefetcher::BatchPrefetcher(const Dataset& data, c10::Device device, bool background)
+    : data_(data), device_(device), worker_(background ? std::thread([this] { work(); }) : std::thread()) {}
 
 BatchPrefetcher::~BatchPrefetcher() {
+  if (!worker_.joinable()) return;
   {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -229,6 +230,13 @@ void BatchPrefetcher::request(std::span<const std::uint32_t> indices) {
 Batch BatchPrefetcher::take() {
   std::unique_lock lock(mutex_);
   if (!requested_) throw Error(ErrorKind::Internal, "batch prefetcher: a batch was taken without a request");
+  if (!worker_.joinable()) {
+    requested_ = false;
+    const std::vector<std::uint32_t> indices = std::move(*pending_);
+    pending_.reset();
+    lock.unlock();
+    return data_.gather(indices, device_);
+  }
   changed_.wait(lock, [&] { return ready_.has_value() || failure_; });
   requested_ = false;
   if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));

@@ -30,6 +30,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "common/data_order.h"
 #include "common/error.h"
@@ -277,6 +278,13 @@ struct Trainer::Impl {
                                            std::to_string(replica.buffers.size()) + " buffers, the primary " +
                                            std::to_string(parameters.size()) + " and " + std::to_string(buffers.size()));
     return replica;
+  }
+
+  // A background thread gathers the next batch on a GPU (it overlaps the GPU's work) and on a
+  // CPU with a core the step's threads leave free; where they use every core it would only
+  // take time from them.
+  bool gather_in_background() const {
+    return device.is_cuda() || static_cast<unsigned>(threads) < std::thread::hardware_concurrency();
   }
 
   std::int64_t shard_count() const { return static_cast<std::int64_t>(replicas.size()) + 1; }
@@ -571,7 +579,7 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
     const std::span<const std::uint32_t> batch = order.batch(step);
     return std::vector<std::uint32_t>(batch.begin(), batch.end());
   };
-  detail::BatchPrefetcher batches(impl.train_data, impl.device);
+  detail::BatchPrefetcher batches(impl.train_data, impl.device, impl.gather_in_background());
   std::vector<std::uint32_t> indices;
   if (from_step < total) {
     indices = indices_of(from_step + 1);
@@ -610,7 +618,7 @@ std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
   for (const StepRecord& record : steps) impl.check_record(record, "replaying step " + std::to_string(record.step));
   std::vector<float> losses;
   losses.reserve(steps.size());
-  detail::BatchPrefetcher batches(impl.train_data, impl.device);
+  detail::BatchPrefetcher batches(impl.train_data, impl.device, impl.gather_in_background());
   if (!steps.empty()) batches.request(steps.front().indices);
   for (std::size_t i = 0; i < steps.size(); ++i) {
     const std::span<const std::uint32_t> next_indices =
