@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "kernels/all_reduce.h"
 #include "kernels/distance.h"
+#include "tests/kernels/gpu_guard.h"
 #include "tests/test_support.h"
 
 using solver::ErrorKind;
@@ -117,10 +118,7 @@ TEST_CASE("A one-rank all-reduce on device 0 gives checked sums and no bus traff
 #ifndef SOLVER_HAVE_CUDA
   WARN("skipped: this build has no CUDA kernels");
 #else
-  if (solver::kernels::cuda_device_count() == 0) {
-    WARN("skipped: no CUDA device on this machine");
-    return;
-  }
+  if (solver::test::no_gpu_here()) return;
   if (const auto reason = nccl_unavailable_reason()) {
     WARN("skipped: " << *reason);
     return;

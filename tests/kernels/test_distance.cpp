@@ -14,6 +14,7 @@
 #include "kernels/distance.h"
 #ifdef SOLVER_HAVE_CUDA
 #include "kernels/distance.cuh"
+#include "tests/kernels/gpu_guard.h"
 #endif
 
 using solver::kernels::DistanceAccumulator;
@@ -202,10 +203,7 @@ TEST_CASE("The CUDA kernel equals the CPU twin bit for bit", "[kernels][gpu]") {
 #ifndef SOLVER_HAVE_CUDA
   WARN("skipped: this build has no CUDA kernels");
 #else
-  if (solver::kernels::cuda_device_count() == 0) {
-    WARN("skipped: no CUDA device on this machine");
-    return;
-  }
+  if (solver::test::no_gpu_here()) return;
   using solver::kernels::DeviceFloats;
   // Sizes: fewer elements than lanes, exactly the lanes, and several passes over them.
   for (const std::size_t n : {std::size_t{1000}, kDistanceLanes, 5 * kDistanceLanes + 77, std::size_t{3'000'000}}) {

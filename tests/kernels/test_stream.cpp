@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "kernels/distance.h"
 #include "kernels/stream.h"
+#include "tests/kernels/gpu_guard.h"
 
 using solver::kernels::stream_copy_cpu;
 using solver::kernels::stream_triad_cpu;
@@ -83,10 +84,7 @@ TEST_CASE("The device STREAM refuses to run without a device", "[kernels]") {
 }
 
 TEST_CASE("The STREAM triad kernel equals its CPU twin bit for bit", "[kernels][gpu]") {
-  if (!solver::kernels::cuda_available()) {
-    WARN("skipped: no CUDA device on this machine, or no CUDA kernels in this build");
-    return;
-  }
+  if (solver::test::no_gpu_here()) return;
   const double s = 1.0 / 3.0;  // inexact, so every product rounds
   // Sizes: one element, less than a wave, and several grid strides.
   for (const std::size_t n : {std::size_t{1}, std::size_t{1000}, std::size_t{3'000'001}}) {
@@ -101,11 +99,8 @@ TEST_CASE("The STREAM triad kernel equals its CPU twin bit for bit", "[kernels][
 }
 
 TEST_CASE("The device STREAM gives positive figures and checks its arguments", "[kernels][gpu]") {
+  if (solver::test::no_gpu_here()) return;
   const int devices = solver::kernels::cuda_device_count();
-  if (devices == 0) {
-    WARN("skipped: no CUDA device on this machine, or no CUDA kernels in this build");
-    return;
-  }
   const solver::kernels::DeviceStreamBandwidth bandwidth = solver::kernels::measure_stream_cuda(0, std::size_t{256} << 20, 5);
   WARN("device 0 STREAM on 256 MiB arrays: copy " << bandwidth.copy_gb_per_s << " GB/s, triad " << bandwidth.triad_gb_per_s
                                                    << " GB/s");

@@ -14,6 +14,7 @@
 #include "kernels/detail/stress_seed.h"
 #include "kernels/distance.h"
 #include "kernels/stress.h"
+#include "tests/kernels/gpu_guard.h"
 
 using solver::kernels::kStressChains;
 using solver::kernels::stress_cpu;
@@ -99,10 +100,7 @@ TEST_CASE("The GPU stress test refuses to run without a device", "[kernels]") {
 }
 
 TEST_CASE("The stress kernel equals its CPU twin bit for bit", "[kernels][gpu]") {
-  if (!solver::kernels::cuda_available()) {
-    WARN("skipped: no CUDA device on this machine, or no CUDA kernels in this build");
-    return;
-  }
+  if (solver::test::no_gpu_here()) return;
   // A thread count that leaves the last block partly empty, and the iteration count of a launch.
   for (const int iterations : {0, 1, 2000, solver::kernels::kStressIterations}) {
     const std::size_t threads = iterations == solver::kernels::kStressIterations ? 300 : 4096 + 37;
@@ -112,10 +110,7 @@ TEST_CASE("The stress kernel equals its CPU twin bit for bit", "[kernels][gpu]")
 }
 
 TEST_CASE("A short GPU stress run finds no wrong value and reports its throughput", "[kernels][gpu]") {
-  if (!solver::kernels::cuda_available()) {
-    WARN("skipped: no CUDA device on this machine, or no CUDA kernels in this build");
-    return;
-  }
+  if (solver::test::no_gpu_here()) return;
   const solver::kernels::StressResult result = solver::kernels::run_stress_cuda(0, 1.0);
   WARN("device 0 stress: " << result.tflops << " TFLOP/s over " << result.seconds << " s, " << result.launches
                            << " launches of " << result.threads << " threads, " << result.mismatched_values << " of "
