@@ -21,6 +21,7 @@
 #include "hardware/host_benchmark.h"
 #include "hardware/nvml.h"
 #include "kernels/all_reduce.h"
+#include "kernels/cuda_device.h"
 #include "kernels/distance.h"
 #include "kernels/stream.h"
 #include "kernels/stress.h"
@@ -94,6 +95,7 @@ MeasuredGpuPeaks peaks_for_measured_gpu(const hardware::GpuInventory& inventory)
 }
 
 struct GpuMeasurements {
+  kernels::CudaDeviceProperties properties;
   train::MatmulResult matmul_fp32;
   train::MatmulResult matmul_tf32;
   train::MatmulResult matmul_fp16;
@@ -172,6 +174,7 @@ BenchReport measure(const BenchOptions& options) {
     gpu.matmul_tf32 = train::measure_matmul({device, "tf32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_fp16 = train::measure_matmul({device, "fp16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_bf16 = train::measure_matmul({device, "bf16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
+    gpu.properties = kernels::cuda_device_properties(cuda_ordinal(device));
     gpu.stream = kernels::measure_stream_cuda(cuda_ordinal(device), plan.gpu_memory_bytes, plan.gpu_memory_repeats);
     gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
     log_debug("agent", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
@@ -382,7 +385,9 @@ void print_table(const BenchReport& report) {
     bf16_peak = datasheet->bf16_dense_tflops;
     memory_peak = datasheet->memory_tb_per_s * 1e3;
   }
-  std::printf("\nGPU measurements on %s%s\n", gpu.matmul_fp32.device.c_str(),
+  std::printf("\nGPU measurements on %s: %s, %d SMs, compute capability %d.%d, %.1f GiB%s\n", gpu.matmul_fp32.device.c_str(),
+              gpu.properties.name.c_str(), gpu.properties.sm_count, gpu.properties.compute_major, gpu.properties.compute_minor,
+              gpu.properties.memory_bytes / double(1 << 30),
               datasheet ? fmt::format(" (peaks: {} datasheet)", datasheet->model).c_str() : " (datasheet peaks unknown)");
   print_rows({
       {"matmul fp32", gpu.matmul_fp32.gflops / 1e3, "TFLOP/s", fp32_peak, true, matmul_how(gpu.matmul_fp32) + ", TF32 off"},
@@ -547,6 +552,10 @@ Json report_json(const BenchReport& report) {
   const auto& datasheet = gpu.peaks.datasheet;
   json["gpu_benchmark"] = Json{
       {"device", gpu.matmul_fp32.device},
+      {"name", gpu.properties.name},
+      {"sm_count", gpu.properties.sm_count},
+      {"compute_capability", fmt::format("{}.{}", gpu.properties.compute_major, gpu.properties.compute_minor)},
+      {"memory_bytes_cuda", gpu.properties.memory_bytes},
       {"matmul_n", gpu.matmul_fp32.n},
       {"matmul_fp32_tflops", gpu.matmul_fp32.gflops / 1e3},
       {"matmul_fp32_peak_tflops", datasheet ? Json(datasheet->fp32_tflops) : Json(nullptr)},

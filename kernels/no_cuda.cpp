@@ -3,6 +3,7 @@
 // fallback to the CPU twin (callers choose the twin explicitly).
 #include "common/error.h"
 #include "kernels/all_reduce.h"
+#include "kernels/cuda_device.h"
 #include "kernels/distance.h"
 #include "kernels/stream.h"
 #include "kernels/stress.h"
@@ -12,6 +13,10 @@ namespace solver::kernels {
 int cuda_device_count() { return 0; }
 
 bool cuda_available() { return false; }
+
+CudaDeviceProperties cuda_device_properties(int) {
+  throw Error(ErrorKind::Cuda, "this build has no CUDA (rebuild with nvcc found and SOLVER_CUDA=ON)");
+}
 
 WeightDistance weight_distance_cuda(const float*, const float*, std::size_t) {
   throw Error(ErrorKind::Cuda, "this build has no CUDA kernels (rebuild with nvcc found and SOLVER_CUDA=ON)");
