@@ -10,7 +10,8 @@ ctest --test-dir build --output-on-failure -j 2 --timeout 900
 # silently drops it and the rest of its executable from discovery.
 expected=0
 for tests in build/tests/solver_*_tests; do
-  expected=$((expected + $("$tests" --list-test-names-only | grep -c .)))
+  names=$("$tests" --list-test-names-only || true)  # Catch2 exits with the number of tests it listed
+  expected=$((expected + $(grep -c . <<<"$names")))
 done
 known=$(ctest --test-dir build -N | grep -c ' Test *#')
 if [ "$known" -ne "$expected" ]; then
