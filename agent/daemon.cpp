@@ -634,10 +634,8 @@ struct Agent::Impl {
     const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(device);
     const proof::ReplayerFactory factory = [&](const Task& task, int threads, int shards) {
       Task local = task;
-      for (FileRef* file : {&local.dataset.train_images, &local.dataset.train_labels, &local.dataset.test_images,
-                            &local.dataset.test_labels})
-        for (const FileRef* fetched : {&inputs.dataset.train_images, &inputs.dataset.train_labels,
-                                       &inputs.dataset.test_images, &inputs.dataset.test_labels})
+      for (const auto& [file, what] : task_files(local))
+        for (const auto& [fetched, fetched_what] : task_files(inputs))
           if (fetched->sha256 == file->sha256) file->local_copy = fetched->local_copy;
       return trainer_factory(local, threads, shards);
     };

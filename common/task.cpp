@@ -300,6 +300,20 @@ double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::in
   return base;
 }
 
+std::vector<std::pair<FileRef*, std::string>> task_files(Task& task) {
+  DatasetSpec& data = task.dataset;
+  std::vector<std::pair<FileRef*, std::string>> files;
+  if (data.format == "tokens")
+    files = {{&data.train_tokens, "dataset.train"}, {&data.test_tokens, "dataset.test"}};
+  else
+    files = {{&data.train_images, "dataset.train_images"},
+             {&data.train_labels, "dataset.train_labels"},
+             {&data.test_images, "dataset.test_images"},
+             {&data.test_labels, "dataset.test_labels"}};
+  if (task.model.kind == "torchscript") files.emplace_back(&task.model.file, "model.file");
+  return files;
+}
+
 std::filesystem::path checked_local_file(const FileRef& file, std::string_view what) {
   const std::string field(what);
   if (file.local_copy.empty() && file.location.find("://") != std::string::npos)

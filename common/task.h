@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace solver {
@@ -111,6 +112,10 @@ std::string canonical_json(const nlohmann::json& json);
 std::int64_t total_steps(const Task& task, std::int64_t train_sample_count);
 // The learning rate used by 1-based step `step` of a run of `total` steps.
 double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total);
+
+// Every file the task depends on (its data for its dataset format, and a TorchScript model),
+// each with its field name for errors ("dataset.train_images"): what a fetcher resolves.
+std::vector<std::pair<FileRef*, std::string>> task_files(Task& task);
 
 // The local path of a file (its local_copy when fetched), after checking it exists and matches its sha256.
 // `what` names the field in errors ("dataset.train_images"). Throws Error(Input).

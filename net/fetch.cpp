@@ -26,16 +26,6 @@ void download_https(const std::string& url, const std::filesystem::path& dest) {
   throw_unless_success(perform(request), "GET " + url);
 }
 
-std::vector<std::pair<FileRef*, std::string>> task_files(Task& task) {
-  std::vector<std::pair<FileRef*, std::string>> files = {
-      {&task.dataset.train_images, "dataset.train_images"},
-      {&task.dataset.train_labels, "dataset.train_labels"},
-      {&task.dataset.test_images, "dataset.test_images"},
-      {&task.dataset.test_labels, "dataset.test_labels"}};
-  if (task.model.kind == "torchscript") files.emplace_back(&task.model.file, "model.file");
-  return files;
-}
-
 }  // namespace
 
 FileCache::FileCache(FetchOptions options) : options_(std::move(options)) {

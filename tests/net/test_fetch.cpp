@@ -119,5 +119,24 @@ TEST_CASE("fetch: past the cap, the least recently used inputs go, never those o
   CHECK(std::filesystem::exists(second.dataset.train_images.local_copy));
 }
 
+TEST_CASE("fetch: a token-data task gets its train and test token files, and a TorchScript model its file", "[net][fetch]") {
+  test::ScratchDir scratch("fetch-tokens");
+  FileServer server;
+  for (const char* name : {"train", "test", "model"}) server.files[name] = std::string(1000, name[1]);
+  FileCache cache(options_for(scratch));
+  auto ref = [&](const std::string& name) { return FileRef{server.url(name), sha256_hex(server.files[name])}; };
+  Task task;
+  task.model.kind = "torchscript";
+  task.model.file = ref("model");
+  task.dataset.format = "tokens";
+  task.dataset.train_tokens = ref("train");
+  task.dataset.test_tokens = ref("test");
+  cache.resolve(task);
+  CHECK(read_file(task.dataset.train_tokens.local_copy) == server.files["train"]);
+  CHECK(read_file(task.dataset.test_tokens.local_copy) == server.files["test"]);
+  CHECK(read_file(task.model.file.local_copy) == server.files["model"]);
+  CHECK(task.dataset.train_images.local_copy.empty());
+}
+
 }  // namespace
 }  // namespace solver::net
