@@ -56,8 +56,9 @@ TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
     if (writer_) writer_->flush();
     return outcome;
   }
-  outcome.test_accuracy = trainer_.evaluate();
-  outcome.test_loss = trainer_.evaluate_loss();
+  const train::Trainer::Evaluation evaluation = trainer_.evaluate();
+  outcome.test_accuracy = evaluation.accuracy;
+  outcome.test_loss = evaluation.loss;
   if (writer_)
     outcome.manifest = writer_->finish(proof::TrainOutcome{outcome.test_accuracy, outcome.final_loss, outcome.train_seconds});
   return outcome;

@@ -56,6 +56,8 @@ using Clock = std::chrono::steady_clock;
 // Images, or gpt labels (samples x context), per evaluation batch.
 constexpr std::int64_t kEvaluationBatchSize = 1000;
 constexpr std::int64_t kEvaluationTokens = 16384;
+// How often train() reads the resident memory for budget.max_memory_mb (and at its first step).
+constexpr std::chrono::milliseconds kMemorySampleInterval{100};
 // clip_grad_norm_'s guard against dividing by a zero norm.
 constexpr double kClipEpsilon = 1e-6;
 // Data-parallel shards per step at most: each is a whole model replica in memory.
@@ -482,18 +484,20 @@ struct Trainer::Impl {
     return state;
   }
 
-  void enforce_budgets(std::int64_t step, double elapsed_seconds, std::int64_t last_checkpoint) const {
-    const std::string kept = "; checkpoints up to step " + std::to_string(last_checkpoint) + " are kept";
+  // The memory budget is read from /proc only when `sample_memory` (the loop samples it every
+  // kMemorySampleInterval, not every step: it is a system call and a parse).
+  void enforce_budgets(std::int64_t step, double elapsed_seconds, std::int64_t last_checkpoint, bool sample_memory) const {
+    const auto kept = [&] { return "; checkpoints up to step " + std::to_string(last_checkpoint) + " are kept"; };
     const double max_seconds = task.budget.max_wall_seconds;
     if (max_seconds > 0.0 && elapsed_seconds > max_seconds)
       throw Error(ErrorKind::Budget, fmt::format("budget.max_wall_seconds exceeded: {:.2f} s of training by step {}, "
-                                                 "over the budget of {} s{}", elapsed_seconds, step, max_seconds, kept));
+                                                 "over the budget of {} s{}", elapsed_seconds, step, max_seconds, kept()));
     const std::int64_t max_mb = task.budget.max_memory_mb;
-    if (max_mb > 0) {
+    if (max_mb > 0 && sample_memory) {
       const double resident_mb = resident_memory_mb();
       if (resident_mb > static_cast<double>(max_mb))
         throw Error(ErrorKind::Budget, fmt::format("budget.max_memory_mb exceeded: {:.0f} MB resident at step {}, "
-                                                   "over the budget of {} MB{}", resident_mb, step, max_mb, kept));
+                                                   "over the budget of {} MB{}", resident_mb, step, max_mb, kept()));
     }
   }
 };
@@ -571,6 +575,7 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
                   static_cast<std::uint32_t>(task.training.batch_size));
   const Clock::time_point started = Clock::now();
   Clock::time_point last_report = started;
+  Clock::time_point last_memory_sample = started - kMemorySampleInterval;
   std::int64_t last_checkpoint = from_step;
   if (from_step == 0 && hooks.on_checkpoint) hooks.on_checkpoint(0, state(0));
 
@@ -606,7 +611,9 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
                                  steps_done * static_cast<double>(task.training.batch_size) / elapsed_seconds,
                                  static_cast<double>(total - step) * elapsed_seconds / steps_done});
     }
-    impl.enforce_budgets(step, elapsed_seconds, last_checkpoint);
+    const bool sample_memory = now - last_memory_sample >= kMemorySampleInterval;
+    if (sample_memory) last_memory_sample = now;
+    impl.enforce_budgets(step, elapsed_seconds, last_checkpoint, sample_memory);
     if (step < total && hooks.should_stop && hooks.should_stop()) return step;
   }
   return total;
@@ -652,42 +659,24 @@ std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
   });
 }
 
-double Trainer::evaluate() {
+Trainer::Evaluation Trainer::evaluate() {
   Impl& impl = *impl_;
   return translating_torch_errors(impl.device, "evaluating on the test set", [&] {
     at::NoGradGuard no_grad;
     const detail::AutocastGuard autocast_on = impl.autocast();
     impl.model->set_training(false);
     std::int64_t correct = 0, labels = 0;
-    const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
-    for (std::int64_t begin = 0; begin < count; begin += batch_size) {
-      const detail::Batch batch = impl.test_data.slice(begin, std::min(batch_size, count - begin), impl.device);
-      const at::Tensor predictions = impl.model->forward(batch.inputs).argmax(1);
-      correct += predictions.eq(batch.labels).sum().item<std::int64_t>();
-      labels += batch.labels.numel();
-    }
-    impl.model->set_training(true);
-    return static_cast<double>(correct) / static_cast<double>(labels);
-  });
-}
-
-double Trainer::evaluate_loss() {
-  Impl& impl = *impl_;
-  return translating_torch_errors(impl.device, "evaluating the test loss", [&] {
-    at::NoGradGuard no_grad;
-    const detail::AutocastGuard autocast_on = impl.autocast();
-    impl.model->set_training(false);
     double loss_sum = 0.0;
-    std::int64_t labels = 0;
     const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
     for (std::int64_t begin = 0; begin < count; begin += batch_size) {
       const detail::Batch batch = impl.test_data.slice(begin, std::min(batch_size, count - begin), impl.device);
-      const at::Tensor loss = at::cross_entropy_loss(impl.model->forward(batch.inputs), batch.labels);
-      loss_sum += loss.item<double>() * static_cast<double>(batch.labels.numel());
+      const at::Tensor logits = impl.model->forward(batch.inputs);
+      correct += logits.argmax(1).eq(batch.labels).sum().item<std::int64_t>();
+      loss_sum += at::cross_entropy_loss(logits, batch.labels).item<double>() * static_cast<double>(batch.labels.numel());
       labels += batch.labels.numel();
     }
     impl.model->set_training(true);
-    return loss_sum / static_cast<double>(labels);
+    return Evaluation{static_cast<double>(correct) / static_cast<double>(labels), loss_sum / static_cast<double>(labels)};
   });
 }
 

@@ -112,12 +112,16 @@ class Trainer {
   // step's combined ones. Throws like replay().
   std::vector<LayerTrace> trace_step(const StepRecord& record);
 
-  // Accuracy of the current model on the held-out test set, in [0, 1]: the share of images
-  // classified right or, for a gpt, of next tokens predicted right (argmax) at every position.
-  double evaluate();
-  // The mean cross-entropy of the current model on the held-out test set, per image or, for
-  // a gpt, per predicted token (nats; ln(vocab_size) is guessing).
-  double evaluate_loss();
+  struct Evaluation {
+    // In [0, 1]: the share of images classified right or, for a gpt, of next tokens predicted
+    // right (argmax) at every position.
+    double accuracy = 0.0;
+    // The mean cross-entropy, per image or, for a gpt, per predicted token (nats;
+    // ln(vocab_size) is guessing).
+    double loss = 0.0;
+  };
+  // The current model on the held-out test set, in one pass over it.
+  Evaluation evaluate();
 
  private:
   struct Impl;
