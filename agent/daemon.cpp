@@ -32,6 +32,7 @@
 #include "net/market_client.h"
 #include "net/retry.h"
 #include "net/store.h"
+#include "proof/manifest.h"
 #include "proof/verify.h"
 
 namespace solver::agent {
@@ -549,10 +550,8 @@ struct Agent::Impl {
 
   std::vector<proof::WrittenCheckpoint> manifest_checkpoints(const TaskState& state) {
     std::vector<proof::WrittenCheckpoint> checkpoints;
-    const std::filesystem::path path = state.bundle_dir() / "manifest.json";
-    const json manifest = parse_json_document(read_file(path), path.string());
-    for (const json& entry : manifest.at("checkpoints"))
-      checkpoints.push_back({entry.at("step").get<std::int64_t>(), entry.at("file").at("sha256").get<std::string>()});
+    for (const proof::CheckpointEntry& entry : proof::read_manifest(state.bundle_dir()).checkpoints)
+      checkpoints.push_back({entry.step, entry.file.sha256});
     return checkpoints;
   }
 

@@ -16,7 +16,6 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
-#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
@@ -31,17 +30,6 @@ using detail::kLearningRateTolerance;
 using detail::losses_agree;
 using detail::same_runtime;
 using nlohmann::json;
-
-Manifest read_manifest(const std::filesystem::path& dir) {
-  const std::filesystem::path path = dir / detail::kManifestFile;
-  if (!std::filesystem::is_regular_file(path))
-    throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has no manifest.json");
-  try {
-    return manifest_from_json(parse_json_document(read_file(path), path.string()));
-  } catch (const Error& error) {
-    throw Error(ErrorKind::Input, "not a bundle: " + std::string(error.what()));
-  }
-}
 
 // The checks of `solver verify` that need no training (signature, hashes, chain, data order,
 // initialisation, update distances), with no segment replayed.

@@ -309,4 +309,19 @@ void write_signed_manifest(const std::filesystem::path& dir, const Manifest& man
   write_file_durably(dir / detail::kManifestFile, text);
 }
 
+Manifest parse_manifest(const std::string& text, const std::filesystem::path& path) {
+  try {
+    return manifest_from_json(parse_json_document(text, path.string()));
+  } catch (const Error& error) {
+    throw Error(ErrorKind::Input, "not a bundle: " + std::string(error.what()));
+  }
+}
+
+Manifest read_manifest(const std::filesystem::path& bundle_dir) {
+  const std::filesystem::path path = bundle_dir / detail::kManifestFile;
+  if (!std::filesystem::is_regular_file(path))
+    throw Error(ErrorKind::Input, "not a bundle: " + bundle_dir.string() + " has no manifest.json");
+  return parse_manifest(read_file(path), path);
+}
+
 }  // namespace solver::proof

@@ -77,6 +77,12 @@ nlohmann::json runtime_to_json(const RuntimeInfo& runtime);
 nlohmann::json distance_to_json(const kernels::WeightDistance& distance);
 // Throws Error(Input) naming the field when the JSON is not a well-formed manifest.
 Manifest manifest_from_json(const nlohmann::json& json);
+// The manifest.json text of a bundle (`path` names it in errors). Throws Error(Input)
+// "not a bundle: ..." naming what is wrong.
+Manifest parse_manifest(const std::string& text, const std::filesystem::path& path);
+// The manifest of the bundle in `bundle_dir`. Throws Error(Input) "not a bundle: ..." when it
+// is missing or not a well-formed manifest, Error(Io) when it cannot be read.
+Manifest read_manifest(const std::filesystem::path& bundle_dir);
 
 // chain_0 = H(task_sha256 ":" "0" ":" ckpt_sha256 ":" ""), chain_i = H(chain_{i-1} ":" step ":"
 // ckpt_sha256 ":" segment_sha256) where H is sha256 over the ASCII text, as lowercase hex.

@@ -163,13 +163,6 @@ std::vector<std::size_t> spread_segments(std::size_t n, std::size_t count) {
   return chosen;
 }
 
-Manifest read_manifest(const std::filesystem::path& dir) {
-  const std::filesystem::path path = dir / detail::kManifestFile;
-  if (!std::filesystem::is_regular_file(path))
-    throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has no manifest.json");
-  return manifest_from_json(parse_json_document(read_file(path), path.string()));
-}
-
 }  // namespace
 
 MetricValues as_spread(const kernels::WeightDistance& distance) {

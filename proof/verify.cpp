@@ -68,11 +68,7 @@ BundleFiles read_bundle(const std::filesystem::path& dir) {
   files.signature_hex = read_file(signature_path);
   while (!files.signature_hex.empty() && std::isspace(static_cast<unsigned char>(files.signature_hex.back())))
     files.signature_hex.pop_back();
-  try {
-    files.manifest = manifest_from_json(parse_json_document(files.manifest_text, manifest_path.string()));
-  } catch (const Error& error) {
-    throw Error(ErrorKind::Input, "not a bundle: " + std::string(error.what()));
-  }
+  files.manifest = parse_manifest(files.manifest_text, manifest_path);
   return files;
 }
 
