@@ -45,16 +45,6 @@ void check_without_training(DisputeSide& side, const std::string& task_sha256, d
   side.failures = verdict.failures;
 }
 
-bool states_equal(const checkpoint::Checkpoint& a, const checkpoint::Checkpoint& b) {
-  if (a.tensors.size() != b.tensors.size() || a.metadata != b.metadata) return false;
-  for (std::size_t i = 0; i < a.tensors.size(); ++i) {
-    const checkpoint::Tensor& x = a.tensors[i];
-    const checkpoint::Tensor& y = b.tensors[i];
-    if (x.name != y.name || x.dtype != y.dtype || x.shape != y.shape || x.data != y.data) return false;
-  }
-  return true;
-}
-
 double l2_norm(const checkpoint::Tensor& tensor) {
   if (tensor.dtype != checkpoint::DType::F32) return std::numeric_limits<double>::quiet_NaN();
   double sum = 0.0;
@@ -93,7 +83,7 @@ void judge_end_state(DisputeSide& side, const checkpoint::Checkpoint& claimed, c
     log_debug("proof", "dispute: {} does not match the replayed state's parameters: {}", side.bundle.string(), error.what());
     return;
   }
-  side.end_state_matches = side.same_runtime ? states_equal(claimed, replayed) : side.distance.l2 <= delta;
+  side.end_state_matches = side.same_runtime ? !first_difference(claimed, replayed) : side.distance.l2 <= delta;
 }
 
 std::string side_text(const DisputeSide& side, const char* name) { return fmt::format("{} ({})", name, side.bundle.string()); }
@@ -299,11 +289,7 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
   report.segment_last_step = entry.last_step;
 
   // 3. Replay the segment from the last common checkpoint, one step at a time.
-  Task task = parse_task(manifest_a.task, a);
-  if (task.model.kind == "torchscript") {
-    task.model.file.location = std::filesystem::absolute(a / detail::kModelFile).string();
-    task.model.file.local_copy.clear();
-  }
+  const Task task = detail::with_bundled_model(parse_task(manifest_a.task, a), a);
   const int threads = options.threads > 0 ? options.threads : manifest_a.runtime.threads;
   // Bundle A's shard count: a replay with another would split each step's batch differently.
   const int shards = manifest_a.runtime.shards;

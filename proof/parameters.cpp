@@ -53,4 +53,21 @@ kernels::WeightDistance parameter_distance(std::span<const checkpoint::Tensor> b
   return accumulator.finish();
 }
 
+std::optional<StateDifference> first_difference(const checkpoint::Checkpoint& expected, const checkpoint::Checkpoint& found) {
+  for (const checkpoint::Tensor& tensor : expected.tensors) {
+    const checkpoint::Tensor* other = found.find(tensor.name);
+    if (other == nullptr) return StateDifference{tensor.name + " (missing)"};
+    if (other->dtype != tensor.dtype || other->shape != tensor.shape || other->data != tensor.data)
+      return StateDifference{tensor.name};
+  }
+  for (const checkpoint::Tensor& tensor : found.tensors)
+    if (expected.find(tensor.name) == nullptr) return StateDifference{tensor.name + " (unexpected)"};
+  if (expected.metadata != found.metadata)
+    for (const auto& [key, value] : expected.metadata)
+      if (!found.metadata.contains(key) || found.metadata.at(key) != value) return StateDifference{key, true};
+  for (const auto& [key, value] : found.metadata)
+    if (!expected.metadata.contains(key)) return StateDifference{key, true};
+  return std::nullopt;
+}
+
 }  // namespace solver::proof

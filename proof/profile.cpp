@@ -61,16 +61,6 @@ std::vector<std::pair<std::string, ReplaySetting>> settings_of(const ProfileOpti
 
 // "" when the states are bitwise equal, else the first tensor (or "metadata") that differs.
 // Both states come from Trainer::state(), so their tensors are in the same order.
-std::string where_states_differ(const checkpoint::Checkpoint& reference, const checkpoint::Checkpoint& found) {
-  if (reference.tensors.size() != found.tensors.size()) return "the tensor count";
-  for (std::size_t i = 0; i < reference.tensors.size(); ++i) {
-    const checkpoint::Tensor& a = reference.tensors[i];
-    const checkpoint::Tensor& b = found.tensors[i];
-    if (a.name != b.name || a.dtype != b.dtype || a.shape != b.shape || a.data != b.data) return a.name;
-  }
-  return reference.metadata == found.metadata ? "" : "metadata";
-}
-
 MetricValues largest(const MetricValues& a, const MetricValues& b) {
   return {std::max(a.l1, b.l1), std::max(a.l2, b.l2), std::max(a.linf, b.linf), std::max(a.cosine, b.cosine)};
 }
@@ -127,7 +117,8 @@ Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const Pr
       report.first_step = piece.records.front().step;
       report.last_step = piece.records.back().step;
       report.from_reference = parameter_distance(reference_ends[i].tensors, result.state.tensors);
-      report.first_difference = where_states_differ(reference_ends[i], result.state);
+      const std::optional<StateDifference> difference = first_difference(reference_ends[i], result.state);
+      report.first_difference = difference ? difference->name : "";
       report.bitwise_equal = report.first_difference.empty();
       if (piece.claimed) report.from_claimed = parameter_distance(piece.claimed->tensors, result.state.tensors);
       variation.bitwise_equal = variation.bitwise_equal && report.bitwise_equal;
@@ -217,11 +208,7 @@ Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& o
     throw Error(ErrorKind::Input, fmt::format("bundle {}: {} checkpoints and {} segments; expected one segment per checkpoint "
                                               "after step 0 (does `solver verify` accept it?)",
                                               dir.string(), manifest.checkpoints.size(), manifest.segments.size()));
-  Task task = parse_task(manifest.task, dir);
-  if (task.model.kind == "torchscript") {
-    task.model.file.location = std::filesystem::absolute(dir / detail::kModelFile).string();
-    task.model.file.local_copy.clear();
-  }
+  const Task task = detail::with_bundled_model(parse_task(manifest.task, dir), dir);
 
   std::vector<Piece> pieces;
   const std::size_t count = std::min(manifest.segments.size(), static_cast<std::size_t>(options.segments));

@@ -323,28 +323,6 @@ void check_data_order(const Task& task, const Manifest& manifest, const std::vec
 
 // Where two states first differ: a tensor (by name) whose dtype, shape or bytes differ or that
 // only one state has, else a metadata entry (the trainer keeps its step counters there).
-struct Difference {
-  std::string name;  // "param.w", "param.w (missing)", or the metadata key
-  bool metadata = false;
-};
-
-std::optional<Difference> first_difference(const checkpoint::Checkpoint& expected, const checkpoint::Checkpoint& found) {
-  for (const checkpoint::Tensor& tensor : expected.tensors) {
-    const checkpoint::Tensor* other = found.find(tensor.name);
-    if (other == nullptr) return Difference{tensor.name + " (missing)"};
-    if (other->dtype != tensor.dtype || other->shape != tensor.shape || other->data != tensor.data)
-      return Difference{tensor.name};
-  }
-  for (const checkpoint::Tensor& tensor : found.tensors)
-    if (expected.find(tensor.name) == nullptr) return Difference{tensor.name + " (unexpected)"};
-  if (expected.metadata != found.metadata)
-    for (const auto& [key, value] : expected.metadata)
-      if (!found.metadata.contains(key) || found.metadata.at(key) != value) return Difference{key, true};
-  for (const auto& [key, value] : found.metadata)
-    if (!expected.metadata.contains(key)) return Difference{key, true};
-  return std::nullopt;
-}
-
 std::optional<checkpoint::Checkpoint> read_checkpoint(const std::filesystem::path& dir, const CheckpointEntry& entry,
                                                       std::vector<std::string>& failures) {
   try {
@@ -484,7 +462,7 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
 
-  const std::optional<Difference> difference = first_difference(*claimed, result.state);
+  const std::optional<StateDifference> difference = first_difference(*claimed, result.state);
   report.bitwise_equal = !difference;
   try {
     report.distance = parameter_distance(claimed->tensors, result.state.tensors);
@@ -585,11 +563,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   // 7-9: what the seed and the files determine without training.
   const std::vector<std::vector<StepRecord>> segments = read_segments(dir, manifest, failures);
   check_data_order(*task, manifest, segments, failures);
-  Task replay_task = *task;
-  if (replay_task.model.kind == "torchscript") {
-    replay_task.model.file.location = std::filesystem::absolute(dir / detail::kModelFile).string();
-    replay_task.model.file.local_copy.clear();
-  }
+  const Task replay_task = detail::with_bundled_model(*task, dir);
   std::unique_ptr<Replayer> replayer;
   try {
     replayer = make_replayer(replay_task, manifest.runtime.threads, manifest.runtime.shards);

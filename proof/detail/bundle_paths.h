@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
+
+#include "common/task.h"
 
 namespace solver::proof::detail {
 
@@ -19,6 +22,15 @@ inline std::string checkpoint_path(std::int64_t step) {
 }
 inline std::string segment_path(std::int64_t first_step, std::int64_t last_step) {
   return "segments/steps_" + std::to_string(first_step) + "-" + std::to_string(last_step) + ".json";
+}
+
+// The bundle's task as a replay runs it: a TorchScript module is the bundle's own copy.
+inline Task with_bundled_model(Task task, const std::filesystem::path& bundle_dir) {
+  if (task.model.kind == "torchscript") {
+    task.model.file.location = std::filesystem::absolute(bundle_dir / kModelFile).string();
+    task.model.file.local_copy.clear();
+  }
+  return task;
 }
 
 }  // namespace solver::proof::detail
