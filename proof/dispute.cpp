@@ -26,7 +26,7 @@
 namespace solver::proof {
 namespace {
 
-using detail::kLearningRateTolerance;
+using detail::lr_agrees;
 using detail::losses_agree;
 using detail::same_runtime;
 using nlohmann::json;
@@ -112,6 +112,11 @@ void explain_sides(DisputeReport& report, std::int64_t checkpoint_step, double d
 
 std::string verdict_of(bool a, bool b) { return a && b ? "both" : a ? "A" : b ? "B" : "neither"; }
 
+template <typename T>
+json optional_json(const std::optional<T>& value) {
+  return value ? json(*value) : json(nullptr);
+}
+
 json side_json(const DisputeSide& side) {
   return {{"bundle", side.bundle.string()},
           {"solver_public_key", side.solver_public_key},
@@ -121,15 +126,10 @@ json side_json(const DisputeSide& side) {
           {"failures", side.failures},
           {"same_runtime", side.same_runtime},
           {"follows_seed", side.follows_seed},
-          {"first_wrong_loss", side.first_wrong_loss ? json(*side.first_wrong_loss) : json(nullptr)},
+          {"first_wrong_loss", optional_json(side.first_wrong_loss)},
           {"end_state_matches", side.end_state_matches},
-          {"distance", {{"l1", side.distance.l1}, {"l2", side.distance.l2}, {"linf", side.distance.linf}, {"cosine", side.distance.cosine}}},
+          {"distance", distance_to_json(side.distance)},
           {"supported", side.supported}};
-}
-
-template <typename T>
-json optional_json(const std::optional<T>& value) {
-  return value ? json(*value) : json(nullptr);
 }
 
 // Replays the disputed segment; fills the sides' judgements and the divergent step. Returns
@@ -140,8 +140,7 @@ std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, 
   DataOrder order(task.seed, static_cast<std::uint32_t>(manifest.train_samples),
                   static_cast<std::uint32_t>(task.training.batch_size));
   auto follows_seed = [&](const StepRecord& record, std::span<const std::uint32_t> indices, double lr) {
-    const double scale = std::max(std::abs(lr), task.training.optimizer.lr);
-    return std::ranges::equal(indices, record.indices) && std::abs(record.lr - lr) <= kLearningRateTolerance * scale;
+    return std::ranges::equal(indices, record.indices) && lr_agrees(record.lr, lr, task.training.optimizer.lr);
   };
   std::vector<StepRecord> replayed;
   for (std::size_t i = 0; i < records_a.size(); ++i) {

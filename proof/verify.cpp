@@ -33,7 +33,7 @@
 namespace solver::proof {
 namespace {
 
-using detail::kLearningRateTolerance;
+using detail::lr_agrees;
 using detail::losses_agree;
 using detail::same_runtime;
 using nlohmann::json;
@@ -303,8 +303,7 @@ void check_data_order(const Task& task, const Manifest& manifest, const std::vec
         ++wrong_batches;
       }
       const double lr = learning_rate_at(task.training, record.step, manifest.total_steps);
-      const double scale = std::max(std::abs(lr), task.training.optimizer.lr);
-      if (!(std::abs(record.lr - lr) <= kLearningRateTolerance * scale)) {
+      if (!lr_agrees(record.lr, lr, task.training.optimizer.lr)) {
         if (!first_wrong_lr) {
           first_wrong_lr = record.step;
           recorded_lr = record.lr;

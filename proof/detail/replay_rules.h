@@ -24,6 +24,12 @@ inline bool same_runtime(const RuntimeInfo& a, const RuntimeInfo& b) {
 inline constexpr double kLearningRateTolerance = 1e-9;
 inline constexpr double kCrossRuntimeLossTolerance = 1e-3;
 
+// A recorded learning rate agrees with the schedule's `expected` one within that tolerance,
+// relative to the larger of it and the task's base rate (a warm-up starts near zero).
+inline bool lr_agrees(double recorded, double expected, double base_lr) {
+  return std::abs(recorded - expected) <= kLearningRateTolerance * std::max(std::abs(expected), base_lr);
+}
+
 inline bool losses_agree(float recorded, float replayed, bool bitwise) {
   if (bitwise) return std::bit_cast<std::uint32_t>(recorded) == std::bit_cast<std::uint32_t>(replayed);
   const double scale = std::max(std::abs(static_cast<double>(recorded)), std::abs(static_cast<double>(replayed)));
