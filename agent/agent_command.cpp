@@ -21,15 +21,6 @@
 namespace solver::agent {
 namespace {
 
-SigningKey load_or_create(const std::filesystem::path& path, std::string_view role) {
-  if (std::filesystem::exists(path)) return SigningKey::load(path);
-  SigningKey key = SigningKey::generate();
-  key.save(path);
-  log_warn("agent", "created a new {} key at {} (public {}); back it up: it is this rig's identity", role, path.string(),
-           key.public_key_hex());
-  return key;
-}
-
 // The whole loop on one machine: a market on 127.0.0.1 with the embedded task submitted, this
 // rig's solver key training and publishing it to a local folder, then a second (verifier) key
 // replaying and judging it. Exits 0 when the market records an accepting verdict.
@@ -40,8 +31,8 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   server.start();
   log_info("agent", "local market at {} (database {})", server.url(), (work / "market.db").string());
 
-  const SigningKey solver_key = load_or_create(options.key_file.value_or(default_key_path()), "solver");
-  const SigningKey verifier_key = load_or_create(work / "verifier.key", "local verifier");
+  const SigningKey solver_key = load_or_create_key(options.key_file.value_or(default_key_path()), "solver");
+  const SigningKey verifier_key = load_or_create_key(work / "verifier.key", "local verifier");
   const Task task = parse_embedded_default_task();
   net::MarketClient submitter(net::MarketClientOptions{server.url()}, solver_key);
   const std::string task_id = submitter.submit_task(task_to_json(task));
@@ -86,7 +77,7 @@ int agent_command(const AgentOptions& options) {
   AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
   if (options.key_file) config.key_file = options.key_file;
   if (options.work_dir) move_work_dir(config, *options.work_dir);
-  const SigningKey key = load_or_create(config.key_file.value_or(default_key_path()), "solver");
+  const SigningKey key = load_or_create_key(config.key_file.value_or(default_key_path()), "solver");
   return Agent(config, key, StopSignals::flag()).run(options.until_idle);
 }
 

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/keys.h"
 #include "common/task.h"
 
 namespace solver::agent {
@@ -31,6 +32,9 @@ Task parse_embedded_default_task();
 
 // The solver key: --key, else $SOLVER_KEY, else $XDG_CONFIG_HOME (or ~/.config)/solver/solver.key.
 std::filesystem::path default_key_path();
+// The key at `path`, or a new one saved there (with a warning to back it up) when none exists.
+// `role` names it in that warning ("solver", "local verifier").
+SigningKey load_or_create_key(const std::filesystem::path& path, std::string_view role);
 
 struct RunOptions {
   std::optional<std::filesystem::path> task_file;  // empty: the embedded default task

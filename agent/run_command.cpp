@@ -63,18 +63,6 @@ Task load_run_task(const RunOptions& options) {
   return parse_embedded_default_task();
 }
 
-SigningKey load_or_create_key(const std::optional<std::filesystem::path>& explicit_path) {
-  const std::filesystem::path path = explicit_path.value_or(default_key_path());
-  if (!explicit_path && !std::filesystem::exists(path)) {
-    SigningKey key = SigningKey::generate();
-    key.save(path);
-    log_warn("agent", "created a new solver key at {} (public {}); back it up: it is this solver's identity",
-             path.string(), key.public_key_hex());
-    return key;
-  }
-  return SigningKey::load(path);
-}
-
 std::uint64_t directory_size(const std::filesystem::path& dir) {
   std::uint64_t total = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir))
@@ -100,6 +88,15 @@ std::filesystem::path default_key_path() {
   return std::filesystem::path(home != nullptr ? home : ".") / ".config" / "solver" / "solver.key";
 }
 
+SigningKey load_or_create_key(const std::filesystem::path& path, std::string_view role) {
+  if (std::filesystem::exists(path)) return SigningKey::load(path);
+  SigningKey key = SigningKey::generate();
+  key.save(path);
+  log_warn("agent", "created a new {} key at {} (public {}); back it up: it is this rig's identity", role, path.string(),
+           key.public_key_hex());
+  return key;
+}
+
 int keygen_command(const std::optional<std::filesystem::path>& key_file) {
   const std::filesystem::path path = key_file.value_or(default_key_path());
   const SigningKey key = SigningKey::generate();
@@ -113,7 +110,9 @@ int run_command(const RunOptions& options) {
   const Task task = load_run_task(options);
   const std::filesystem::path out_dir = options.out_dir.value_or(std::filesystem::path("runs") / task.id);
   std::optional<SigningKey> key;
-  if (options.proof) key = load_or_create_key(options.key_file);  // before training: a bad key must not cost a run
+  // A --key that names no file is a mistake, not a new identity.
+  if (options.proof)
+    key = options.key_file ? SigningKey::load(*options.key_file) : load_or_create_key(default_key_path(), "solver");  // before training: a bad key must not cost a run
 
   TrainingJob job(task, train::TrainerOptions{options.device, options.threads, options.shards}, key ? &*key : nullptr,
                   out_dir, options.resume);
