@@ -19,7 +19,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "kernels/distance.cuh"
+#include "kernels/detail/cuda_devices.h"
 
 namespace solver::kernels {
 namespace {
@@ -133,15 +133,6 @@ void check_arguments(std::span<const int> devices, std::size_t bytes, int repeat
                                        " bytes per rank; expected a positive multiple of 4 (float32 elements)");
   if (repeats < 1)
     throw Error(ErrorKind::Config, "all-reduce: " + std::to_string(repeats) + " repeats; expected at least 1");
-}
-
-void check_devices_visible(std::span<const int> devices) {
-  const int visible = cuda_runtime_device_count();
-  if (visible == 0) throw Error(ErrorKind::Cuda, "all-reduce: no CUDA device visible (no driver, or no GPU)");
-  for (const int device : devices)
-    if (device >= visible)
-      throw Error(ErrorKind::Config, "all-reduce: device ordinal " + std::to_string(device) + " is not visible; CUDA sees " +
-                                         std::to_string(visible) + " device(s), 0 to " + std::to_string(visible - 1));
 }
 
 float element_value(std::size_t rank, std::size_t index) {
@@ -271,7 +262,7 @@ AllReduceBandwidth measure_all_reduce(std::span<const int> devices, std::size_t 
   check_arguments(devices, bytes, repeats);
   const Nccl nccl = load_nccl();
   if (!nccl.unavailable_reason.empty()) throw Error(ErrorKind::Cuda, "all-reduce: " + nccl.unavailable_reason);
-  check_devices_visible(devices);
+  for (const int device : devices) detail::require_cuda_device(device, "all-reduce");
 
   AllReduceBandwidth result;
   result.ranks = static_cast<int>(devices.size());

@@ -5,28 +5,18 @@
 #include <string>
 
 #include "common/error.h"
+#include "kernels/detail/cuda_devices.h"
 #include "kernels/detail/stress_seed.h"
-#include "kernels/distance.h"
 #include "kernels/stream.cuh"
 #include "kernels/stream.h"
 #include "kernels/stress.cuh"
 #include "kernels/stress.h"
 
 namespace solver::kernels {
-namespace {
-
-void require_device(int device, const char* what) {
-  const int devices = cuda_device_count();
-  if (devices == 0) throw Error(ErrorKind::Cuda, std::string(what) + ": no CUDA device (no driver, or no GPU visible)");
-  if (device < 0 || device >= devices)
-    throw Error(ErrorKind::Config, std::string(what) + ": device " + std::to_string(device) + " does not exist, expected 0 to " +
-                                       std::to_string(devices - 1));
-}
-
-}  // namespace
+using detail::require_cuda_device;
 
 DeviceStreamBandwidth measure_stream_cuda(int device, std::size_t array_bytes, int repeats) {
-  require_device(device, "measure_stream_cuda");
+  require_cuda_device(device, "measure_stream_cuda");
   const std::size_t count = array_bytes / sizeof(double);
   if (count == 0)
     throw Error(ErrorKind::Config, "measure_stream_cuda: an array of " + std::to_string(array_bytes) +
@@ -40,7 +30,7 @@ DeviceStreamBandwidth measure_stream_cuda(int device, std::size_t array_bytes, i
 }
 
 std::vector<double> stream_triad_cuda(int device, std::span<const double> b, std::span<const double> c, double s) {
-  require_device(device, "stream_triad_cuda");
+  require_cuda_device(device, "stream_triad_cuda");
   if (b.size() != c.size())
     throw Error(ErrorKind::Input, "stream_triad_cuda: b and c must have the same size, got " + std::to_string(b.size()) +
                                       " and " + std::to_string(c.size()));
@@ -50,7 +40,7 @@ std::vector<double> stream_triad_cuda(int device, std::span<const double> b, std
 }
 
 StressResult run_stress_cuda(int device, double seconds) {
-  require_device(device, "run_stress_cuda");
+  require_cuda_device(device, "run_stress_cuda");
   if (!(seconds > 0.0) || !std::isfinite(seconds))
     throw Error(ErrorKind::Config, "run_stress_cuda: seconds must be positive and finite, got " + std::to_string(seconds));
   const std::vector<float> expected = stress_cpu(kStressSeedCount, kStressIterations);
@@ -69,7 +59,7 @@ StressResult run_stress_cuda(int device, double seconds) {
 }
 
 std::vector<float> stress_cuda(int device, std::size_t thread_count, int iterations) {
-  require_device(device, "stress_cuda");
+  require_cuda_device(device, "stress_cuda");
   require_stress_arguments(thread_count, iterations);
   std::vector<float> values(thread_count);
   if (thread_count > 0) stress_values_on_device(device, thread_count, iterations, values.data());
