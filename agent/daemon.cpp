@@ -268,7 +268,7 @@ struct Agent::Impl {
         log_warn("agent", "ignoring the bench figures: {}", error.what());
       }
     }
-    profile.model_kinds = {"mlp", "cnn", "torchscript"};
+    profile.model_kinds.assign(kModelKinds.begin(), kModelKinds.end());
     for (int round = 1; !stop; ++round) {
       try {
         market.register_worker(profile);

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -33,6 +34,9 @@ struct GptSpec {
   std::int64_t heads = 0;
   std::int64_t embed = 0;  // a multiple of heads
 };
+
+// Every model kind a task may name; the agent advertises them all and the market matches on them.
+inline constexpr std::array<std::string_view, 4> kModelKinds = {"mlp", "cnn", "gpt", "torchscript"};
 
 struct ModelSpec {
   std::string kind;               // "mlp", "cnn", "gpt" or "torchscript"

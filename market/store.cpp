@@ -395,13 +395,14 @@ std::optional<net::Lease> Store::claim_task(const std::string& key, const net::W
   std::lock_guard lock(impl_->mutex);
   impl_->expire_due(now);
   Impl::Transaction transaction(*impl_);
-  // A worker lists at most the three model kinds; the kinds it lacks are bound as "" and match nothing.
-  std::array<std::string, 3> kinds;
+  // A worker lists at most every model kind; the kinds it lacks are bound as "" and match nothing.
+  static_assert(kModelKinds.size() == 4, "one placeholder per model kind below");
+  std::array<std::string, kModelKinds.size()> kinds;
   for (std::size_t i = 0; i < kinds.size() && i < profile.model_kinds.size(); ++i) kinds[i] = profile.model_kinds[i];
   Statement row = impl_->query(
-      "SELECT task_id, task, task_sha256 FROM tasks WHERE state = 'queued' AND model_kind IN (?, ?, ?) "
+      "SELECT task_id, task, task_sha256 FROM tasks WHERE state = 'queued' AND model_kind IN (?, ?, ?, ?) "
       "AND (max_memory_mb = 0 OR max_memory_mb <= ?) ORDER BY seq LIMIT 1",
-      kinds[0], kinds[1], kinds[2], profile.memory_mb);
+      kinds[0], kinds[1], kinds[2], kinds[3], profile.memory_mb);
   if (!row.next()) return std::nullopt;
   net::Lease lease;
   lease.task_id = row.text(0);

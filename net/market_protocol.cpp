@@ -15,6 +15,7 @@
 #include "common/json_reader.h"
 #include "common/keys.h"
 #include "common/sha256.h"
+#include "common/task.h"
 
 namespace solver::net {
 namespace {
@@ -23,7 +24,6 @@ using nlohmann::json;
 
 constexpr std::string_view kCanonicalPrefix = "solver-request-v1\n";
 constexpr std::array<std::string_view, 2> kRoles = {"solve", "verify"};
-constexpr std::array<std::string_view, 3> kModelKinds = {"mlp", "cnn", "torchscript"};
 
 bool is_lower_hex(std::string_view text, std::size_t digits) {
   return text.size() == digits &&

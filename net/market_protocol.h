@@ -77,7 +77,7 @@ struct WorkerProfile {
   nlohmann::json hardware = nlohmann::json::object();  // free-form, shown in listings
   int devices = 0;
   std::int64_t memory_mb = 0;
-  std::vector<std::string> model_kinds;  // "mlp", "cnn", "torchscript"
+  std::vector<std::string> model_kinds;  // of kModelKinds (common/task.h)
 };
 
 struct Lease {

@@ -292,6 +292,20 @@ TEST_CASE("claims match model kind and memory, oldest first, failures requeue up
   CHECK(refusal_of([&] { submitter.cancel_task(first); }) == std::pair<long, std::string>{409, "not_cancellable"});
 }
 
+TEST_CASE("a gpt task goes to a worker that lists gpt, the kind every agent advertises", "[market]") {
+  test::ScratchDir dir("market-gpt");
+  Market market(dir / "market.db");
+  const SigningKey submitter_key = SigningKey::generate(), classic_key = SigningKey::generate(), agent_key = SigningKey::generate();
+  MarketClient submitter = market.client(submitter_key), classic = market.client(classic_key), agent = market.client(agent_key);
+  classic.register_worker(worker({"solve"}));
+  agent.register_worker(worker({"solve"}, 8192, {kModelKinds.begin(), kModelKinds.end()}));
+  const std::string task_id = submitter.submit_task(task_to_json(load_task_file(test::source_dir() / "configs/tasks/text-gpt.json")));
+  CHECK_FALSE(classic.claim_task());
+  const std::optional<Lease> lease = agent.claim_task();
+  REQUIRE(lease);
+  CHECK(lease->task_id == task_id);
+}
+
 TEST_CASE("an expired lease returns its task to the queue, and its holder may renew it until someone else claims it", "[market]") {
   test::ScratchDir dir("market-expiry");
   Market market(dir / "market.db", 1);
