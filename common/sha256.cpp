@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
 #include <vector>
 
@@ -65,11 +66,11 @@ Digest sha256_file(const std::filesystem::path& path) {
 
 std::string sha256_file_hex(const std::filesystem::path& path) { return to_hex(sha256_file(path)); }
 
-bool is_sha256_hex(std::string_view text) {
-  if (text.size() != 64) return false;
-  for (char c : text)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
+bool is_lower_hex(std::string_view text, std::size_t digits) {
+  return text.size() == digits &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
+
+bool is_sha256_hex(std::string_view text) { return is_lower_hex(text, 64); }
 
 }  // namespace solver

@@ -38,6 +38,8 @@ std::string sha256_hex(std::string_view text);
 // Both stream the file; they throw Error(Io) naming the path when it cannot be read.
 Digest sha256_file(const std::filesystem::path& path);
 std::string sha256_file_hex(const std::filesystem::path& path);
+// Exactly `digits` lowercase hex digits (keys, nonces, signatures); is_sha256_hex: 64 of them.
+bool is_lower_hex(std::string_view text, std::size_t digits);
 bool is_sha256_hex(std::string_view text);
 
 }  // namespace solver

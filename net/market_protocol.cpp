@@ -25,11 +25,6 @@ using nlohmann::json;
 constexpr std::string_view kCanonicalPrefix = "solver-request-v1\n";
 constexpr std::array<std::string_view, 2> kRoles = {"solve", "verify"};
 
-bool is_lower_hex(std::string_view text, std::size_t digits) {
-  return text.size() == digits &&
-         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 std::optional<std::int64_t> parse_timestamp(std::string_view text) {
   std::int64_t value = 0;
   const char* end = text.data() + text.size();

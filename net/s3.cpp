@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 
@@ -285,12 +286,7 @@ struct FileEntry {
 // The files manifest.json lists with their size and hash (docs/bundle-format.md: checkpoints,
 // segments, the torchscript module), by relative path.
 std::map<std::string, FileEntry> manifest_file_entries(const std::filesystem::path& manifest_path) {
-  json manifest;
-  try {
-    manifest = json::parse(read_file(manifest_path));
-  } catch (const json::exception& error) {
-    throw Error(ErrorKind::Input, manifest_path.string() + " is not JSON: " + error.what());
-  }
+  const json manifest = parse_json_document(read_file(manifest_path), manifest_path.string());
   std::map<std::string, FileEntry> entries;
   const auto add = [&](const json& file, const std::string& where) {
     if (!file.is_object() || !file.contains("path") || !file["path"].is_string() || !file.contains("size") ||
