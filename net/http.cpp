@@ -237,6 +237,12 @@ HttpResponse perform(const HttpRequest& request) {
     if (!response_stream) throw Error(ErrorKind::Io, "cannot write " + request.response_file->string());
   }
   curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &response.status);
+  if (request.response_file && !is_success(response.status)) {
+    std::ifstream written(*request.response_file, std::ios::binary);
+    response.body.resize(kErrorBodyExcerpt);
+    written.read(response.body.data(), static_cast<std::streamsize>(response.body.size()));
+    response.body.resize(static_cast<std::size_t>(written.gcount()));
+  }
   return response;
 }
 
@@ -245,8 +251,10 @@ bool is_transient_status(long status) {
          status == 504;
 }
 
+bool is_success(long status) { return status >= 200 && status < 300; }
+
 void throw_unless_success(const HttpResponse& response, std::string_view what) {
-  if (response.status >= 200 && response.status < 300) return;
+  if (is_success(response.status)) return;
   std::string excerpt = response.body.substr(0, 300);
   std::replace_if(excerpt.begin(), excerpt.end(), [](unsigned char c) { return c < 0x20; }, ' ');
   std::string message = std::string(what) + ": HTTP " + std::to_string(response.status);

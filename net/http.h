@@ -55,10 +55,14 @@ struct HttpRequest {
   std::uint64_t max_response_bytes = 64ull << 20;  // for in-memory bodies; files are unbounded
 };
 
+inline constexpr std::size_t kErrorBodyExcerpt = 4096;
+
 struct HttpResponse {
   long status = 0;
   Headers headers;   // names lowercased
-  std::string body;  // empty when HttpRequest::response_file was set
+  // With HttpRequest::response_file: empty on success, and on any other status the first
+  // kErrorBodyExcerpt bytes the server sent (its explanation, for error messages).
+  std::string body;
   std::optional<std::string> header(std::string_view lowercase_name) const;
 };
 
@@ -68,6 +72,8 @@ HttpResponse perform(const HttpRequest& request);
 
 // 408, 425, 429, 500, 502, 503 and 504: worth another try later.
 bool is_transient_status(long status);
+// 2xx.
+bool is_success(long status);
 
 // Throws Error(Network) for a non-2xx status: retryable when transient, otherwise not.
 // `what` names the operation ("S3 PutObject s3://bucket/key"); the message quotes the start of the

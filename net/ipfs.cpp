@@ -8,7 +8,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <optional>
 
 #include "common/error.h"
@@ -253,14 +252,7 @@ UnixfsNode download_file(const IpfsOptions& options, const std::string& cid, con
   };
   try {
     with_retries(options.retry, what, [&] {
-      HttpResponse response = perform(request);
-      if (response.status < 200 || response.status >= 300) {
-        // The node's error explanation went to the file; bring its start back for the message.
-        std::ifstream in(partial, std::ios::binary);
-        response.body.resize(300);
-        in.read(response.body.data(), static_cast<std::streamsize>(response.body.size()));
-        response.body.resize(static_cast<std::size_t>(in.gcount()));
-      }
+      const HttpResponse response = perform(request);
       throw_unless_success(response, what);
       throw_on_stream_error(response, what);
     });

@@ -190,8 +190,6 @@ bool transient_s3_code(std::string_view code) {
   throw Error(ErrorKind::Network, message, is_transient_status(status) || transient_s3_code(code));
 }
 
-bool is_success(long status) { return status >= 200 && status < 300; }
-
 // ---- profile files ----
 
 using IniFile = std::map<std::string, std::map<std::string, std::string>>;
@@ -625,10 +623,7 @@ S3Object S3Client::get_object_to_file(const std::string& key, const std::filesys
                                           config_.credentials, sigv4::Scope{config_.region}, std::chrono::system_clock::now());
     request.headers = signature;
     const HttpResponse response = perform(request);
-    if (!is_success(response.status)) {
-      const std::string body = read_file(temp).substr(0, 4096);  // the error document went to the file
-      throw_s3_error(response.status, body, what, config_.credentials);
-    }
+    if (!is_success(response.status)) throw_s3_error(response.status, response.body, what, config_.credentials);
     object.size = file_size_or_throw(temp);
     object.etag = response.header("etag").value_or("");
     object.sha256 = response.header(kSha256Header).value_or("");
