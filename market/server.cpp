@@ -227,8 +227,7 @@ struct MarketServer::Impl {
       return {200, {{"state", "completed"}}};
     });
     post(std::string("/v1/tasks/") + kTaskId + "/fail", [this](Call& call) -> Reply {
-      store.fail_task(call.id(), call.key, net::parse_failure_report(call.body, "body"), call.now);
-      return {200, {{"state", store.task_status(call.id())["state"]}}};
+      return {200, {{"state", store.fail_task(call.id(), call.key, net::parse_failure_report(call.body, "body"), call.now)}}};
     });
     post(std::string("/v1/tasks/") + kTaskId + "/cancel", [this](Call& call) -> Reply {
       store.cancel_task(call.id(), call.key, call.now);

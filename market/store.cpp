@@ -275,8 +275,9 @@ struct Store::Impl {
   }
 
   // Ends a lease without a completion: the task goes back to the queue, or fails after max_attempts.
-  void end_attempt(const TaskRow& task, const std::string& lease_id, const std::string& lease_state, bool requeue,
-                   const std::string& reason, std::int64_t now) {
+  // Returns the task's new state: "queued" or "failed".
+  std::string end_attempt(const TaskRow& task, const std::string& lease_id, const std::string& lease_state, bool requeue,
+                          const std::string& reason, std::int64_t now) {
     run("UPDATE leases SET state = ?, ended_at = ? WHERE lease_id = ?", lease_state, now, lease_id);
     const std::int64_t attempts = task.attempts + 1;
     const bool fails = !requeue || attempts >= policy.max_attempts;
@@ -284,6 +285,7 @@ struct Store::Impl {
         std::string_view(fails ? "failed" : "queued"), attempts, reason, now, task.task_id);
     log_info("market", "task {} lease {} {}: {} (attempt {} of {})", task.task_id, lease_id, lease_state,
              fails ? "task failed" : "task requeued", attempts, policy.max_attempts);
+    return fails ? "failed" : "queued";
   }
 
   int expire_due(std::int64_t now) {
@@ -476,16 +478,19 @@ void Store::complete_task(const std::string& task_id, const std::string& key, co
   log_info("market", "task {} completed by {}…: bundle {}", task_id, short_key(key), completion.bundle_address);
 }
 
-void Store::fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now) {
+std::string Store::fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report,
+                             std::int64_t now) {
   std::lock_guard lock(impl_->mutex);
   impl_->expire_due(now);
   Impl::Transaction transaction(*impl_);
   TaskRow task = impl_->task_or_refuse(task_id);
   LeaseRow lease = impl_->owned_lease(task, report.lease_id, key);
-  if (lease.state == "failed" || lease.state == "cancelled") return;  // already ended: a retry, or a task cancelled meanwhile
+  if (lease.state == "failed" || lease.state == "cancelled") return task.state;  // already ended: a retry, or a task cancelled meanwhile
   impl_->require_active(task, lease, now);
-  impl_->end_attempt(task, lease.lease_id, "failed", report.requeue, report.reason.empty() ? "failed by its solver" : report.reason, now);
+  const std::string state = impl_->end_attempt(task, lease.lease_id, "failed", report.requeue,
+                                               report.reason.empty() ? "failed by its solver" : report.reason, now);
   transaction.commit();
+  return state;
 }
 
 std::optional<net::VerificationJob> Store::claim_verification(const std::string& key, std::int64_t now) {

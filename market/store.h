@@ -76,7 +76,8 @@ class Store {
   std::optional<net::Lease> claim_task(const std::string& key, const net::WorkerProfile& profile, std::int64_t now);
   net::HeartbeatReply heartbeat(const std::string& task_id, const std::string& key, const net::Heartbeat& beat, std::int64_t now);
   void complete_task(const std::string& task_id, const std::string& key, const net::Completion& completion, std::int64_t now);
-  void fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
+  // Returns the task's state afterwards ("queued" when requeued, "failed", or what it already was).
+  std::string fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
 
   // The oldest completed task that `key` did not solve and nobody is verifying, as a job.
   std::optional<net::VerificationJob> claim_verification(const std::string& key, std::int64_t now);
