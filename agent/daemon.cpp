@@ -305,9 +305,12 @@ struct Agent::Impl {
     std::vector<TaskState> states;
     if (!std::filesystem::exists(tasks_dir())) return states;
     for (const auto& entry : std::filesystem::directory_iterator(tasks_dir())) {
-      if (!entry.is_directory()) continue;
       try {
-        states.push_back(TaskState::load(entry.path()));
+        if (!entry.is_directory()) continue;
+        TaskState state = TaskState::load(confined_path(tasks_dir(), entry.path().filename()));
+        if (state.task_id != entry.path().filename())
+          throw Error(ErrorKind::Input, entry.path().string() + " holds the state of task " + state.task_id);
+        states.push_back(std::move(state));
       } catch (const Error& error) {
         // Keep it for a person to look at; it cannot be worked on.
         log_error("agent", "skipping a task folder: {}", error.what());
@@ -317,9 +320,12 @@ struct Agent::Impl {
   }
 
   void forget(const TaskState& state, std::string_view why) {
-    std::error_code error;
-    std::filesystem::remove_all(state.dir, error);
-    log_info("agent", "task={} {}; removed its work folder", state.task_id, why);
+    try {
+      remove_confined(tasks_dir(), state.dir);
+      log_info("agent", "task={} {}; removed its work folder", state.task_id, why);
+    } catch (const Error& error) {
+      log_error("agent", "task={} {}; its work folder stays: {}", state.task_id, why, error.what());
+    }
   }
 
   // The market told us the task is not ours any more (expired and re-leased, cancelled).
@@ -347,7 +353,7 @@ struct Agent::Impl {
     state.task_sha256 = lease.task_sha256;
     state.lease_seconds = lease.lease_seconds;
     state.phase = kTraining;
-    state.dir = tasks_dir() / lease.task_id;
+    state.dir = confined_path(tasks_dir(), lease.task_id);
     std::filesystem::create_directories(state.dir);
     state.save();
     log_info("agent", "task={} claimed (lease {} for {} s) on {}", state.task_id, state.lease_id, state.lease_seconds,
@@ -380,7 +386,7 @@ struct Agent::Impl {
       if (resume && error.kind() == ErrorKind::Input) {
         // An unusable journal (say, a half-written first checkpoint): start the bundle afresh.
         log_warn("agent", "task={} cannot resume ({}); training from step 0", state.task_id, error.what());
-        std::filesystem::remove_all(state.bundle_dir());
+        remove_confined(state.dir, state.bundle_dir());
         return train(slot, state, false);
       }
       report_failure(state, error);
@@ -591,8 +597,10 @@ struct Agent::Impl {
     if (!job) return false;
     set_activity(slot, "verifying", job->task_id);
     log_info("agent", "verification job={} task={} claimed: bundle {}", job->job_id, job->task_id, job->bundle_address);
-    const std::filesystem::path dir = config.work_dir / "verify" / job->job_id;
-    std::filesystem::remove_all(dir);
+    const std::filesystem::path verify_dir = config.work_dir / "verify";
+    std::filesystem::create_directories(verify_dir);
+    const std::filesystem::path dir = confined_path(verify_dir, job->job_id);
+    remove_confined(verify_dir, dir);
     net::Verdict verdict;
     try {
       verdict = judge(*job, dir, slot.device);
@@ -601,14 +609,14 @@ struct Agent::Impl {
           error.kind() == ErrorKind::Internal) {
         // Our problem, not the solver's: post nothing; the job's lease expires and it is retried.
         log_error("agent", "verification job={} could not be done: {}", job->job_id, error.what());
-        std::filesystem::remove_all(dir);
+        remove_confined(verify_dir, dir);
         return true;
       }
       verdict.accepted = false;
       verdict.reason = std::string("the bundle could not be checked: ") + error.what();
       verdict.report = json{{"error", error.what()}};
     }
-    std::filesystem::remove_all(dir);
+    remove_confined(verify_dir, dir);
     market.post_verdict(job->job_id, verdict);
     ++verdicts_posted;
     log_info("agent", "verification job={} task={} verdict {}{}", job->job_id, job->task_id,

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -75,6 +76,43 @@ std::string read_file(const std::filesystem::path& path) {
   contents << in.rdbuf();
   if (in.bad()) throw Error(ErrorKind::Io, "read error in " + path.string());
   return contents.str();
+}
+
+bool is_plain_relative_path(std::string_view path) {
+  if (path.empty() || path.front() == '/' || path.find('\0') != std::string_view::npos) return false;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const std::size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view part = path.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+std::filesystem::path confined_path(const std::filesystem::path& root, const std::filesystem::path& relative) {
+  if (!is_plain_relative_path(relative.native()))
+    throw Error(ErrorKind::Input, "refusing the path \"" + relative.string() + "\" under " + root.string() +
+                                      ": it is not a plain relative path");
+  std::error_code error;
+  const std::filesystem::path real_root = std::filesystem::weakly_canonical(std::filesystem::absolute(root), error);
+  if (error) throw Error(ErrorKind::Io, "cannot resolve " + root.string() + ": " + error.message());
+  const std::filesystem::path path = root / relative;
+  const std::filesystem::path real = std::filesystem::weakly_canonical(std::filesystem::absolute(path), error);
+  if (error) throw Error(ErrorKind::Io, "cannot resolve " + path.string() + ": " + error.message());
+  // Strictly under: every component of the root, then at least one more.
+  auto [root_end, real_at] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+  if (root_end != real_root.end() || real_at == real.end())
+    throw Error(ErrorKind::Input, "refusing " + path.string() + ": it resolves to " + real.string() +
+                                      ", outside " + real_root.string() + " (a symlink on the way?)");
+  return path;
+}
+
+void remove_confined(const std::filesystem::path& root, const std::filesystem::path& path) {
+  const std::filesystem::path confined = confined_path(root, path.lexically_normal().lexically_relative(root.lexically_normal()));
+  std::error_code error;
+  std::filesystem::remove_all(confined, error);
+  if (error) throw Error(ErrorKind::Io, "cannot remove " + confined.string() + ": " + error.message());
 }
 
 }  // namespace solver

@@ -23,4 +23,22 @@ void fsync_folder(const std::filesystem::path& folder);
 // Reads a whole file. Throws Error(Io) naming the path when it is missing or unreadable.
 std::string read_file(const std::filesystem::path& path);
 
+// Paths built from what strangers send (a market's task and job ids, a bundle's file names, an
+// S3 key) must stay inside the folder they were meant for; every path the agent writes or
+// removes on their behalf goes through these.
+
+// Whether `path` is a plain relative path: not empty, not absolute, no empty, "." or ".."
+// component, no NUL. Lexical only; confined_path also looks at the disk.
+bool is_plain_relative_path(std::string_view path);
+
+// root / relative, once proven to lie inside root: `relative` is a plain relative path, and the
+// result, with every symlink that exists on its way resolved, is still strictly under root's own
+// resolved path (a symlink planted inside root cannot lead out of it). Throws Error(Input)
+// naming both paths otherwise.
+std::filesystem::path confined_path(const std::filesystem::path& root, const std::filesystem::path& relative);
+
+// Removes `path` (a file or a whole folder) after proving with confined_path that it lies under
+// `root`. Throws Error(Input) when it does not, Error(Io) when the removal fails.
+void remove_confined(const std::filesystem::path& root, const std::filesystem::path& path);
+
 }  // namespace solver

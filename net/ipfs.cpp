@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "net/detail/multiformats.h"
@@ -292,7 +293,7 @@ UnixfsNode fetch_tree(IpfsClient& client, const std::string& cid, const std::fil
     if (!is_valid_entry_name(entry.name))
       bad_answer("IPFS node lists an entry named \"" + entry.name + "\" in directory " + cid +
                  ", which is no file name");
-    const std::filesystem::path target = dest / entry.name;
+    const std::filesystem::path target = confined_path(dest, entry.name);
     links.push_back({entry.name, entry.is_directory ? fetch_tree(client, entry.cid, target)
                                                     : download_file(client.options(), entry.cid, target)});
   }

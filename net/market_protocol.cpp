@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 
@@ -73,6 +74,15 @@ std::vector<std::string> names_from(ObjectReader& reader, std::string_view key, 
   return names;
 }
 
+std::string id_field(ObjectReader& reader, std::string_view key) {
+  std::string value = reader.string(key);
+  if (!is_protocol_id(value))
+    ObjectReader::fail(reader.field(key), "expected an id of 1 to " + std::to_string(kMaxIdLength) +
+                                              " letters, digits, '-' or '_' starting with a letter or digit, got " +
+                                              ObjectReader::shown(json(value)));
+  return value;
+}
+
 json object_field(ObjectReader& reader, std::string_view key) {
   const json& value = reader.raw(key);
   if (!value.is_object()) ObjectReader::fail(reader.field(key), "expected an object, got " + ObjectReader::shown(value));
@@ -95,6 +105,12 @@ json commitments_json(const std::vector<CheckpointCommitment>& commitments) {
 }
 
 }  // namespace
+
+bool is_protocol_id(std::string_view id) {
+  const auto allowed = [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; };
+  return !id.empty() && id.size() <= kMaxIdLength && std::isalnum(static_cast<unsigned char>(id.front())) &&
+         std::all_of(id.begin(), id.end(), allowed);
+}
 
 Headers SignedHeaders::as_headers() const {
   return {{std::string(kKeyHeader), key},
@@ -232,8 +248,8 @@ WorkerProfile parse_worker_profile(const json& value, const std::string& name) {
 Lease parse_lease(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
   Lease lease;
-  lease.task_id = reader.string("task_id");
-  lease.lease_id = reader.string("lease_id");
+  lease.task_id = id_field(reader, "task_id");
+  lease.lease_id = id_field(reader, "lease_id");
   lease.task = object_field(reader, "task");
   lease.task_sha256 = reader.sha256("task_sha256");
   lease.lease_seconds = reader.non_negative("lease_seconds");
@@ -244,7 +260,7 @@ Lease parse_lease(const json& value, const std::string& name) {
 Heartbeat parse_heartbeat(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
   Heartbeat beat;
-  beat.lease_id = reader.string("lease_id");
+  beat.lease_id = id_field(reader, "lease_id");
   beat.step = reader.non_negative("step");
   beat.total_steps = reader.non_negative("total_steps");
   if (reader.has("loss") && !reader.raw("loss").is_null()) beat.loss = reader.number("loss");
@@ -264,7 +280,7 @@ HeartbeatReply parse_heartbeat_reply(const json& value, const std::string& name)
 Completion parse_completion(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
   Completion completion;
-  completion.lease_id = reader.string("lease_id");
+  completion.lease_id = id_field(reader, "lease_id");
   completion.bundle_address = reader.string("bundle_address");
   completion.manifest_sha256 = reader.sha256("manifest_sha256");
   completion.manifest_signature = hex_field(reader, "manifest_signature", 128);
@@ -274,7 +290,7 @@ Completion parse_completion(const json& value, const std::string& name) {
 FailureReport parse_failure_report(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
   FailureReport report;
-  report.lease_id = reader.string("lease_id");
+  report.lease_id = id_field(reader, "lease_id");
   report.reason = text_or_empty(reader, "reason");
   report.requeue = reader.boolean("requeue");
   return report;
@@ -283,8 +299,8 @@ FailureReport parse_failure_report(const json& value, const std::string& name) {
 VerificationJob parse_verification_job(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
   VerificationJob job;
-  job.job_id = reader.string("job_id");
-  job.task_id = reader.string("task_id");
+  job.job_id = id_field(reader, "job_id");
+  job.task_id = id_field(reader, "task_id");
   job.task = object_field(reader, "task");
   job.task_sha256 = reader.sha256("task_sha256");
   job.bundle_address = reader.string("bundle_address");

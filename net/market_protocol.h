@@ -29,6 +29,12 @@ inline constexpr std::string_view kSignatureHeader = "X-Solver-Signature";
 // the market remembers nonces for this long, so a replay is caught either way.
 inline constexpr std::int64_t kRequestWindowSeconds = 300;
 
+// Task, lease and verification-job ids: 1 to 64 characters of [A-Za-z0-9_-], the first a letter
+// or a digit. Workers name folders after them, so a market may pick any ids of this form (hex,
+// UUIDs), but none that could name another path ("..", "/x", "~"). Every parse_* checks them.
+inline constexpr std::size_t kMaxIdLength = 64;
+bool is_protocol_id(std::string_view id);
+
 // The four signature headers of one request.
 struct SignedHeaders {
   std::string key;        // the signer's Ed25519 public key, 64 hex digits

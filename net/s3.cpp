@@ -263,19 +263,6 @@ std::uint64_t file_size_or_throw(const std::filesystem::path& path) {
   return size;
 }
 
-// A relative bundle path that stays inside its folder: no empty, "." or ".." components.
-bool is_safe_relative_path(std::string_view path) {
-  if (path.empty() || path.front() == '/') return false;
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    const std::size_t end = std::min(path.find('/', start), path.size());
-    const std::string_view part = path.substr(start, end - start);
-    if (part.empty() || part == "." || part == "..") return false;
-    start = end + 1;
-  }
-  return true;
-}
-
 struct FileEntry {
   std::uint64_t size = 0;
   std::string sha256;
@@ -291,7 +278,7 @@ std::map<std::string, FileEntry> manifest_file_entries(const std::filesystem::pa
         !file["size"].is_number_unsigned() || !file.contains("sha256") || !file["sha256"].is_string())
       throw Error(ErrorKind::Input, manifest_path.string() + ": " + where + " is not a {path, size, sha256} file entry");
     const std::string path = file["path"].get<std::string>();
-    if (!is_safe_relative_path(path))
+    if (!is_plain_relative_path(path))
       throw Error(ErrorKind::Input, manifest_path.string() + ": " + where + ".path \"" + path + "\" leaves the bundle folder");
     entries[path] = FileEntry{file["size"].get<std::uint64_t>(), file["sha256"].get<std::string>()};
   };
@@ -935,7 +922,7 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
       throw Error(ErrorKind::Network, address + ": the listing under it returned the key \"" + object.key + "\"");
     const std::string relative = object.key.substr(parsed.key.size() + 1);
     if (relative.empty() || relative.ends_with('/')) continue;  // folder markers some tools create
-    if (!is_safe_relative_path(relative))
+    if (!is_plain_relative_path(relative))
       throw Error(ErrorKind::Input, address + ": object key \"" + object.key + "\" would land outside " + dest_dir.string());
     downloads.emplace_back(object.key, relative);
   }
@@ -951,7 +938,7 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
   std::map<std::string, S3Object> fetched;
   std::mutex fetched_mutex;
   for_each_in_parallel(downloads.size(), client.config().parallelism, [&](std::size_t i) {
-    S3Object object = client.get_object_to_file(downloads[i].first, dest_dir / downloads[i].second);
+    S3Object object = client.get_object_to_file(downloads[i].first, confined_path(dest_dir, downloads[i].second));
     const std::lock_guard lock(fetched_mutex);
     fetched[downloads[i].second] = std::move(object);
   });

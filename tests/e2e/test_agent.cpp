@@ -325,6 +325,66 @@ TEST_CASE("agent: a market answering garbage is logged, never a crash, and SIGTE
   CHECK(requests >= 2);
 }
 
+TEST_CASE("agent: a market handing out ids that name paths outside the work dir harms nothing there", "[e2e][agent][hostile]") {
+  ScratchDir dir("agent-hostile-ids");
+  const auto key = make_key(dir / "solver");
+  // Folders the hostile ids point at: relative climbs, an absolute path, and a symlink planted
+  // in the tasks folder under an id of the right form.
+  const auto canary = dir / "canary";
+  const auto absolute_canary = dir / "absolute-canary";
+  for (const auto& folder : {canary, absolute_canary}) write_text(folder / "precious.txt", "operator's file");
+  std::filesystem::create_directories(dir / "solver" / "tasks");
+  std::filesystem::create_directory_symlink(canary, dir / "solver" / "tasks" / "planted");
+
+  const auto lease = [](const std::string& task_id) {
+    return json{{"lease", {{"task_id", task_id}, {"lease_id", "0123456789abcdef0123456789abcdef"}, {"task", {{"id", "t"}}},
+                           {"task_sha256", std::string(64, 'c')}, {"lease_seconds", 300}, {"expires_at", 2000000000}}}};
+  };
+  const auto job = [](const std::string& job_id) {
+    return json{{"job", {{"job_id", job_id}, {"task_id", "0123456789abcdef"}, {"task", {{"id", "t"}}},
+                         {"task_sha256", std::string(64, 'c')}, {"bundle_address", "/nowhere"},
+                         {"manifest_sha256", std::string(64, 'd')}, {"solver_key", std::string(64, 'e')},
+                         {"commitments", json::array()}, {"lease_seconds", 600}}}};
+  };
+  const std::vector<json> leases{lease("../../canary"), lease(absolute_canary.string()), lease("planted")};
+  const std::vector<json> jobs{job("../../canary"), job(absolute_canary.string())};
+  std::atomic<std::size_t> claims{0}, job_claims{0};
+  LocalHttpServer liar;
+  liar.routes().Post("/v1/workers", [](const httplib::Request& req, httplib::Response& res) {
+    res.set_content(json{{"worker", req.get_header_value("X-Solver-Key")}}.dump(), "application/json");
+  });
+  const auto hand_out = [](const std::vector<json>& replies, std::atomic<std::size_t>& count, httplib::Response& res) {
+    const std::size_t index = count++;
+    if (index < replies.size()) res.set_content(replies[index].dump(), "application/json");
+    else res.status = 204;
+  };
+  liar.routes().Post("/v1/claims", [&](const httplib::Request&, httplib::Response& res) { hand_out(leases, claims, res); });
+  liar.routes().Post("/v1/verifications/claims",
+                     [&](const httplib::Request&, httplib::Response& res) { hand_out(jobs, job_claims, res); });
+
+  BackgroundProcess agent(agent_argv(agent_config(dir.path(), "solver", liar.url(), {"solve", "verify"}), key,
+                                     /*until_idle=*/false),
+                          dir / "agent.log");
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while ((claims <= leases.size() || job_claims <= jobs.size()) && agent.running() && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(agent.running());  // every hostile reply was an error to log, not a reason to stop
+  agent.signal(SIGTERM);
+  const std::optional<int> status = agent.wait(20);
+  const std::string log = agent.output();
+  INFO(log);
+  CHECK(status == 0);
+  CHECK(claims > leases.size());
+  CHECK(job_claims > jobs.size());
+  CHECK_THAT(log, Catch::Contains("lease.task_id: expected an id") && Catch::Contains("job.job_id: expected an id"));
+  CHECK_THAT(log, Catch::Contains("refusing") && Catch::Contains("planted"));
+  for (const auto& folder : {canary, absolute_canary}) {
+    CHECK(read_file(folder / "precious.txt") == "operator's file");
+    CHECK_FALSE(std::filesystem::exists(folder / "state.json"));
+  }
+  CHECK(std::filesystem::is_symlink(dir / "solver" / "tasks" / "planted"));
+}
+
 TEST_CASE("agent: a bundle finished while the store fails is spooled on disk, and published once it is back", "[e2e][agent]") {
   ScratchDir dir("agent-spool");
   const auto key = make_key(dir / "solver");

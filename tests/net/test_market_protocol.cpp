@@ -103,6 +103,32 @@ TEST_CASE("nonces are 32 fresh hex digits", "[net][market]") {
   CHECK(random_nonce() != first);
 }
 
+TEST_CASE("ids that could name a path are refused where a lease or a job is parsed", "[net][market]") {
+  CHECK(is_protocol_id("0123456789abcdef"));
+  CHECK(is_protocol_id("3f2b1c9e-0d4a-4c55-9a8e-6b1f2d3c4e5f"));
+  CHECK(is_protocol_id("job_7"));
+  CHECK(is_protocol_id(std::string(kMaxIdLength, 'a')));
+  for (const std::string& hostile : std::vector<std::string>{"", "..", ".", "../../home", "/home/op", "a/b", "~", "-rf", "_x", ".hidden", "a b",
+                                    "a\nb", std::string(kMaxIdLength + 1, 'a'), std::string("a\0b", 3)})
+    CHECK_FALSE(is_protocol_id(hostile));
+
+  const Lease honest{"0123456789abcdef", "lease-1", {{"id", "t"}}, std::string(64, 'c'), 300, kNow};
+  for (const char* field : {"task_id", "lease_id"}) {
+    json lease = to_json(honest);
+    lease[field] = "../../home";
+    CHECK_THAT(error_message([&] { parse_lease(lease, "lease"); }), Catch::Contains(std::string("lease.") + field + ": expected an id"));
+  }
+  const VerificationJob job{"job", "task", {{"id", "t"}}, std::string(64, 'c'), "ipfs://x", std::string(64, 'd'),
+                            std::string(64, 'e'), {}, 600};
+  for (const char* field : {"job_id", "task_id"}) {
+    json hostile = to_json(job);
+    hostile[field] = "/home/op";
+    CHECK_THAT(error_message([&] { parse_verification_job(hostile, "job"); }), Catch::Contains(std::string("job.") + field + ": expected an id"));
+  }
+  json beat = to_json(Heartbeat{"../x", 1, 2, std::nullopt, {}});
+  CHECK_THAT(error_message([&] { parse_heartbeat(beat, "body"); }), Catch::Contains("body.lease_id"));
+}
+
 TEST_CASE("protocol bodies round-trip through JSON and malformed ones name the field", "[net][market]") {
   Heartbeat beat;
   beat.lease_id = "lease-1";
