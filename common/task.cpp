@@ -31,6 +31,9 @@ FileRef read_file_ref(ObjectReader reader, const std::filesystem::path& base_dir
   FileRef file;
   file.location = resolve_location(reader.string("location"), base_dir);
   file.sha256 = reader.sha256("sha256");
+  if (reader.has("size")) file.size = reader.unsigned_integer("size");
+  require(file.size || !is_remote_location(file.location), reader.field("size"),
+          "missing: a remote file must declare its size in bytes, so that its download can stop there");
   reader.finish();
   return file;
 }
@@ -178,7 +181,12 @@ BudgetSpec read_budget(ObjectReader reader) {
   return budget;
 }
 
-json file_ref_json(const FileRef& file) { return {{"location", file.location}, {"sha256", file.sha256}}; }
+// "size" only when declared, so tasks written before it existed keep their hash.
+json file_ref_json(const FileRef& file) {
+  json ref{{"location", file.location}, {"sha256", file.sha256}};
+  if (file.size) ref["size"] = *file.size;
+  return ref;
+}
 
 }  // namespace
 
@@ -300,6 +308,11 @@ double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::in
   return base;
 }
 
+bool is_remote_location(std::string_view location) {
+  return location.starts_with("https://") || location.starts_with("http://") || location.starts_with("ipfs://") ||
+         location.starts_with("s3://");
+}
+
 std::vector<std::pair<FileRef*, std::string>> task_files(Task& task) {
   DatasetSpec& data = task.dataset;
   std::vector<std::pair<FileRef*, std::string>> files;
@@ -316,12 +329,15 @@ std::vector<std::pair<FileRef*, std::string>> task_files(Task& task) {
 
 std::filesystem::path checked_local_file(const FileRef& file, std::string_view what) {
   const std::string field(what);
-  if (file.local_copy.empty() && file.location.find("://") != std::string::npos)
+  if (file.local_copy.empty() && is_remote_location(file.location))
     throw Error(ErrorKind::Input, field + ": location " + file.location +
                                       " is remote; solver run reads local paths and file:// only (the agent fetches remote data)");
   const std::filesystem::path path = file.local_copy.empty() ? std::filesystem::path(file.location) : file.local_copy;
   if (!std::filesystem::is_regular_file(path))
     throw Error(ErrorKind::Input, field + ": file " + path.string() + " does not exist");
+  if (file.size && std::filesystem::file_size(path) != *file.size)
+    throw Error(ErrorKind::Input, field + ": " + path.string() + " has " + std::to_string(std::filesystem::file_size(path)) +
+                                      " bytes, the task says " + std::to_string(*file.size));
   const std::string actual = sha256_file_hex(path);
   if (actual != file.sha256)
     throw Error(ErrorKind::Input, field + ": sha256 mismatch for " + path.string() + ": the task says " + file.sha256 +

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,6 +23,9 @@ namespace solver {
 struct FileRef {
   std::string location;
   std::string sha256;  // lowercase hex
+  // Bytes. Required for remote locations: a download stops there, so a server cannot fill the
+  // rig's disk. Optional for local files, whose size the disk already tells.
+  std::optional<std::uint64_t> size;
   // Where the agent's fetcher put a remote file. Not part of the task: never hashed or written.
   std::filesystem::path local_copy;
 };
@@ -116,6 +120,9 @@ std::string canonical_json(const nlohmann::json& json);
 std::int64_t total_steps(const Task& task, std::int64_t train_sample_count);
 // The learning rate used by 1-based step `step` of a run of `total` steps.
 double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total);
+
+// Whether a location is fetched by the agent (https://, http://, ipfs://, s3://), not read from this disk.
+bool is_remote_location(std::string_view location);
 
 // Every file the task depends on (its data for its dataset format, and a TorchScript model),
 // each with its field name for errors ("dataset.train_images"): what a fetcher resolves.

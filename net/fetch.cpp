@@ -2,6 +2,8 @@
 // <cache>/<sha256>.partial while downloading. A file's modification time is its last use.
 #include "net/fetch.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -20,8 +22,9 @@ std::string scheme_of(const std::string& location) {
   return end == std::string::npos ? "" : location.substr(0, end);
 }
 
-void download_https(const std::string& url, const std::filesystem::path& dest) {
-  HttpRequest request{.url = url, .response_file = dest};
+void download_https(const UrlPolicy& policy, const std::string& url, const std::filesystem::path& dest,
+                    std::uint64_t max_bytes) {
+  HttpRequest request{.url = url, .response_file = dest, .policy = &policy, .max_response_bytes = max_bytes};
   request.timeout = std::chrono::milliseconds(0);  // large files: the stall timeout bounds a hung server instead
   throw_unless_success(perform(request), "GET " + url);
 }
@@ -40,11 +43,9 @@ std::filesystem::path FileCache::fetch(const FileRef& file, std::string_view wha
 }
 
 std::filesystem::path FileCache::fetch_locked(const FileRef& file, std::string_view what) {
+  check_location(options_.policy, file.location, what);
   const std::string scheme = scheme_of(file.location);
   if (scheme.empty() || scheme == "file") {
-    if (!options_.allow_local_files)
-      throw Error(ErrorKind::Input, std::string(what) + ": local file " + file.location +
-                                        " refused (set \"allow_local_files\": true in the agent config to allow local paths)");
     FileRef local = file;
     if (scheme == "file") local.location = file.location.substr(kFileScheme.size());
     return checked_local_file(local, what);
@@ -61,33 +62,50 @@ std::filesystem::path FileCache::download(const FileRef& file, std::string_view 
   const std::string scheme = scheme_of(file.location);
   Downloader downloader;
   if (scheme == "https" || scheme == "http") {
-    downloader = download_https;
+    downloader = [this](const std::string& url, const std::filesystem::path& dest, std::uint64_t max_bytes) {
+      download_https(options_.policy, url, dest, max_bytes);
+    };
   } else if (scheme == "ipfs") {
     downloader = options_.ipfs;
-  } else if (scheme == "s3") {
-    downloader = options_.s3;
   } else {
-    throw Error(ErrorKind::Input, std::string(what) + ": unsupported location " + file.location +
-                                      " (expected https://, ipfs://, s3://, file:// or a path)");
+    downloader = options_.s3;  // check_location let no other scheme through
   }
   if (!downloader)
     throw Error(ErrorKind::Config, std::string(what) + ": " + file.location + " needs an " + scheme +
                                        " store in the agent config (\"storage\") to be fetched");
 
+  if (!file.size)
+    throw Error(ErrorKind::Input, std::string(what) + ": " + file.location + " declares no size; a remote file must");
+  if (*file.size > options_.max_cache_bytes)
+    throw Error(ErrorKind::Capacity, fmt::format("{}: {} is {:.1f} GB, more than this rig's whole input cache ({:.1f} GB, "
+                                                 "limits.cache_gb)",
+                                                 what, file.location, *file.size / 1e9, options_.max_cache_bytes / 1e9));
   const std::filesystem::path partial = options_.cache_dir / (file.sha256 + ".partial");
   const auto started = std::chrono::steady_clock::now();
-  with_retries(options_.retry, "fetching " + file.location, [&] { downloader(file.location, partial); });
-  const std::string actual = sha256_file_hex(partial);
-  if (actual != file.sha256) {
-    std::filesystem::remove(partial);
-    throw Error(ErrorKind::Input, std::string(what) + ": " + file.location + " has sha256 " + actual + ", the task says " +
-                                      file.sha256);
+  try {
+    with_retries(options_.retry, "fetching " + file.location, [&] { downloader(file.location, partial, *file.size); });
+    const std::uint64_t size = std::filesystem::file_size(partial);
+    if (size != *file.size)
+      throw Error(ErrorKind::Input, fmt::format("{}: {} served {} bytes, the task says {}", what, file.location, size, *file.size));
+    const std::string actual = sha256_file_hex(partial);
+    if (actual != file.sha256)
+      throw Error(ErrorKind::Input, std::string(what) + ": " + file.location + " has sha256 " + actual +
+                                        ", the task says " + file.sha256);
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(partial, ignored);
+    throw;
   }
   const std::filesystem::path cached = options_.cache_dir / file.sha256;
   std::filesystem::rename(partial, cached);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   log_info("fetch", "fetched {} ({:.1f} MB in {:.1f} s)", file.location, std::filesystem::file_size(cached) / 1e6, seconds);
   return cached;
+}
+
+void FileCache::set_policy(UrlPolicy policy) {
+  const std::lock_guard lock(mutex_);
+  options_.policy = std::move(policy);
 }
 
 void FileCache::resolve(Task& task) {

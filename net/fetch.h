@@ -15,18 +15,20 @@
 
 #include "common/task.h"
 #include "net/retry.h"
+#include "net/url_policy.h"
 
 namespace solver::net {
 
-// Downloads `url` to `dest` (overwriting it). Throws Error(Network) when it cannot.
-using Downloader = std::function<void(const std::string& url, const std::filesystem::path& dest)>;
+// Downloads `url` to `dest` (overwriting it), cut off with Error(Input) where it passes
+// `max_bytes`. Throws Error(Network) when it cannot.
+using Downloader = std::function<void(const std::string& url, const std::filesystem::path& dest, std::uint64_t max_bytes)>;
 
 struct FetchOptions {
   std::filesystem::path cache_dir;
   std::uint64_t max_cache_bytes = 50ull << 30;
-  // Local paths and file:// URLs name files on this machine: fine for your own tasks, a way to
-  // probe the disk for tasks from strangers. Off unless the config allows it.
-  bool allow_local_files = false;
+  // Where a task's locations may point: local files, plain http and private addresses only
+  // where the config allows (net/url_policy.h).
+  UrlPolicy policy;
   RetryPolicy retry;
   // Files used this recently are never evicted: another task slot may be about to load them.
   std::chrono::seconds eviction_grace{600};
@@ -39,12 +41,16 @@ class FileCache {
  public:
   explicit FileCache(FetchOptions options);
 
-  // A local file whose content has the sha256 that `file` states. Throws Error(Input) for a
-  // refused location or a hash mismatch, Error(Network) when the download fails for good.
+  // A local file whose content has the size and sha256 that `file` states. A download stops at
+  // the declared size and leaves nothing behind when it fails. Throws Error(Input) for a refused
+  // location, a file larger than declared or a hash mismatch (the task's fault), Error(Capacity)
+  // for a file larger than the whole cache, Error(Network) when the download fails for good.
   std::filesystem::path fetch(const FileRef& file, std::string_view what);
   // Fetches every file the task names and sets their local_copy; evicts after, never a file
   // this task uses.
   void resolve(Task& task);
+  // Replaces the download policy (a reloaded config) for fetches from now on.
+  void set_policy(UrlPolicy policy);
 
  private:
   std::filesystem::path fetch_locked(const FileRef& file, std::string_view what);

@@ -3,6 +3,8 @@
 // read callback and response bodies written in its write callback, so memory stays flat.
 #include "net/http.h"
 
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <mutex>
 
 #include "common/error.h"
+#include "net/url_policy.h"
 
 namespace solver::net {
 namespace {
@@ -68,16 +71,41 @@ struct SliceReader {
   }
 };
 
+// Where a response body goes. An error reply to a file download is not the file: its first
+// kErrorBodyExcerpt bytes (the server's explanation) go to `memory` instead, unless
+// `keep_error_excerpt` is off, and the transfer stops there.
 struct ResponseSink {
+  CURL* handle = nullptr;
   std::string* memory = nullptr;
-  std::uint64_t memory_limit = 0;
   std::ofstream* file = nullptr;
+  std::uint64_t limit = 0;
+  bool keep_error_excerpt = true;
+  std::uint64_t received = 0;
   bool over_limit = false;
   bool file_failed = false;
+  bool error_reply_cut = false;
 
   static size_t write(char* data, size_t size, size_t count, void* self_ptr) {
     auto& self = *static_cast<ResponseSink*>(self_ptr);
     const size_t bytes = size * count;
+    if (self.file) {
+      long status = 0;
+      curl_easy_getinfo(self.handle, CURLINFO_RESPONSE_CODE, &status);
+      if (!is_success(status)) {
+        if (self.keep_error_excerpt)
+          self.memory->append(data, std::min<std::size_t>(bytes, kErrorBodyExcerpt - self.memory->size()));
+        if (!self.keep_error_excerpt || self.memory->size() >= kErrorBodyExcerpt) {
+          self.error_reply_cut = true;
+          return 0;
+        }
+        return bytes;
+      }
+    }
+    if (self.received + bytes > self.limit) {
+      self.over_limit = true;
+      return 0;
+    }
+    self.received += bytes;
     if (self.file) {
       self.file->write(data, static_cast<std::streamsize>(bytes));
       if (!*self.file) {
@@ -85,10 +113,6 @@ struct ResponseSink {
         return 0;
       }
       return bytes;
-    }
-    if (self.memory->size() + bytes > self.memory_limit) {
-      self.over_limit = true;
-      return 0;
     }
     self.memory->append(data, bytes);
     return bytes;
@@ -143,6 +167,22 @@ curl_mime* build_form(CURL* curl, const std::vector<FormPart>& parts, std::vecto
   return mime;
 }
 
+// libcurl's socket callback: the one place every connection's address passes through, after
+// DNS and on redirects alike, so the address checked is the address connected to.
+struct AddressGate {
+  const UrlPolicy* policy = nullptr;
+  std::string refusal;
+
+  static curl_socket_t open(void* self_ptr, curlsocktype, curl_sockaddr* address) {
+    auto& self = *static_cast<AddressGate*>(self_ptr);
+    if (std::optional<std::string> why = address_refusal(*self.policy, &address->addr)) {
+      self.refusal = std::move(*why);
+      return CURL_SOCKET_BAD;
+    }
+    return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  }
+};
+
 std::string transport_error_message(const HttpRequest& request, CURLcode code, const char* detail) {
   std::string message = request.method + " " + request.url + ": " + curl_easy_strerror(code);
   if (detail[0] != '\0') message += std::string(" (") + detail + ")";
@@ -177,6 +217,17 @@ HttpResponse perform(const HttpRequest& request) {
   curl_easy_setopt(handle, CURLOPT_SSL_VERIFYPEER, request.verify_tls ? 1L : 0L);
   curl_easy_setopt(handle, CURLOPT_SSL_VERIFYHOST, request.verify_tls ? 2L : 0L);
   curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, "http,https");  // never file:// or others through this door
+  AddressGate gate{.policy = request.policy};
+  if (request.policy) {
+    const char* schemes = request.policy->allow_http ? "http,https" : "https";
+    curl_easy_setopt(handle, CURLOPT_PROTOCOLS_STR, schemes);
+    curl_easy_setopt(handle, CURLOPT_REDIR_PROTOCOLS_STR, schemes);
+    curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(handle, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(handle, CURLOPT_PROXY, "");  // a proxy would be the address checked, not the server
+    curl_easy_setopt(handle, CURLOPT_OPENSOCKETFUNCTION, &AddressGate::open);
+    curl_easy_setopt(handle, CURLOPT_OPENSOCKETDATA, &gate);
+  }
   curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, &collect_header);
   curl_easy_setopt(handle, CURLOPT_HEADERDATA, &response.headers);
 
@@ -214,14 +265,12 @@ HttpResponse perform(const HttpRequest& request) {
   }
 
   std::ofstream response_stream;
-  ResponseSink sink;
+  ResponseSink sink{.handle = handle, .memory = &response.body, .limit = request.max_response_bytes,
+                    .keep_error_excerpt = request.policy == nullptr};
   if (request.response_file) {
     response_stream.open(*request.response_file, std::ios::binary | std::ios::trunc);
     if (!response_stream) throw Error(ErrorKind::Io, "cannot write " + request.response_file->string());
     sink.file = &response_stream;
-  } else {
-    sink.memory = &response.body;
-    sink.memory_limit = request.max_response_bytes;
   }
   curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, &ResponseSink::write);
   curl_easy_setopt(handle, CURLOPT_WRITEDATA, &sink);
@@ -229,20 +278,19 @@ HttpResponse perform(const HttpRequest& request) {
   const CURLcode code = curl_easy_perform(handle);
   if (sink.file_failed) throw Error(ErrorKind::Io, "cannot write " + request.response_file->string() + " (disk full?)");
   if (sink.over_limit)
-    throw Error(ErrorKind::Network, request.method + " " + request.url + ": reply larger than " +
-                                        std::to_string(request.max_response_bytes) + " bytes");
-  if (code != CURLE_OK) throw Error(ErrorKind::Network, transport_error_message(request, code, error_detail), true);
+    throw Error(request.response_file ? ErrorKind::Input : ErrorKind::Network,
+                request.method + " " + request.url + ": the reply is larger than the " +
+                    std::to_string(request.max_response_bytes) + " bytes expected; stopped there");
+  // A refused address fails the request only if no allowed one served it (a name may have both).
+  if (code != CURLE_OK && !gate.refusal.empty())
+    throw Error(ErrorKind::Input, request.method + " " + request.url + ": refused by the download policy: " + gate.refusal);
+  if (code != CURLE_OK && !sink.error_reply_cut)
+    throw Error(ErrorKind::Network, transport_error_message(request, code, error_detail), true);
   if (response_stream.is_open()) {
     response_stream.close();
     if (!response_stream) throw Error(ErrorKind::Io, "cannot write " + request.response_file->string());
   }
   curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &response.status);
-  if (request.response_file && !is_success(response.status)) {
-    std::ifstream written(*request.response_file, std::ios::binary);
-    response.body.resize(kErrorBodyExcerpt);
-    written.read(response.body.data(), static_cast<std::streamsize>(response.body.size()));
-    response.body.resize(static_cast<std::size_t>(written.gcount()));
-  }
   return response;
 }
 

@@ -19,6 +19,8 @@
 
 namespace solver::net {
 
+struct UrlPolicy;
+
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // A slice of a file sent as a request body (or one part of a multipart body) without loading it.
@@ -52,7 +54,16 @@ struct HttpRequest {
   std::chrono::milliseconds timeout{120'000};       // the whole exchange; 0 = none
   std::chrono::milliseconds stall_timeout{30'000};  // abort when under 1 byte/s for this long
   bool verify_tls = true;
-  std::uint64_t max_response_bytes = 64ull << 20;  // for in-memory bodies; files are unbounded
+  // For a URL a stranger chose (net/url_policy.h): redirects are followed (at most 5, to the
+  // schemes the policy allows), each connection's address is checked against the policy just
+  // before it is made (Error(Input) when refused), proxies from the environment are not used,
+  // and an error reply's body is not kept (it may hold what an internal server says). Without
+  // a policy, redirects are not followed.
+  const UrlPolicy* policy = nullptr;
+  // The most body bytes accepted, in memory or in a file; a server that sends more is cut off
+  // there: Error(Network) for a reply kept in memory, Error(Input) for a file, whose expected
+  // size the caller knows. Downloads of large files set their own.
+  std::uint64_t max_response_bytes = 64ull << 20;
 };
 
 inline constexpr std::size_t kErrorBodyExcerpt = 4096;
@@ -61,7 +72,8 @@ struct HttpResponse {
   long status = 0;
   Headers headers;   // names lowercased
   // With HttpRequest::response_file: empty on success, and on any other status the first
-  // kErrorBodyExcerpt bytes the server sent (its explanation, for error messages).
+  // kErrorBodyExcerpt bytes the server sent (its explanation, for error messages), not written to
+  // the file; none with a policy (what an internal server says must not travel on).
   std::string body;
   std::optional<std::string> header(std::string_view lowercase_name) const;
 };

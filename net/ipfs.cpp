@@ -239,7 +239,8 @@ std::pair<std::string, std::string> split_ipfs_path(std::string_view text) {
 }
 
 // Cats `cid` into `dest` (through dest.partial) and checks the bytes against the CID.
-UnixfsNode download_file(const IpfsOptions& options, const std::string& cid, const std::filesystem::path& dest) {
+UnixfsNode download_file(const IpfsOptions& options, const std::string& cid, const std::filesystem::path& dest,
+                         std::uint64_t max_bytes) {
   const std::string what = "IPFS cat " + cid;
   const detail::Cid expected = detail::parse_cid(cid);
   const Rpc rpc(options);
@@ -247,6 +248,7 @@ UnixfsNode download_file(const IpfsOptions& options, const std::string& cid, con
   partial += ".partial";
   HttpRequest request = rpc.transfer("cat", {{"arg", cid}});
   request.response_file = partial;
+  request.max_response_bytes = max_bytes;
   const auto discard = [&] {
     std::error_code ignored;
     std::filesystem::remove(partial, ignored);
@@ -284,7 +286,8 @@ UnixfsNode download_file(const IpfsOptions& options, const std::string& cid, con
   return node;
 }
 
-UnixfsNode fetch_tree(IpfsClient& client, const std::string& cid, const std::filesystem::path& dest) {
+// `budget`: the bytes the files may still take; each file is cut off where it would pass it.
+UnixfsNode fetch_tree(IpfsClient& client, const std::string& cid, const std::filesystem::path& dest, std::uint64_t& budget) {
   std::error_code error;
   std::filesystem::create_directories(dest, error);
   if (error) throw Error(ErrorKind::Io, "cannot create " + dest.string() + ": " + error.message());
@@ -294,8 +297,12 @@ UnixfsNode fetch_tree(IpfsClient& client, const std::string& cid, const std::fil
       bad_answer("IPFS node lists an entry named \"" + entry.name + "\" in directory " + cid +
                  ", which is no file name");
     const std::filesystem::path target = confined_path(dest, entry.name);
-    links.push_back({entry.name, entry.is_directory ? fetch_tree(client, entry.cid, target)
-                                                    : download_file(client.options(), entry.cid, target)});
+    if (entry.is_directory) {
+      links.push_back({entry.name, fetch_tree(client, entry.cid, target, budget)});
+    } else {
+      links.push_back({entry.name, download_file(client.options(), entry.cid, target, budget)});
+      budget -= links.back().node.content_size;
+    }
   }
   const detail::Cid expected = detail::parse_cid(cid);
   const UnixfsNode rebuilt = directory_node(std::move(links), profile_for(client.options().profile, expected));
@@ -326,7 +333,7 @@ std::string IpfsClient::add_directory(const std::filesystem::path& dir, bool inc
   return add(options_, std::move(parts), expected, dir, *this);
 }
 
-void IpfsClient::cat_to_file(std::string_view ipfs_path, const std::filesystem::path& dest) {
+void IpfsClient::cat_to_file(std::string_view ipfs_path, const std::filesystem::path& dest, std::uint64_t max_bytes) {
   const auto [root, path] = split_ipfs_path(ipfs_path);
   const Rpc rpc(options_);
   std::string cid = root;
@@ -344,7 +351,7 @@ void IpfsClient::cat_to_file(std::string_view ipfs_path, const std::filesystem::
       bad_answer(what + ": the IPFS node resolved it to \"" + resolved + "\", not to a CID");
     parse_node_cid(cid, what);
   }
-  download_file(options_, cid, dest);
+  download_file(options_, cid, dest, max_bytes);
 }
 
 std::vector<IpfsEntry> IpfsClient::ls(const std::string& cid) {
@@ -409,10 +416,10 @@ bool IpfsClient::is_pinned(const std::string& cid) {
   return pinned;
 }
 
-void IpfsClient::fetch_directory(const std::string& cid, const std::filesystem::path& dest) {
+void IpfsClient::fetch_directory(const std::string& cid, const std::filesystem::path& dest, std::uint64_t max_bytes) {
   if (std::filesystem::exists(dest))
     throw Error(ErrorKind::Io, "cannot fetch " + cid + " into " + dest.string() + ": it exists");
-  fetch_tree(*this, cid, dest);
+  fetch_tree(*this, cid, dest, max_bytes);
 }
 
 IpfsStore::IpfsStore(IpfsOptions options) : client_(std::move(options)) {}
@@ -423,7 +430,7 @@ std::string IpfsStore::publish(const std::filesystem::path& bundle_dir, const st
   return "ipfs://" + cid;
 }
 
-void IpfsStore::fetch(const std::string& address, const std::filesystem::path& dest_dir) {
+void IpfsStore::fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) {
   if (!address.starts_with("ipfs://"))
     throw Error(ErrorKind::Input, "\"" + address + "\" is not an IPFS bundle address (expected ipfs://CID)");
   const auto [cid, path] = split_ipfs_path(address);
@@ -439,7 +446,7 @@ void IpfsStore::fetch(const std::string& address, const std::filesystem::path& d
   const std::filesystem::path staging = target.parent_path() / ("." + target.filename().string() + ".fetching");
   std::filesystem::remove_all(staging, error);
   try {
-    client_.fetch_directory(cid, staging);
+    client_.fetch_directory(cid, staging, max_bytes);
   } catch (...) {
     std::filesystem::remove_all(staging, error);
     throw;

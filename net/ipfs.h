@@ -56,8 +56,8 @@ class IpfsClient {
   // `dest` through a temporary file and a rename, after checking its bytes against the CID: a
   // raw-block CID against their sha2-256, a dag-pb one by rebuilding the DAG with this client's
   // profile (at the CID's version). For a path below a directory, the CID checked is the one the
-  // node resolves the path to.
-  void cat_to_file(std::string_view ipfs_path, const std::filesystem::path& dest);
+  // node resolves the path to. More than `max_bytes` is cut off there (Error(Input)).
+  void cat_to_file(std::string_view ipfs_path, const std::filesystem::path& dest, std::uint64_t max_bytes);
 
   // The entries of the directory `cid` (as the node lists them: names, CIDs, file or folder).
   std::vector<IpfsEntry> ls(const std::string& cid);
@@ -69,7 +69,8 @@ class IpfsClient {
 
   // Downloads the directory `cid` into `dest` (which must not exist) and checks it: every file
   // against its listed CID, and every directory rebuilt from its verified entries against its CID.
-  void fetch_directory(const std::string& cid, const std::filesystem::path& dest);
+  // Stops with Error(Input) where the files pass `max_bytes` in all.
+  void fetch_directory(const std::string& cid, const std::filesystem::path& dest, std::uint64_t max_bytes);
 
  private:
   IpfsOptions options_;
@@ -83,7 +84,7 @@ class IpfsStore final : public BundleStore {
   std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
   // `address` is ipfs://CID; `dest_dir` must not exist yet, or be empty. The bundle is written to a
   // sibling temporary folder and renamed into place once every file and folder checked out.
-  void fetch(const std::string& address, const std::filesystem::path& dest_dir) override;
+  void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
 
  private:
   IpfsClient client_;

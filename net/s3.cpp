@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "common/error.h"
@@ -590,7 +591,7 @@ std::optional<S3Object> S3Client::head_object(const std::string& key) {
   return object;
 }
 
-S3Object S3Client::get_object_to_file(const std::string& key, const std::filesystem::path& file) {
+S3Object S3Client::get_object_to_file(const std::string& key, const std::filesystem::path& file, std::uint64_t max_bytes) {
   const std::string what = "S3 GetObject " + format_s3_address({config_.bucket, key});
   const std::filesystem::path temp = file.string() + ".s3-download";
   if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
@@ -603,6 +604,7 @@ S3Object S3Client::get_object_to_file(const std::string& key, const std::filesys
     HttpRequest request;
     request.url = url(key);
     request.response_file = temp;
+    request.max_response_bytes = max_bytes;
     request.connect_timeout = config_.connect_timeout;
     request.timeout = config_.request_timeout;
     request.stall_timeout = config_.stall_timeout;
@@ -911,12 +913,13 @@ std::string S3Store::publish(const std::filesystem::path& bundle_dir, const std:
   return address;
 }
 
-void S3Store::fetch(const std::string& address, const std::filesystem::path& dest_dir) {
+void S3Store::fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) {
   const S3Address parsed = parse_s3_address(address);
   if (parsed.key.empty()) throw Error(ErrorKind::Input, "S3 address \"" + address + "\" names a bucket, not a bundle");
   S3Client client = parsed.bucket == client_.config().bucket ? client_ : client_.for_bucket(parsed.bucket);
   const std::vector<S3Object> objects = client.list_objects(parsed.key + "/");
-  std::vector<std::pair<std::string, std::string>> downloads;  // key, relative path
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> downloads;  // key, relative path, listed size
+  std::uint64_t total = 0;
   for (const S3Object& object : objects) {
     if (!object.key.starts_with(parsed.key + "/"))
       throw Error(ErrorKind::Network, address + ": the listing under it returned the key \"" + object.key + "\"");
@@ -924,10 +927,14 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
     if (relative.empty() || relative.ends_with('/')) continue;  // folder markers some tools create
     if (!is_plain_relative_path(relative))
       throw Error(ErrorKind::Input, address + ": object key \"" + object.key + "\" would land outside " + dest_dir.string());
-    downloads.emplace_back(object.key, relative);
+    downloads.emplace_back(object.key, relative, object.size);
+    total += object.size;
   }
+  if (total > max_bytes)
+    throw Error(ErrorKind::Input, address + " lists " + std::to_string(total) + " bytes, more than the " +
+                                      std::to_string(max_bytes) + " allowed");
   const auto has = [&](std::string_view name) {
-    return std::any_of(downloads.begin(), downloads.end(), [&](const auto& item) { return item.second == name; });
+    return std::any_of(downloads.begin(), downloads.end(), [&](const auto& item) { return std::get<1>(item) == name; });
   };
   if (!has(kManifest) || !has(kSignature))
     throw Error(ErrorKind::Input, address + " holds no whole bundle (" + std::to_string(downloads.size()) +
@@ -937,10 +944,12 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
   // x-amz-meta-sha256 solver's publish sets; get_object_to_file refuses bytes that differ).
   std::map<std::string, S3Object> fetched;
   std::mutex fetched_mutex;
+  // Each object is cut off at its listed size, so the listing's total bounds the disk used.
   for_each_in_parallel(downloads.size(), client.config().parallelism, [&](std::size_t i) {
-    S3Object object = client.get_object_to_file(downloads[i].first, confined_path(dest_dir, downloads[i].second));
+    const auto& [key, relative, size] = downloads[i];
+    S3Object object = client.get_object_to_file(key, confined_path(dest_dir, relative), size);
     const std::lock_guard lock(fetched_mutex);
-    fetched[downloads[i].second] = std::move(object);
+    fetched[relative] = std::move(object);
   });
   for (const auto& [path, expected] : manifest_file_entries(dest_dir / kManifest)) {
     const auto download = fetched.find(path);

@@ -131,8 +131,9 @@ class S3Client {
   void put_object(const std::string& key, const std::filesystem::path& file, const std::string& sha256);
   std::optional<S3Object> head_object(const std::string& key);  // nullopt: no such object
   // Downloads through a temp file renamed into place; checks the size and, when the object has
-  // one, its x-amz-meta-sha256 (Error(Network, retryable) on a mismatch).
-  S3Object get_object_to_file(const std::string& key, const std::filesystem::path& file);
+  // one, its x-amz-meta-sha256 (Error(Network, retryable) on a mismatch). More than `max_bytes`
+  // is cut off there (Error(Input)).
+  S3Object get_object_to_file(const std::string& key, const std::filesystem::path& file, std::uint64_t max_bytes);
   std::vector<S3Object> list_objects(const std::string& prefix);  // every page, in key order
 
   std::string create_multipart_upload(const std::string& key, const std::string& sha256);
@@ -169,7 +170,7 @@ class S3Store : public BundleStore {
   std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
   // Downloads every object under the address into dest_dir, then checks each file the
   // manifest lists (size and SHA-256): Error(Input) when one is missing or differs.
-  void fetch(const std::string& address, const std::filesystem::path& dest_dir) override;
+  void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
 
  private:
   S3Client client_;

@@ -57,10 +57,16 @@ std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, con
   return target.string();
 }
 
-void DirectoryStore::fetch(const std::string& address, const std::filesystem::path& dest_dir) {
+void DirectoryStore::fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) {
   const std::filesystem::path source(address);
   if (!source.is_absolute()) throw Error(ErrorKind::Input, "bundle address " + address + " is not an absolute folder path");
   require_bundle(source);
+  std::uint64_t total = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(source))
+    if (entry.is_regular_file()) total += entry.file_size();
+  if (total > max_bytes)
+    throw Error(ErrorKind::Input, "bundle " + address + " holds " + std::to_string(total) + " bytes, more than the " +
+                                      std::to_string(max_bytes) + " allowed");
   copy_bundle(source, dest_dir);
 }
 

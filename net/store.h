@@ -2,6 +2,7 @@
 // so the agent and `solver publish` publish (and verifiers fetch) through the same code.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -14,8 +15,10 @@ class BundleStore {
   // Idempotent: publishing the same bundle again returns the same address and duplicates nothing.
   // Throws Error(Network, retryable=true) while the store is unreachable; nothing is reported published that is not.
   virtual std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) = 0;
-  // Copies the bundle at `address` into `dest_dir` (created), checking what it can against the address.
-  virtual void fetch(const std::string& address, const std::filesystem::path& dest_dir) = 0;
+  // Copies the bundle at `address` into `dest_dir` (created), checking what it can against the
+  // address. A bundle of more than `max_bytes` in all is refused, or cut off where it passes
+  // them (Error(Input)): the address may come from a stranger.
+  virtual void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) = 0;
 };
 
 // A folder on this machine (or a mounted share): bundles are copied to <root>/<bundle_name>/
@@ -25,7 +28,7 @@ class DirectoryStore final : public BundleStore {
  public:
   explicit DirectoryStore(std::filesystem::path root);
   std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
-  void fetch(const std::string& address, const std::filesystem::path& dest_dir) override;
+  void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
 
  private:
   std::filesystem::path root_;

@@ -13,6 +13,9 @@
 
 namespace solver::test {
 
+// A download cap (net/ fetches take one) above anything the tests fetch.
+inline constexpr std::uint64_t kLargeEnough = 1ull << 36;
+
 std::filesystem::path source_dir();         // the repository root
 std::filesystem::path solver_binary();      // the built `solver` executable
 std::filesystem::path fashion_mnist_dir();  // Debian's dataset-fashion-mnist

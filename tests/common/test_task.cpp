@@ -146,6 +146,14 @@ TEST_CASE("Bad task fields are Input errors naming the field", "[common]") {
     task["training"]["precision"] = "fp16";
     require_rejected(task, "task.training.precision", "unknown precision \"fp16\" (expected fp32 or bf16)");
   }
+  SECTION("remote file without a declared size") {
+    task["dataset"]["train_images"]["location"] = "https://data.example/train-images.gz";
+    require_rejected(task, "task.dataset.train_images.size", "a remote file must declare its size");
+  }
+  SECTION("size of the wrong type") {
+    task["dataset"]["train_images"]["size"] = -1;
+    require_rejected(task, "task.dataset.train_images.size", "");
+  }
   SECTION("seed of the wrong type") {
     task["seed"] = "20261125";
     require_rejected(task, "task.seed", "non-negative integer");
@@ -166,6 +174,19 @@ TEST_CASE("checked_local_file refuses missing files and hash mismatches", "[comm
   CHECK_THROWS_WITH(solver::checked_local_file({(scratch / "absent.bin").string(), actual}, "dataset.test_labels"),
                     Catch::StartsWith("dataset.test_labels: ") && Catch::Contains("absent.bin does not exist"));
   CHECK_THROWS_WITH(solver::checked_local_file({"ipfs://bafy", actual}, "model.file"), Catch::Contains("is remote"));
+  CHECK_THROWS_WITH(solver::checked_local_file({path.string(), actual, 7}, "dataset.train_labels"),
+                    Catch::Contains("has 6 bytes, the task says 7"));
+}
+
+TEST_CASE("A declared size is part of the task's hash; a task without sizes keeps its hash", "[common]") {
+  json task = example_task_json();
+  const std::string without = solver::task_sha256(solver::parse_task(task, "/tmp"));
+  task["dataset"]["train_images"]["size"] = 26421880;
+  const solver::Task sized = solver::parse_task(task, "/tmp");
+  CHECK(sized.dataset.train_images.size == 26421880u);
+  CHECK(solver::task_sha256(sized) != without);
+  CHECK(solver::task_to_json(sized)["dataset"]["train_images"]["size"] == 26421880);
+  CHECK_FALSE(solver::task_to_json(solver::parse_task(example_task_json(), "/tmp"))["dataset"]["train_images"].contains("size"));
 }
 
 TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {

@@ -75,7 +75,7 @@ TEST_CASE("solver publish: to IPFS, the address is the CID the node computes, an
   CHECK(address == "ipfs://" + net::directory_cid(bundle, net::UnixfsProfile::kubo_default()));
   CHECK(printed_address(run_solver({"-q", "publish", bundle.string(), "--ipfs", node.api_url()})) == address);
   net::IpfsStore store(net::IpfsOptions{.api_url = node.api_url()});
-  store.fetch(address, dir / "fetched");
+  store.fetch(address, dir / "fetched", kLargeEnough);
   CHECK(run_solver({"verify", (dir / "fetched").string()}).exit_code == 0);
 }
 

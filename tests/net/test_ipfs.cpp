@@ -106,9 +106,9 @@ TEST_CASE("ipfs: a nested directory gets the node's CID, and its files come back
   const std::string root = client.add_directory(dir);
   CHECK(root == directory_cid(dir, client.options().profile));
 
-  client.cat_to_file("ipfs://" + root + "/sub/b.bin", scratch / "b.out");
+  client.cat_to_file("ipfs://" + root + "/sub/b.bin", scratch / "b.out", test::kLargeEnough);
   CHECK(sha256_file_hex(scratch / "b.out") == sha256_file_hex(dir / "sub" / "b.bin"));
-  client.cat_to_file("/ipfs/" + root + "/é+&%=.txt", scratch / "e.out");
+  client.cat_to_file("/ipfs/" + root + "/é+&%=.txt", scratch / "e.out", test::kLargeEnough);
   CHECK(read_file(scratch / "e.out") == "characters that need URL-encoding");
 
   const std::vector<IpfsEntry> entries = client.ls(root);
@@ -124,10 +124,10 @@ TEST_CASE("ipfs: a multi-MB file goes up and comes back byte for byte", "[ipfs]"
   IpfsClient client(node_options());
   const std::string cid = client.add_file(scratch / "data.bin");
   CHECK(client.is_pinned(cid));
-  client.cat_to_file("ipfs://" + cid, scratch / "back.bin");
+  client.cat_to_file("ipfs://" + cid, scratch / "back.bin", test::kLargeEnough);
   CHECK(sha256_file_hex(scratch / "back.bin") == sha256_file_hex(scratch / "data.bin"));
   CHECK_FALSE(std::filesystem::exists(scratch / "back.bin.partial"));
-  client.cat_to_file(cid, scratch / "again.bin");  // a bare CID is a path too
+  client.cat_to_file(cid, scratch / "again.bin", test::kLargeEnough);  // a bare CID is a path too
   CHECK(std::filesystem::file_size(scratch / "again.bin") == 7'000'000);
 }
 
@@ -172,7 +172,7 @@ TEST_CASE("ipfs: a bundle publishes to its CID, publishes again unchanged and fe
   }
 
   const std::filesystem::path fetched = scratch / "fetched";
-  store.fetch(address, fetched);
+  store.fetch(address, fetched, test::kLargeEnough);
   for (const std::string name : {"manifest.json", "checkpoints/step_00000010.safetensors", "segments/steps_1-10.json"})
     CHECK(sha256_file_hex(fetched / name) == sha256_file_hex(bundle / name));
   CHECK_FALSE(std::filesystem::exists(fetched / ".upload-record"));
@@ -180,9 +180,9 @@ TEST_CASE("ipfs: a bundle publishes to its CID, publishes again unchanged and fe
   CHECK_FALSE(std::filesystem::exists(scratch / ".fetched.fetching"));
 
   // A destination with something in it is refused; a bad address is bad input.
-  CHECK(test::error_kind_of([&] { store.fetch(address, fetched); }) == ErrorKind::Io);
-  CHECK(test::error_kind_of([&] { store.fetch("s3://bucket/run-1", scratch / "x"); }) == ErrorKind::Input);
-  CHECK(test::error_kind_of([&] { store.fetch("ipfs://not-a-cid", scratch / "x"); }) == ErrorKind::Input);
+  CHECK(test::error_kind_of([&] { store.fetch(address, fetched, test::kLargeEnough); }) == ErrorKind::Io);
+  CHECK(test::error_kind_of([&] { store.fetch("s3://bucket/run-1", scratch / "x", test::kLargeEnough); }) == ErrorKind::Input);
+  CHECK(test::error_kind_of([&] { store.fetch("ipfs://not-a-cid", scratch / "x", test::kLargeEnough); }) == ErrorKind::Input);
 }
 
 TEST_CASE("ipfs: a node that builds another DAG than ours is caught on add and on cat", "[ipfs]") {
@@ -208,7 +208,7 @@ TEST_CASE("ipfs: a node that builds another DAG than ours is caught on add and o
   small_chunks.chunk_size = 1024;
   const std::string cid = IpfsClient(with_profile(small_chunks)).add_file(scratch / "data.bin");
   IpfsClient client(node_options());
-  const std::optional<Error> served = test::error_of([&] { client.cat_to_file("ipfs://" + cid, scratch / "out.bin"); });
+  const std::optional<Error> served = test::error_of([&] { client.cat_to_file("ipfs://" + cid, scratch / "out.bin", test::kLargeEnough); });
   REQUIRE(served);
   CHECK(served->kind() == ErrorKind::Network);
   CHECK_FALSE(served->retryable());
@@ -227,14 +227,14 @@ TEST_CASE("ipfs: content the node cannot find fails within the lookup timeout", 
   IpfsClient client(options);
 
   const auto start = std::chrono::steady_clock::now();
-  const std::optional<Error> error = test::error_of([&] { client.cat_to_file("ipfs://" + unknown, scratch / "out"); });
+  const std::optional<Error> error = test::error_of([&] { client.cat_to_file("ipfs://" + unknown, scratch / "out", test::kLargeEnough); });
   const auto elapsed = std::chrono::steady_clock::now() - start;
   REQUIRE(error);
   CHECK(error->kind() == ErrorKind::Network);
   CHECK_THAT(error->what(), Catch::Contains(unknown) && Catch::Contains("timed out"));
   CHECK(elapsed < std::chrono::seconds(5));
   CHECK_FALSE(std::filesystem::exists(scratch / "out"));
-  CHECK(test::error_kind_of([&] { IpfsStore(options).fetch("ipfs://" + unknown, scratch / "bundle"); }) ==
+  CHECK(test::error_kind_of([&] { IpfsStore(options).fetch("ipfs://" + unknown, scratch / "bundle", test::kLargeEnough); }) ==
         ErrorKind::Network);
 }
 
@@ -252,7 +252,7 @@ TEST_CASE("ipfs: a node that is down is a retryable network error", "[ipfs]") {
   CHECK(published->retryable());
   const std::string cid = file_cid(scratch / "bundle" / "manifest.json", options.profile);
   const std::optional<Error> fetched =
-      test::error_of([&] { IpfsClient(options).cat_to_file("ipfs://" + cid, scratch / "out"); });
+      test::error_of([&] { IpfsClient(options).cat_to_file("ipfs://" + cid, scratch / "out", test::kLargeEnough); });
   REQUIRE(fetched);
   CHECK(fetched->kind() == ErrorKind::Network);
   CHECK(fetched->retryable());
@@ -265,8 +265,8 @@ TEST_CASE("ipfs: bad paths and API URLs are refused before any request", "[ipfs]
   options.api_url = "http://127.0.0.1:5001/";
   CHECK(IpfsClient(options).options().api_url == "http://127.0.0.1:5001");
   IpfsClient client(options);
-  CHECK(test::error_kind_of([&] { client.cat_to_file("ipfs://QmNotACid", "/tmp/never-written"); }) == ErrorKind::Input);
-  CHECK(test::error_kind_of([&] { client.cat_to_file("ipfs://bafy!", "/tmp/never-written"); }) == ErrorKind::Input);
+  CHECK(test::error_kind_of([&] { client.cat_to_file("ipfs://QmNotACid", "/tmp/never-written", test::kLargeEnough); }) == ErrorKind::Input);
+  CHECK(test::error_kind_of([&] { client.cat_to_file("ipfs://bafy!", "/tmp/never-written", test::kLargeEnough); }) == ErrorKind::Input);
 }
 
 }  // namespace

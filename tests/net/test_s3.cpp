@@ -247,7 +247,7 @@ TEST_CASE("s3: a small file goes up in one PutObject that the AWS CLI reads back
   CHECK(head->sha256 == setup.sha256);
   CHECK_FALSE(client.head_object("runs/absent.bin"));
 
-  const S3Object downloaded = client.get_object_to_file(key, setup.scratch / "downloaded.bin");
+  const S3Object downloaded = client.get_object_to_file(key, setup.scratch / "downloaded.bin", test::kLargeEnough);
   CHECK(read_file(setup.scratch / "downloaded.bin") == setup.bytes);
   CHECK(downloaded.sha256 == setup.sha256);
 
@@ -451,13 +451,13 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
   CHECK(store.publish(scratch / "bundle", "run-1") == "s3://bundles/runs/run-1");
   CHECK(count_matching(proxy.log(), "^(PUT|POST)") == 0);
 
-  store.fetch("s3://bundles/runs/run-1", scratch / "fetched");
+  store.fetch("s3://bundles/runs/run-1", scratch / "fetched", test::kLargeEnough);
   for (const char* file : {"manifest.json", "manifest.sig", "ckpt/step_0.safetensors", "segments/steps_1-2.json"})
     CHECK(read_file(scratch / "fetched" / file) == read_file(scratch / "bundle" / file));
 
   SECTION("fetch refuses a file that differs from the manifest") {
     REQUIRE(setup.server.aws({"s3", "cp", setup.file.string(), "s3://bundles/runs/run-1/ckpt/step_0.safetensors"}).exit_code == 0);
-    const std::optional<Error> error = test::error_of([&] { store.fetch("s3://bundles/runs/run-1", scratch / "fetched-again"); });
+    const std::optional<Error> error = test::error_of([&] { store.fetch("s3://bundles/runs/run-1", scratch / "fetched-again", test::kLargeEnough); });
     REQUIRE(error);
     CHECK(error->kind() == ErrorKind::Input);
     CHECK_THAT(error->what(), Catch::Contains("ckpt/step_0.safetensors"));
@@ -478,8 +478,8 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
     CHECK(proxy.log().empty());
   }
   SECTION("an address without a whole bundle is refused") {
-    CHECK(test::error_kind_of([&] { store.fetch("s3://bundles/runs/nothing-here", scratch / "empty"); }) == ErrorKind::Input);
-    CHECK(test::error_kind_of([&] { store.fetch("s3://bundles", scratch / "empty"); }) == ErrorKind::Input);
+    CHECK(test::error_kind_of([&] { store.fetch("s3://bundles/runs/nothing-here", scratch / "empty", test::kLargeEnough); }) == ErrorKind::Input);
+    CHECK(test::error_kind_of([&] { store.fetch("s3://bundles", scratch / "empty", test::kLargeEnough); }) == ErrorKind::Input);
   }
 }
 
