@@ -1,10 +1,12 @@
 #include "common/files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -18,14 +20,30 @@ Error io_error(const std::string& what, const std::filesystem::path& path) {
   return Error(ErrorKind::Io, what + " " + path.string() + ": " + std::strerror(errno));
 }
 
+// Writes all of `bytes` to `fd` (none: only syncs it), fsyncs it, and closes it either way.
+// Throws Error(Io) naming `path`, with the reason errno gave before the close.
+void write_all_and_close(int fd, std::span<const std::byte> bytes, const std::filesystem::path& path) {
+  const auto fail = [&](const std::string& what) {
+    const Error error = io_error(what, path);
+    ::close(fd);
+    throw error;
+  };
+  for (std::size_t written = 0; written < bytes.size();) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("cannot write");
+    written += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) fail("cannot fsync");
+  ::close(fd);
+}
+
 }  // namespace
 
 void fsync_folder(const std::filesystem::path& folder) {
   const int fd = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw io_error("cannot open folder", folder);
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) throw io_error("cannot fsync folder", folder);
+  write_all_and_close(fd, {}, folder);
 }
 
 void copy_file_durably(const std::filesystem::path& from, const std::filesystem::path& to) {
@@ -35,9 +53,7 @@ void copy_file_durably(const std::filesystem::path& from, const std::filesystem:
   if (error) throw Error(ErrorKind::Io, "cannot copy " + from.string() + " to " + temp.string() + ": " + error.message());
   const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw io_error("cannot open", temp);
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced) throw io_error("cannot fsync", temp);
+  write_all_and_close(fd, {}, temp);
   if (::rename(temp.c_str(), to.c_str()) != 0) throw io_error("cannot rename into place", to);
   fsync_folder(to.parent_path());
 }
@@ -46,23 +62,15 @@ void write_file_durably(const std::filesystem::path& path, std::span<const std::
   const std::filesystem::path temp = path.string() + ".tmp";
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw io_error("cannot create", temp);
-  size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      throw io_error("cannot write", temp);
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    throw io_error("cannot fsync", temp);
-  }
-  ::close(fd);
+  write_all_and_close(fd, bytes, temp);
   if (::rename(temp.c_str(), path.c_str()) != 0) throw io_error("cannot rename into place", path);
   fsync_folder(path.parent_path());
+}
+
+void append_file_durably(const std::filesystem::path& path, std::string_view text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) throw io_error("cannot open for appending", path);
+  write_all_and_close(fd, std::as_bytes(std::span(text.data(), text.size())), path);
 }
 
 void write_file_durably(const std::filesystem::path& path, std::string_view text) {
@@ -76,6 +84,16 @@ std::string read_file(const std::filesystem::path& path) {
   contents << in.rdbuf();
   if (in.bad()) throw Error(ErrorKind::Io, "read error in " + path.string());
   return contents.str();
+}
+
+void require_private_file(const std::filesystem::path& path, std::string_view what) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) throw io_error("cannot read", path);
+  if ((info.st_mode & 077) == 0) return;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+  throw Error(ErrorKind::Config, std::string(what) + " " + path.string() + " is readable by others (mode " + mode +
+                                     "): run chmod 600 " + path.string());
 }
 
 bool is_plain_relative_path(std::string_view path) {

@@ -14,6 +14,10 @@ namespace solver {
 void write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes);
 void write_file_durably(const std::filesystem::path& path, std::string_view text);
 
+// Appends `text` to an existing file and fsyncs it: a crash leaves the file as it was plus at
+// most a torn end (for append-only logs such as a bundle's journal). Throws Error(Io).
+void append_file_durably(const std::filesystem::path& path, std::string_view text);
+
 // Copies a file the same way (temp file, fsync, rename, fsync folder), streaming it.
 void copy_file_durably(const std::filesystem::path& from, const std::filesystem::path& to);
 
@@ -22,6 +26,10 @@ void fsync_folder(const std::filesystem::path& folder);
 
 // Reads a whole file. Throws Error(Io) naming the path when it is missing or unreadable.
 std::string read_file(const std::filesystem::path& path);
+
+// Throws Error(Config) "<what> <path> is readable by others (mode 0644): run chmod 600 <path>"
+// when the file's group or others may read or write it: for files that hold secrets.
+void require_private_file(const std::filesystem::path& path, std::string_view what);
 
 // Paths built from what strangers send (a market's task and job ids, a bundle's file names, an
 // S3 key) must stay inside the folder they were meant for; every path the agent writes or

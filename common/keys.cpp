@@ -74,12 +74,6 @@ std::optional<std::vector<std::uint8_t>> parse_hex(std::string_view text) {
   return bytes;
 }
 
-std::string octal_mode(mode_t mode) {
-  char text[8];
-  std::snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
-  return text;
-}
-
 }  // namespace
 
 struct SigningKey::Impl {
@@ -107,9 +101,7 @@ SigningKey SigningKey::load(const std::filesystem::path& path) {
       throw Error(ErrorKind::Config, "key file " + shown + " does not exist: create one with `solver keygen`");
     throw Error(ErrorKind::Config, "cannot read key file " + shown + ": " + std::strerror(errno));
   }
-  if ((info.st_mode & 077) != 0)
-    throw Error(ErrorKind::Config, "key file " + shown + " is readable by others (mode " + octal_mode(info.st_mode) +
-                                       "): run chmod 600 " + shown);
+  require_private_file(path, "key file");
   const std::string pem = read_file(path);
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) fail_openssl("reading key file " + shown);

@@ -1,10 +1,11 @@
-// BundleWriter: checkpoints, segments, the hash chain and journal.json, written off the
+// BundleWriter: checkpoints, segments, the hash chain and the journal, written off the
 // training thread by one checkpoint::AsyncWriter.
-// Invariants: journal.json only ever lists files that are completely and durably on disk (it is
-// rewritten after them), so after a crash everything it does not list is debris to delete; the
-// training thread touches `manifest` and `previous_parameters` only before the first job is
-// queued (resume_point) or after the queue drained (finish), so the writer thread owns them
-// in between and no lock is needed.
+// Invariants: the journal only ever lists files that are completely and durably on disk (a
+// checkpoint's line is appended after them), so after a crash everything it does not list is
+// debris to delete; it never skips a checkpoint (once one fails, the jobs behind it refuse to
+// run); the training thread touches `manifest` and `previous_parameters` only before the first
+// job is queued (resume_point) or after the queue drained (finish), so the writer thread owns
+// them in between and no lock is needed.
 #include "proof/bundle_writer.h"
 
 #include <map>
@@ -16,34 +17,22 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
-#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/keys.h"
 #include "proof/detail/bundle_paths.h"
-#include "proof/detail/replay_rules.h"
+#include "proof/detail/journal.h"
 #include "proof/parameters.h"
 
 namespace solver::proof {
 namespace {
 
-using nlohmann::json;
-
 using detail::checkpoint_path;
-using detail::kJournalFile;
+using detail::Journal;
 using detail::kManifestFile;
 using detail::kModelFile;
-using detail::same_runtime;
 using detail::kSignatureFile;
 using detail::segment_path;
-
-constexpr std::string_view kJournalSchema = "solver.pol-journal/1";
-
-std::string runtime_text(const RuntimeInfo& runtime) {
-  return "solver " + runtime.solver_version + ", torch " + runtime.torch_version + ", " + runtime.device + ", " +
-         std::to_string(runtime.threads) + " threads" + (runtime.deterministic ? ", deterministic" : "") +
-         (runtime.shards > 1 ? ", " + std::to_string(runtime.shards) + " data-parallel shards" : "");
-}
 
 std::vector<checkpoint::Tensor> take_parameters(checkpoint::Checkpoint& state) {
   std::vector<checkpoint::Tensor> parameters;
@@ -87,6 +76,7 @@ struct BundleWriter::Impl {
   std::filesystem::path dir;
   const SigningKey& key;
   BundlePlan plan;
+  Journal journal;
 
   // Owned by the writer thread while jobs may run (see the file comment).
   Manifest manifest;
@@ -101,6 +91,10 @@ struct BundleWriter::Impl {
   bool resume_pending = false;  // a journaled checkpoint exists that resume_point() has not restored
   bool finished = false;
 
+  // The training time of earlier runs of this bundle (from the journal), and when this one began.
+  double earlier_train_seconds = 0.0;
+  std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
+
   // Any thread: the journaled checkpoints, for commitments sent while training runs.
   mutable std::mutex written_mutex;
   std::vector<WrittenCheckpoint> written;
@@ -114,51 +108,31 @@ struct BundleWriter::Impl {
   checkpoint::AsyncWriter writer{2};
 
   Impl(std::filesystem::path dir_in, const SigningKey& key_in, const BundlePlan& plan_in)
-      : dir(std::move(dir_in)), key(key_in), plan(plan_in) {}
+      : dir(std::move(dir_in)), key(key_in), plan(plan_in), journal(dir) {}
 
-  void write_journal() const {
-    write_file_durably(dir / kJournalFile,
-                       canonical_json({{"schema", kJournalSchema}, {"manifest", manifest_to_json(manifest)}}));
+  // What the journal's header names: only this run may resume from it.
+  detail::JournalRun journal_run() const {
+    return detail::JournalRun{manifest.task_sha256, manifest.runtime, manifest.train_samples, manifest.total_steps};
   }
 
-  // Restores the manifest so far from journal.json, after checking it belongs to this run.
-  void read_journal(const Manifest& header) {
-    const std::filesystem::path path = dir / kJournalFile;
-    if (!std::filesystem::exists(path))
+  // Restores the checkpoints and segments so far from the journal, after checking it belongs to this run.
+  void read_journal() {
+    if (!journal.exists())
       throw Error(ErrorKind::Input,
-                  "cannot resume: " + dir.string() + " has no " + std::string(kJournalFile) + " (" +
+                  "cannot resume: " + dir.string() + " has no " + std::string(Journal::kFile) + " (" +
                       (std::filesystem::exists(dir / kManifestFile) ? "its bundle is already complete"
                                                                         : "no interrupted run was recorded there") +
                       ")");
-    const json parsed = parse_json_document(read_file(path), "cannot resume: " + path.string());
-    Manifest journaled;
+    detail::Journaled journaled;
     try {
-      if (!parsed.is_object() || parsed.value("schema", "") != kJournalSchema || !parsed.contains("manifest"))
-        throw Error(ErrorKind::Input, "expected {\"schema\": \"" + std::string(kJournalSchema) + "\", \"manifest\": ...}");
-      journaled = manifest_from_json(parsed.at("manifest"));
-    } catch (const json::exception& error) {  // a "schema" that is not a string
-      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + ": " + error.what());
+      journaled = journal.resume(journal_run());
     } catch (const Error& error) {
-      throw error.with_context("cannot resume: " + path.string());
+      throw error.with_context("cannot resume");
     }
-    if (journaled.task_sha256 != header.task_sha256)
-      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + " belongs to task " + journaled.task_sha256 +
-                                        ", not to this task " + header.task_sha256 + "; choose another --out");
-    if (!same_runtime(journaled.runtime, header.runtime) || journaled.train_samples != header.train_samples ||
-        journaled.total_steps != header.total_steps)
-      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + " was written by " +
-                                        runtime_text(journaled.runtime) + " with " +
-                                        std::to_string(journaled.train_samples) + " samples; this run is " +
-                                        runtime_text(header.runtime) + " with " + std::to_string(header.train_samples) +
-                                        ": a bundle replays bitwise only if every segment ran on the same runtime");
-    const std::size_t expected_segments = journaled.checkpoints.empty() ? 0 : journaled.checkpoints.size() - 1;
-    if (journaled.segments.size() != expected_segments)
-      throw Error(ErrorKind::Input, "cannot resume: " + path.string() + " lists " +
-                                        std::to_string(journaled.checkpoints.size()) + " checkpoints but " +
-                                        std::to_string(journaled.segments.size()) + " segments");
     manifest.checkpoints = std::move(journaled.checkpoints);
     manifest.segments = std::move(journaled.segments);
-    manifest.chain_root = std::move(journaled.chain_root);
+    manifest.chain_root = manifest.checkpoints.empty() ? "" : manifest.checkpoints.back().chain;
+    earlier_train_seconds = journaled.train_seconds;
     for (const CheckpointEntry& entry : manifest.checkpoints) note_written(entry);
     resume_pending = !manifest.checkpoints.empty();
   }
@@ -207,33 +181,40 @@ struct BundleWriter::Impl {
   }
 
   // Runs on the writer thread: one checkpoint, the segment it closes, the chain, the journal.
-  void write_checkpoint(std::int64_t step, checkpoint::Checkpoint& state, const std::vector<StepRecord>& steps) {
+  void write_checkpoint(std::int64_t step, checkpoint::Checkpoint& state, const std::vector<StepRecord>& steps,
+                        double train_seconds) {
+    // A job that failed (the run stops on its error) journaled nothing; the jobs queued behind
+    // it must not journal theirs, or the journal would skip a checkpoint.
+    const std::int64_t first_step = step == 0 ? 0 : steps.front().step;
+    const std::int64_t expected_first_step = manifest.checkpoints.empty() ? 0 : manifest.checkpoints.back().step + 1;
+    if (first_step != expected_first_step)
+      throw Error(ErrorKind::Io, "checkpoint at step " + std::to_string(step) +
+                                     " not written: the checkpoint before it failed to be written");
     CheckpointEntry entry;
     entry.step = step;
     const std::string relative = checkpoint_path(step);
     const checkpoint::WrittenFile written = checkpoint::write_safetensors(dir / relative, state);
     entry.file = FileEntry{relative, written.size, written.sha256};
 
-    std::string segment_sha256;
+    std::optional<SegmentEntry> segment;
     if (step > 0) {
       try {
         entry.update = parameter_distance(previous_parameters, state.tensors);
       } catch (const Error& error) {
         throw error.with_context("checkpoint at step " + std::to_string(step) + " vs the previous one");
       }
-      const std::int64_t first_step = steps.front().step;
       const std::string text = encode_segment(first_step, step, steps);
-      SegmentEntry segment{first_step, step, FileEntry{segment_path(first_step, step), text.size(), sha256_hex(text)}};
-      write_file_durably(dir / segment.file.path, text);
-      segment_sha256 = segment.file.sha256;
-      manifest.segments.push_back(std::move(segment));
+      segment = SegmentEntry{first_step, step, FileEntry{segment_path(first_step, step), text.size(), sha256_hex(text)}};
+      write_file_durably(dir / segment->file.path, text);
     }
     const std::string& previous_chain = manifest.checkpoints.empty() ? manifest.task_sha256 : manifest.checkpoints.back().chain;
-    entry.chain = chain_link(previous_chain, step, entry.file.sha256, segment_sha256);
+    entry.chain = chain_link(previous_chain, step, entry.file.sha256, segment ? segment->file.sha256 : "");
+    journal.append(entry, segment, train_seconds);
+    // Journaled: from here on the checkpoint is part of the bundle.
+    if (segment) manifest.segments.push_back(std::move(*segment));
     manifest.chain_root = entry.chain;
     manifest.checkpoints.push_back(std::move(entry));
     previous_parameters = take_parameters(state);
-    write_journal();
     note_written(manifest.checkpoints.back());
     log_debug("proof", "checkpoint step={} written bytes={} sha256={}", step, written.size, written.sha256);
   }
@@ -248,8 +229,8 @@ BundleWriter::BundleWriter(std::filesystem::path dir, const Task& task, const Si
   self.resume_requested = resume;
   self.resume_open = resume;
   if (resume) {
-    self.read_journal(self.manifest);
-  } else if (std::filesystem::exists(self.dir / kJournalFile) || std::filesystem::exists(self.dir / kManifestFile)) {
+    self.read_journal();
+  } else if (self.journal.exists() || std::filesystem::exists(self.dir / kManifestFile)) {
     throw Error(ErrorKind::Input, self.dir.string() + " already holds a bundle; pass --resume or choose another --out");
   }
   for (const std::string_view folder : {"ckpt", "segments"}) {
@@ -260,7 +241,7 @@ BundleWriter::BundleWriter(std::filesystem::path dir, const Task& task, const Si
   self.copy_model(task);
   // Journaled from the start, so even a crash before checkpoint 0 leaves a folder that
   // --resume accepts and a fresh run refuses.
-  if (!resume) self.write_journal();
+  if (!resume) self.journal.create(self.journal_run());
 }
 
 BundleWriter::~BundleWriter() = default;
@@ -333,13 +314,18 @@ void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint stat
     std::int64_t step;
     checkpoint::Checkpoint state;
     std::vector<StepRecord> steps;
+    double train_seconds;
   };
-  auto job = std::make_shared<Job>(Job{step, std::move(state), std::move(self.pending_steps)});
+  const double train_seconds = self.earlier_train_seconds +
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - self.opened).count();
+  auto job = std::make_shared<Job>(Job{step, std::move(state), std::move(self.pending_steps), train_seconds});
   self.pending_steps = {};
-  self.writer.submit([&self, job] { self.write_checkpoint(job->step, job->state, job->steps); });
+  self.writer.submit([&self, job] { self.write_checkpoint(job->step, job->state, job->steps, job->train_seconds); });
 }
 
 void BundleWriter::flush() { impl_->writer.wait(); }
+
+double BundleWriter::earlier_train_seconds() const { return impl_->earlier_train_seconds; }
 
 std::vector<WrittenCheckpoint> BundleWriter::written_checkpoints() const {
   const std::lock_guard lock(impl_->written_mutex);
@@ -362,8 +348,7 @@ Manifest BundleWriter::finish(const TrainOutcome& outcome) {
                                          " steps; a manifest claims a complete run");
   self.manifest.outcome = outcome;
   write_signed_manifest(self.dir, self.manifest, self.key);
-  std::filesystem::remove(self.dir / kJournalFile);
-  fsync_folder(self.dir);
+  self.journal.remove();
   self.finished = true;
   log_info("proof", "bundle {} complete: checkpoints={} chain_root={}", self.dir.string(), self.manifest.checkpoints.size(),
            self.manifest.chain_root);

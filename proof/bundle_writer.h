@@ -1,8 +1,9 @@
 // Writes a proof-of-learning bundle while training runs. The training thread hands over
 // each checkpoint as a snapshot; a background writer encodes it, writes it durably, hashes
-// it, measures the update against the previous checkpoint and records it in journal.json,
-// so a crash loses at most the steps since the last checkpoint. finish() writes the signed
-// manifest and removes the journal: a bundle with a manifest is complete.
+// it, measures the update against the previous checkpoint and appends it to the journal
+// (journal.jsonl, a line per checkpoint), so a crash loses at most the steps since the last
+// checkpoint. finish() writes the signed manifest and removes the journal: a bundle with a
+// manifest is complete.
 #pragma once
 
 #include <cstdint>
@@ -56,6 +57,9 @@ class BundleWriter {
   // The checkpoints journaled so far (including those found on resume), oldest first.
   // Safe to call from any thread while training runs.
   std::vector<WrittenCheckpoint> written_checkpoints() const;
+  // The training time earlier runs of a resumed bundle spent up to its resume point (0 for a
+  // fresh one): the manifest's train_seconds counts it with this run's.
+  double earlier_train_seconds() const;
   // Waits for all writes, then writes the signed manifest. Returns it.
   Manifest finish(const TrainOutcome& outcome);
 

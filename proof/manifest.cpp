@@ -29,10 +29,6 @@ std::string element(const std::string& array_field, std::size_t index) {
   return array_field + "[" + std::to_string(index) + "]";
 }
 
-json file_entry_to_json(const FileEntry& file) {
-  return {{"path", file.path}, {"size", file.size}, {"sha256", file.sha256}};
-}
-
 FileEntry read_file_entry(ObjectReader reader) {
   FileEntry file;
   file.path = reader.string("path");
@@ -58,6 +54,20 @@ kernels::WeightDistance read_distance(ObjectReader reader) {
   reader.finish();
   return distance;
 }
+
+}  // namespace
+
+json file_entry_to_json(const FileEntry& file) {
+  return {{"path", file.path}, {"size", file.size}, {"sha256", file.sha256}};
+}
+
+FileEntry file_entry_from_json(const json& value, const std::string& name) { return read_file_entry(ObjectReader(value, name)); }
+
+kernels::WeightDistance distance_from_json(const json& value, const std::string& name) {
+  return read_distance(ObjectReader(value, name));
+}
+
+namespace {
 
 RuntimeInfo read_runtime(ObjectReader reader) {
   RuntimeInfo runtime;

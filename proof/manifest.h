@@ -77,6 +77,12 @@ nlohmann::json runtime_to_json(const RuntimeInfo& runtime);
 nlohmann::json distance_to_json(const kernels::WeightDistance& distance);
 // Throws Error(Input) naming the field when the JSON is not a well-formed manifest.
 Manifest manifest_from_json(const nlohmann::json& json);
+// One {path, size, sha256} file entry and one update distance as the manifest writes them, for
+// the bundle writer's journal, which records the same entries line by line. `name` names the
+// object in errors ("checkpoint.file"). Throw Error(Input) naming the field.
+nlohmann::json file_entry_to_json(const FileEntry& file);
+FileEntry file_entry_from_json(const nlohmann::json& json, const std::string& name);
+kernels::WeightDistance distance_from_json(const nlohmann::json& json, const std::string& name);
 // The manifest.json text of a bundle (`path` names it in errors). Throws Error(Input)
 // "not a bundle: ..." naming what is wrong.
 Manifest parse_manifest(const std::string& text, const std::filesystem::path& path);

@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "proof/detail/bundle_paths.h"
+#include "proof/detail/journal.h"
 #include "proof/detail/replay_rules.h"
 #include "proof/manifest.h"
 #include "proof/parameters.h"
@@ -58,8 +59,8 @@ BundleFiles read_bundle(const std::filesystem::path& dir) {
   const std::filesystem::path signature_path = dir / detail::kSignatureFile;
   if (!std::filesystem::is_regular_file(manifest_path))
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has no manifest.json" +
-                                      (std::filesystem::exists(dir / detail::kJournalFile)
-                                           ? " (it has journal.json: an unfinished run; complete it with `solver run --resume`)"
+                                      (detail::Journal(dir).exists()
+                                           ? " (it has a journal: an unfinished run; complete it with `solver run --resume`)"
                                            : ""));
   if (!std::filesystem::is_regular_file(signature_path))
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has manifest.json but no manifest.sig");

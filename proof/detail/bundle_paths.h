@@ -14,8 +14,7 @@ namespace solver::proof::detail {
 
 inline constexpr std::string_view kManifestFile = "manifest.json";
 inline constexpr std::string_view kSignatureFile = "manifest.sig";
-inline constexpr std::string_view kJournalFile = "journal.json";  // present only while a run is unfinished
-inline constexpr std::string_view kModelFile = "model.pt";        // TorchScript tasks: the module, copied in
+inline constexpr std::string_view kModelFile = "model.pt";  // TorchScript tasks: the module, copied in
 
 inline std::string checkpoint_path(std::int64_t step) {
   return "ckpt/step_" + std::to_string(step) + ".safetensors";
