@@ -1,6 +1,8 @@
 // `solver run`: train one task and write its proof-of-learning bundle (agent/training_job.h).
 // A run killed at any moment resumes (--resume) from its last checkpoint; SIGINT or SIGTERM
-// stop it after the current step with the journal current.
+// stop it after the current step with the journal current. A step stuck past its time limit ends
+// the process with exit status 2 (TrainingJob's default StuckStepHandler), and --resume then
+// fails with the recorded reason.
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -114,12 +116,13 @@ int run_command(const RunOptions& options) {
   if (options.proof)
     key = options.key_file ? SigningKey::load(*options.key_file) : load_or_create_key(default_key_path(), "solver");  // before training: a bad key must not cost a run
 
-  TrainingJob job(task, train::TrainerOptions{options.device, options.threads, options.shards}, key ? &*key : nullptr,
-                  out_dir, options.resume);
+  const train::TrainerOptions trainer_options{options.device, options.threads, options.shards};
+  TrainingJob job(task, trainer_options, key ? &*key : nullptr, out_dir, options.resume);
   const RuntimeInfo runtime = job.trainer().runtime();
-  log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} shards={} torch={}", task.id,
-           task.model.kind, job.trainer().total_steps(), task.training.batch_size, task.checkpoint_every, options.device,
-           runtime.threads, runtime.shards, runtime.torch_version);
+  log_info("agent", "task={} model={} steps={} batch={} k={} device={} threads={} shards={} torch={} step_limit_s={}",
+           task.id, task.model.kind, job.trainer().total_steps(), task.training.batch_size, task.checkpoint_every,
+           options.device, runtime.threads, runtime.shards, runtime.torch_version,
+           train::step_time_limit_seconds(task.budget, trainer_options.max_step_seconds));
 
   const StopSignals stop;  // SIGINT/SIGTERM: stop after the current step with the journal current
   ProgressReporter progress;

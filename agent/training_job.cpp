@@ -1,18 +1,47 @@
 // TrainingJob: the order matters for "nothing lost". The bundle writer journals each checkpoint
 // as it lands, so a job stopped or killed at any moment resumes from its last checkpoint, and the
-// steps after it are retrained bitwise identically (per-step seeds, see train/trainer.h).
+// steps after it are retrained bitwise identically (per-step seeds, see train/trainer.h). The one
+// thing that must not resume is a step that stalled: its record is checked before anything else.
 #include "agent/training_job.h"
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 
+#include "agent/commands.h"
+#include "common/files.h"
 #include "common/keys.h"
 #include "common/log.h"
 
 namespace solver::agent {
+namespace {
+
+// <bundle_dir>/stuck_step.txt, after checking that no earlier run left one (Error(Budget) with
+// its reason if one did); empty without a key, which writes no bundle.
+std::filesystem::path checked_stuck_step_record(const SigningKey* key, const std::filesystem::path& bundle_dir) {
+  if (key == nullptr) return {};
+  const std::filesystem::path record = bundle_dir / kStuckStepFile;
+  if (std::filesystem::exists(record))
+    throw Error(ErrorKind::Budget, read_file(record) + " (recorded in " + record.string() +
+                                       " when that run ended); the task cannot go on in this folder");
+  return record;
+}
+
+}  // namespace
+
+void end_process_for_stuck_step(const Error& reason) {
+  log_error("agent", "{} error: {}; ending the process, since a step cannot be interrupted",
+            error_kind_name(reason.kind()), reason.what());
+  std::fflush(nullptr);
+  std::_Exit(kExitBadInput);
+}
 
 TrainingJob::TrainingJob(const Task& task, const train::TrainerOptions& trainer_options, const SigningKey* key,
-                         const std::filesystem::path& bundle_dir, bool resume)
-    : task_(task), trainer_(task, trainer_options) {
+                         const std::filesystem::path& bundle_dir, bool resume, StuckStepHandler on_stuck_step)
+    : task_(task),
+      stuck_step_record_(checked_stuck_step_record(key, bundle_dir)),
+      on_stuck_step_(std::move(on_stuck_step)),
+      trainer_(task, with_stuck_step_handler(trainer_options)) {
   if (key == nullptr) return;
   writer_.emplace(bundle_dir, task_, *key,
                   proof::BundlePlan{trainer_.runtime(), trainer_.train_samples(), trainer_.steps_per_epoch(),
@@ -29,6 +58,25 @@ TrainingJob::TrainingJob(const Task& task, const train::TrainerOptions& trainer_
 }
 
 TrainingJob::~TrainingJob() = default;
+
+train::TrainerOptions TrainingJob::with_stuck_step_handler(train::TrainerOptions options) {
+  options.on_stuck_step = [this](const Error& reason) {
+    record_stuck_step(reason);
+    on_stuck_step_(reason);
+  };
+  return options;
+}
+
+void TrainingJob::record_stuck_step(const Error& reason) const {
+  if (stuck_step_record_.empty()) return;
+  try {
+    std::filesystem::create_directories(stuck_step_record_.parent_path());
+    write_file_durably(stuck_step_record_, std::string_view(reason.what()));
+  } catch (const std::exception& error) {
+    log_error("agent", "task={} cannot record the stuck step in {}: {}", task_.id, stuck_step_record_.string(),
+              error.what());
+  }
+}
 
 TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
   TrainingOutcome outcome;
@@ -59,8 +107,9 @@ TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
   const train::Trainer::Evaluation evaluation = trainer_.evaluate();
   outcome.test_accuracy = evaluation.accuracy;
   outcome.test_loss = evaluation.loss;
-  if (writer_)
-    outcome.manifest = writer_->finish(proof::TrainOutcome{outcome.test_accuracy, outcome.final_loss, outcome.train_seconds});
+  if (writer_)  // the bundle's training time counts every run of it, not only the last
+    outcome.manifest = writer_->finish(proof::TrainOutcome{outcome.test_accuracy, outcome.final_loss,
+                                                           writer_->earlier_train_seconds() + outcome.train_seconds});
   return outcome;
 }
 

@@ -3,7 +3,9 @@
 // order (and so parameter names, "1.weight"...) matches the nn.Sequential a Python verifier
 // would build, and the gpt's names are nanoGPT's without its "transformer." prefix; built-in weights are drawn on the CPU right after seeding; TorchScript runs
 // without the graph executor's optimisations, whose profiling switches kernels after the
-// first calls and would make step 1 compute differently from a replayed step 1.
+// first calls and would make step 1 compute differently from a replayed step 1; a TorchScript
+// file is a stranger's code, so nothing of it runs before script_check.h has passed it.
+#include <torch/csrc/jit/frontend/error_report.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -14,6 +16,7 @@
 #include "common/data_order.h"
 #include "common/error.h"
 #include "train/detail/model.h"
+#include "train/detail/script_check.h"
 
 namespace solver::train::detail {
 namespace {
@@ -269,15 +272,20 @@ class ScriptModel final : public Model {
   torch::jit::Module module_;
 };
 
-std::unique_ptr<Model> load_script_model(const ModelSpec& spec, const ModelShape& shape, c10::Device device) {
+std::unique_ptr<Model> load_script_model(const ModelSpec& spec, const ModelShape& shape, c10::Device device,
+                                         StepWatchdog& watchdog) {
   const std::filesystem::path path = checked_local_file(spec.file, "model.file");
   torch::jit::Module module;
   try {
+    check_script_archive(path);
     module = torch::jit::load(path.string(), torch::kCPU);
   } catch (const c10::Error& error) {
     throw Error(ErrorKind::Input, "model.file: " + path.string() + " is not a loadable TorchScript module: " +
                                       error.what_without_backtrace());
+  } catch (const torch::jit::ErrorReport& error) {  // its code does not compile here (an unknown operator, say)
+    throw Error(ErrorKind::Input, "model.file: " + path.string() + " is not a loadable TorchScript module: " + error.what());
   }
+  check_script_module(module);
   auto model = std::make_unique<ScriptModel>(std::move(module), device);
 
   // A trial forward pass, so that a module that does not fit the data fails here, before training.
@@ -287,7 +295,9 @@ std::unique_ptr<Model> load_script_model(const ModelSpec& spec, const ModelShape
   try {
     torch::NoGradGuard no_grad;
     model->set_training(false);
+    StepWatchdog::Watch watch = watchdog.watch("the trial forward pass of model.file");
     logits = model->forward(torch::zeros(input_shape, torch::TensorOptions().device(device)));
+    watch.finish();
     model->set_training(true);
   } catch (const c10::Error& error) {
     throw Error(ErrorKind::Input, "model.file: " + path.string() + ": forward of a " + shape_text(input_shape) +
@@ -303,9 +313,10 @@ std::unique_ptr<Model> load_script_model(const ModelSpec& spec, const ModelShape
 
 }  // namespace
 
-std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device) {
+std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device,
+                                   StepWatchdog& watchdog) {
   const ModelSpec& spec = task.model;
-  if (spec.kind == "torchscript") return load_script_model(spec, shape, device);
+  if (spec.kind == "torchscript") return load_script_model(spec, shape, device, watchdog);
   torch::manual_seed(derive_seed(task.seed, kStreamInit, 0));
   if (spec.kind == "mlp") return std::make_unique<SequentialModel>(build_mlp(spec, shape), device);
   if (spec.kind == "cnn") return std::make_unique<SequentialModel>(build_cnn(spec, shape), device);

@@ -40,6 +40,7 @@
 #include "train/detail/device.h"
 #include "train/detail/model.h"
 #include "train/detail/optimizer.h"
+#include "train/detail/step_watchdog.h"
 
 static_assert(std::endian::native == std::endian::little, "checkpoint bytes are little-endian copies of tensor memory");
 
@@ -62,6 +63,12 @@ constexpr std::chrono::milliseconds kMemorySampleInterval{100};
 constexpr double kClipEpsilon = 1e-6;
 // Data-parallel shards per step at most: each is a whole model replica in memory.
 constexpr int kMaxShards = 1024;
+// step_time_limit_seconds: a step may take this share of budget.max_wall_seconds, and at least
+// kStepLimitFloorSeconds of it.
+constexpr double kStepLimitShareOfBudget = 0.1;
+constexpr double kStepLimitFloorSeconds = 60.0;
+// TrainerOptions::max_step_seconds at most: about 11 days, far from the clock's overflow.
+constexpr double kMaxStepSeconds = 1e6;
 
 // "cpu", "cuda:1" or a comma list of such names, all of one kind (a shard's numerics, autocast's
 // among them, depend on the device kind). Throws Error(Config) naming the bad entry.
@@ -206,6 +213,12 @@ double resident_memory_mb() {
 
 }  // namespace
 
+double step_time_limit_seconds(const BudgetSpec& budget, double max_step_seconds) {
+  if (budget.max_wall_seconds <= 0.0) return max_step_seconds;
+  const double share = std::max(kStepLimitFloorSeconds, kStepLimitShareOfBudget * budget.max_wall_seconds);
+  return std::min({share, budget.max_wall_seconds, max_step_seconds});
+}
+
 struct Trainer::Impl {
   // The model again, for data-parallel shard s > 0 (shard 0 runs on the primary model). Its
   // tensors are in the primary's order; parameters and buffers are copied from the primary at
@@ -231,9 +244,14 @@ struct Trainer::Impl {
   std::int64_t total_steps = 0;
   bool bf16_autocast = false;  // training.precision "bf16"
   std::vector<Replica> replicas;  // shards 1..S-1; empty for one shard
+  detail::StepWatchdog watchdog;  // times each step and each other pass of the model
 
-  Impl(const Task& task_, const std::vector<c10::Device>& devices, int threads_, int shards)
-      : task(task_), device(devices.front()), threads(threads_), bf16_autocast(task.training.precision == "bf16") {
+  Impl(const Task& task_, const std::vector<c10::Device>& devices, int threads_, int shards, const TrainerOptions& options)
+      : task(task_),
+        device(devices.front()),
+        threads(threads_),
+        bf16_autocast(task.training.precision == "bf16"),
+        watchdog(step_time_limit_seconds(task.budget, options.max_step_seconds), options.on_stuck_step) {
     for (const c10::Device& each : devices)
       if (each.is_cuda()) require_usable_cuda(each);
     configure_determinism(threads);
@@ -253,7 +271,7 @@ struct Trainer::Impl {
     if (task.training.batch_size > train_data.size())
       throw Error(ErrorKind::Input, "training.batch_size: " + std::to_string(task.training.batch_size) +
                                         " exceeds the " + std::to_string(train_data.size()) + " training samples");
-    model = detail::build_model(task, shape, device);
+    model = detail::build_model(task, shape, device, watchdog);
     parameters = model->parameters();
     buffers = model->buffers();
     for (const NamedTensor& parameter : parameters)
@@ -263,12 +281,13 @@ struct Trainer::Impl {
     for (int shard = 1; shard < shards; ++shard)
       replicas.push_back(make_replica(devices[static_cast<std::size_t>(shard) % devices.size()], shape));
     total_steps = solver::total_steps(task, train_data.size());
-    log_debug("train", "task={} model={} parameters={} device={} threads={} shards={} precision={} steps={}", task.id,
-              task.model.kind, parameters.size(), device.str(), threads, shards, task.training.precision, total_steps);
+    log_debug("train", "task={} model={} parameters={} device={} threads={} shards={} precision={} steps={} step_limit_s={}",
+              task.id, task.model.kind, parameters.size(), device.str(), threads, shards, task.training.precision,
+              total_steps, watchdog.limit_seconds());
   }
 
-  Replica make_replica(c10::Device replica_device, const detail::ModelShape& shape) const {
-    Replica replica{replica_device, detail::build_model(task, shape, replica_device), {}, {}, {}};
+  Replica make_replica(c10::Device replica_device, const detail::ModelShape& shape) {
+    Replica replica{replica_device, detail::build_model(task, shape, replica_device, watchdog), {}, {}, {}};
     replica.parameters = replica.model->parameters();
     replica.buffers = replica.model->buffers();
     for (const NamedTensor& parameter : replica.parameters)
@@ -506,8 +525,11 @@ Trainer::Trainer(const Task& task, const TrainerOptions& options) {
   const std::vector<c10::Device> devices = parse_device_list(options.device);
   const int threads = resolved_threads(options.threads);
   const int shards = resolved_shards(options.shards, devices.size(), task.training.batch_size);
+  if (!(options.max_step_seconds > 0.0 && options.max_step_seconds <= kMaxStepSeconds))
+    throw Error(ErrorKind::Config, fmt::format("max_step_seconds must be > 0 and at most {} (about 11 days), got {}",
+                                               kMaxStepSeconds, options.max_step_seconds));
   impl_ = translating_torch_errors(devices.front(), "setting up task " + task.id,
-                                   [&] { return std::make_unique<Impl>(task, devices, threads, shards); });
+                                   [&] { return std::make_unique<Impl>(task, devices, threads, shards, options); });
 }
 
 Trainer::~Trainer() = default;
@@ -593,7 +615,9 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
   for (std::int64_t step = from_step + 1; step <= total; ++step) {
     std::vector<std::uint32_t> next_indices = step < total ? indices_of(step + 1) : std::vector<std::uint32_t>();
     const double lr = learning_rate_at(task.training, step, total);
+    detail::StepWatchdog::Watch watch = impl.watchdog.watch("step " + std::to_string(step));
     const float loss = impl.run_step(step, batches, next_indices, lr);
+    watch.stop();
     if (hooks.on_step) hooks.on_step(StepRecord{step, std::move(indices), loss, lr});
     indices = std::move(next_indices);
     const bool checkpoint_due = (task.checkpoint_every > 0 && step % task.checkpoint_every == 0) || step == total;
@@ -614,6 +638,9 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
     const bool sample_memory = now - last_memory_sample >= kMemorySampleInterval;
     if (sample_memory) last_memory_sample = now;
     impl.enforce_budgets(step, elapsed_seconds, last_checkpoint, sample_memory);
+    // After the run's budgets, which name the checkpoints kept: a step past its limit that also
+    // took the run past its wall budget reports the latter. The step itself is complete and recorded.
+    watch.finish();
     if (step < total && hooks.should_stop && hooks.should_stop()) return step;
   }
   return total;
@@ -630,7 +657,9 @@ std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
   for (std::size_t i = 0; i < steps.size(); ++i) {
     const std::span<const std::uint32_t> next_indices =
         i + 1 < steps.size() ? std::span<const std::uint32_t>(steps[i + 1].indices) : std::span<const std::uint32_t>();
+    detail::StepWatchdog::Watch watch = impl.watchdog.watch("step " + std::to_string(steps[i].step));
     losses.push_back(impl.run_step(steps[i].step, batches, next_indices, steps[i].lr));
+    watch.finish();
   }
   return losses;
 }
@@ -648,7 +677,9 @@ std::vector<LayerTrace> Trainer::trace_step(const StepRecord& record) {
     // As run_step, up to the clipping: the same seed, batch and passes give the same bits.
     const detail::Batch batch = impl.train_data.gather(record.indices, impl.device);
     std::vector<NamedTensor> outputs;
+    detail::StepWatchdog::Watch watch = impl.watchdog.watch(where);
     const at::Tensor loss = impl.forward_backward(record.step, batch, &outputs);
+    watch.finish();
     std::vector<LayerTrace> trace;
     for (const NamedTensor& output : outputs) trace.push_back({"output", checkpoint_tensor(widened(output))});
     trace.push_back({"loss", checkpoint_tensor(widened({"loss", loss}))});
@@ -669,10 +700,18 @@ Trainer::Evaluation Trainer::evaluate() {
     double loss_sum = 0.0;
     const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
     for (std::int64_t begin = 0; begin < count; begin += batch_size) {
-      const detail::Batch batch = impl.test_data.slice(begin, std::min(batch_size, count - begin), impl.device);
+      const std::int64_t samples = std::min(batch_size, count - begin);
+      const detail::Batch batch = impl.test_data.slice(begin, samples, impl.device);
+      // A step's limit per training batch of samples: an evaluation batch may be many of them.
+      const double limit_seconds =
+          impl.watchdog.limit_seconds() *
+          std::max(1.0, static_cast<double>(samples) / static_cast<double>(impl.task.training.batch_size));
+      detail::StepWatchdog::Watch watch =
+          impl.watchdog.watch(fmt::format("evaluating test samples {} to {}", begin, begin + samples - 1), limit_seconds);
       const at::Tensor logits = impl.model->forward(batch.inputs);
       correct += logits.argmax(1).eq(batch.labels).sum().item<std::int64_t>();
       loss_sum += at::cross_entropy_loss(logits, batch.labels).item<double>() * static_cast<double>(batch.labels.numel());
+      watch.finish();
       labels += batch.labels.numel();
     }
     impl.model->set_training(true);

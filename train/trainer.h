@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "checkpoint/safetensors.h"
+#include "common/error.h"
 #include "common/records.h"
 #include "common/task.h"
 
@@ -36,7 +37,24 @@ struct TrainerOptions {
   std::string device = "cpu";
   int threads = 0;  // intra-op threads; 0 = min(hardware threads, 4)
   int shards = 0;   // data-parallel shards per step; 0 = one per listed device
+  // The most one step may take, seconds (> 0, at most 1e6): the limit for a task without
+  // budget.max_wall_seconds, and a ceiling on the one its budget gives (step_time_limit_seconds).
+  double max_step_seconds = 600.0;
+  // Called on a watchdog thread, once per step, when a step has run past its time limit and is
+  // still running: "step 12 ran past its time limit of 60 s and is still running". LibTorch
+  // cannot interrupt the step, so a caller that must not wait for it ends the process here,
+  // after making the reason durable (agent/training_job.h does). Empty: the overrun is logged.
+  // Either way a step that does end past its limit throws Error(Budget).
+  std::function<void(const Error&)> on_stuck_step;
 };
+
+// The time limit of one step for a task, seconds: with budget.max_wall_seconds B, a tenth of B
+// but at least 60 s (the first steps pay for allocation and kernel choice) and at most B (one
+// step cannot have more than the whole run); without, `max_step_seconds`, which caps the limit
+// in both cases. The same limit applies to the other single passes of the model: its trial
+// forward pass, a replayed or traced step; an evaluation batch of n samples gets
+// max(1, n / training.batch_size) times it.
+double step_time_limit_seconds(const BudgetSpec& budget, double max_step_seconds);
 
 struct Progress {
   std::int64_t step = 0;
@@ -61,7 +79,8 @@ struct TrainHooks {
   std::function<bool()> should_stop;  // polled after each step; true ends train() early (SIGTERM, a cancel)
 };
 
-// One thread drives a Trainer (not thread-safe); every call blocks until its work is done.
+// One thread drives a Trainer (not thread-safe); every call blocks until its work is done. Each
+// Trainer keeps one watchdog thread of its own, which times the steps (TrainerOptions::on_stuck_step).
 // The constructor sets process-wide LibTorch switches (deterministic algorithms, no cuDNN
 // autotuning, the intra-op thread count), so trainers in one process share those settings.
 // LibTorch failures surface as Error: Budget when out of memory, otherwise Cuda on a GPU and
@@ -69,9 +88,12 @@ struct TrainHooks {
 class Trainer {
  public:
   // Checks the dataset and model files against their hashes, loads them, builds the model
-  // from the task seed and moves it to the device. Throws Error(Input) for a bad task or
-  // data or a batch size the shard count does not divide, Error(Config) for a malformed
-  // device list, thread count or shard count, Error(Cuda) for an unusable device.
+  // from the task seed and moves it to the device; a TorchScript model is checked against the
+  // operator allowlist (train/detail/script_check.h) before any of it runs. Throws Error(Input)
+  // for a bad task, data or model or a batch size the shard count does not divide,
+  // Error(Config) for a malformed device list, thread count, shard count or max_step_seconds,
+  // Error(Cuda) for an unusable device, Error(Budget) for a trial forward pass past the step
+  // time limit.
   Trainer(const Task& task, const TrainerOptions& options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -92,7 +114,8 @@ class Trainer {
   void load_state(const checkpoint::Checkpoint& state);
 
   // Trains from the state after `from_step` to the last step, calling the hooks. Enforces
-  // the task's budgets (Error(Budget)) and stops on a non-finite loss or gradient (Error(Input)).
+  // the task's budgets and the step time limit (Error(Budget)) and stops on a non-finite loss or
+  // gradient (Error(Input)).
   // on_checkpoint also fires for step `from_step` when it is 0 (the initialisation).
   // Returns the last step trained: the total, or less when should_stop asked to stop.
   std::int64_t train(std::int64_t from_step, const TrainHooks& hooks);
@@ -100,7 +123,7 @@ class Trainer {
   // Runs the given steps from the current state with their recorded indices and learning
   // rates; returns each step's loss. The state afterwards is what state() returns. Throws
   // Error(Input), before running any step, for a record whose batch size or sample indices do
-  // not fit the task.
+  // not fit the task; Error(Budget) for a step past the step time limit.
   std::vector<float> replay(std::span<const StepRecord> steps);
 
   // Runs the forward and backward pass of one recorded step on the current state without
@@ -120,7 +143,8 @@ class Trainer {
     // ln(vocab_size) is guessing).
     double loss = 0.0;
   };
-  // The current model on the held-out test set, in one pass over it.
+  // The current model on the held-out test set, in one pass over it. Throws Error(Budget) for
+  // an evaluation batch past the step time limit.
   Evaluation evaluate();
 
  private:

@@ -4,6 +4,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "common/files.h"
 #include "common/sha256.h"
 #include "tests/e2e/e2e_support.h"
 
@@ -15,6 +20,20 @@ namespace {
 void check_fails(const CommandResult& result, int exit_code, const std::string& message) {
   CHECK(result.exit_code == exit_code);
   CHECK(result.output.find(message) != std::string::npos);
+}
+
+// Exports a model of tests/python/export_checked_models.py into dir/model.pt.
+std::filesystem::path export_checked_model(const std::filesystem::path& dir, const std::string& kind) {
+  const auto model = dir / "model.pt";
+  const CommandResult exported = run_command(
+      {system_python(), (source_dir() / "tests/python/export_checked_models.py").string(), kind, model.string()});
+  INFO(exported.output);
+  REQUIRE(exported.exit_code == 0);
+  return model;
+}
+
+json torchscript_model(const std::filesystem::path& model) {
+  return {{"kind", "torchscript"}, {"file", {{"location", model.string()}, {"sha256", solver::sha256_file_hex(model)}}}};
 }
 
 }  // namespace
@@ -60,7 +79,7 @@ TEST_CASE("solver run rejects malformed and inconsistent tasks with exit status 
     task["budget"] = {{"max_wall_seconds", 1.5}};
     check_fails(run(write_task(dir.path(), "t", task)), 2, "budget");
     CHECK(std::filesystem::exists(dir / "out" / "ckpt" / "step_50.safetensors"));
-    CHECK(std::filesystem::exists(dir / "out" / "journal.json"));
+    CHECK(std::filesystem::exists(dir / "out" / "journal.jsonl"));
   }
   SECTION("a TorchScript file that is not a model") {
     const auto fake = dir / "fake.pt";
@@ -69,6 +88,39 @@ TEST_CASE("solver run rejects malformed and inconsistent tasks with exit status 
                            {{"kind", "torchscript"}, {"file", {{"location", fake.string()}, {"sha256", solver::sha256_file_hex(fake)}}}});
     check_fails(run(write_task(dir.path(), "t", task)), 2, "fake.pt");
   }
+  SECTION("a TorchScript model that reads a local file") {
+    const auto model = export_checked_model(dir.path(), "reads_file");
+    json task = small_task("reads-file", 10, 5, torchscript_model(model));
+    check_fails(run(write_task(dir.path(), "t", task)), 2, "model.file: operator aten::from_file is not allowed (in forward, ");
+    CHECK_FALSE(std::filesystem::exists(dir / "out"));  // refused before the bundle was started
+  }
+}
+
+TEST_CASE("solver run ends a step stuck past its time limit with exit status 2, and --resume reports it instead of "
+          "running it again", "[e2e]") {
+  ScratchDir dir("stuck-step");
+  const auto key = make_key(dir.path());
+  // 40 passes of slow work per step: half a minute or more on a 2-core machine, several seconds
+  // on a fast one, while the budget of 1 s gives every step a limit of 1 s.
+  json task = small_task("stuck-step", 10, 5, torchscript_model(export_checked_model(dir.path(), "slow:40")));
+  task["budget"] = {{"max_wall_seconds", 1}};
+  const auto task_path = write_task(dir.path(), "t", task);
+  const auto out = dir / "out";
+
+  const auto started = std::chrono::steady_clock::now();
+  const CommandResult run = run_solver({"run", task_path.string(), "--out", out.string(), "--key", key.string()});
+  std::printf("solver run with a stuck step ended after %.1f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  // The watchdog's message ("still running"), not the one of a step that ended late ("it took").
+  const std::string reason = "step 1 ran past its time limit of 1 s and is still running";
+  check_fails(run, 2, reason);
+  REQUIRE(std::filesystem::exists(out / "stuck_step.txt"));
+  CHECK(solver::read_file(out / "stuck_step.txt") == reason);
+
+  const CommandResult resume =
+      run_solver({"run", task_path.string(), "--out", out.string(), "--key", key.string(), "--resume"});
+  check_fails(resume, 2, reason + " (recorded in " + (out / "stuck_step.txt").string());
+  CHECK(resume.output.find("the task cannot go on in this folder") != std::string::npos);
 }
 
 TEST_CASE("solver verify of something that is not a readable bundle exits 2 with the reason", "[e2e]") {
@@ -91,8 +143,12 @@ TEST_CASE("solver resumes only from an intact checkpoint: a truncated one is a c
   const auto task_path = write_task(dir.path(), "t", task);
   const auto out = dir / "out";
   REQUIRE(run_solver({"run", task_path.string(), "--out", out.string(), "--key", key.string()}).exit_code == 2);
-  const json journal = read_json(out / "journal.json");
-  const std::string last = journal["manifest"]["checkpoints"].back()["file"]["path"];
+  // The journal's last line is the last checkpoint's manifest entry.
+  std::ifstream journal(out / "journal.jsonl");
+  std::string line;
+  std::string last_line;
+  while (std::getline(journal, line)) last_line = line;
+  const std::string last = json::parse(last_line)["file"]["path"];
   std::filesystem::resize_file(out / last, std::filesystem::file_size(out / last) / 2);
   check_fails(run_solver({"run", task_path.string(), "--out", out.string(), "--key", key.string(), "--resume"}), 2, last);
 }

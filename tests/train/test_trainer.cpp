@@ -528,7 +528,7 @@ TEST_CASE("Our optimizers and autocast take the same steps as PyTorch's torch.op
   CHECK(max_loss_difference <= kTolerance);
 }
 
-TEST_CASE("A TorchScript model loads, trains and replays bitwise, dropout included", "[torch]") {
+TEST_CASE("A TorchScript model loads, trains and replays bitwise, dropout included", "[torch][torchscript]") {
   const ScratchDir scratch("torchscript");
   const std::filesystem::path model_file = scratch / "classifier.pt";
   const test::CommandResult exported = test::run_command(

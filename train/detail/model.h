@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/task.h"
+#include "train/detail/step_watchdog.h"
 
 namespace solver::train::detail {
 
@@ -50,8 +51,11 @@ class Model {
 
 // Builds the task's model on `device`. Built-in models draw their initial weights on the CPU
 // from derive_seed(task.seed, kStreamInit, 0) and then move, so the initialisation does not
-// depend on the device; a TorchScript model's weights are its initialisation. Throws
-// Error(Input) for a model file that does not load or does not map images to [B, classes].
-std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device);
+// depend on the device; a TorchScript model's weights are its initialisation. A TorchScript
+// model is checked (script_check.h) before any of it runs, then makes a trial forward pass that
+// `watchdog` times. Throws Error(Input) for a model file that does not load, fails the check or
+// does not map images to [B, classes]; Error(Budget) for a trial pass past the time limit.
+std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device,
+                                   StepWatchdog& watchdog);
 
 }  // namespace solver::train::detail
