@@ -1,7 +1,9 @@
 // Logging: one line per event (time, level, component, message with key=value fields).
 // Libraries call log_info(...) etc.; the agent installs the sink that decides where lines
 // go and in which format. The level is checked before formatting, and format strings are
-// checked at compile time by fmt.
+// checked at compile time by fmt. Messages quote what strangers sent (task names, paths,
+// reasons), so log_write escapes control characters before any sink sees them: no message,
+// whatever it quotes, can end its line early, start a forged one or drive a terminal.
 #pragma once
 
 #include <fmt/format.h>
@@ -27,7 +29,11 @@ using LogSink = std::function<void(const LogRecord&)>;
 void set_log_sink(LogSink sink);
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
+// Hands the message to the sink with escape_log_text applied.
 void log_write(LogLevel level, std::string_view component, std::string_view message);
+// `text` with \n, \r and \t written as those two characters, other control characters (C0,
+// DEL, C1) and U+2028/U+2029 as \xNN or \u{NNNN}, and bytes that are not UTF-8 as \xNN.
+std::string escape_log_text(std::string_view text);
 std::string_view log_level_name(LogLevel level);
 
 template <typename... Args>

@@ -1,18 +1,15 @@
-// The market server: routes, request authentication (signature, clock window, nonce), body
-// parsing, and the mapping of the store's refusals and errors to statuses. Nothing a client
-// sends can crash it: every handler runs under one catch that answers with a JSON error.
+// The market server: routes, request authentication (signature, clock window, per-key rate,
+// nonce), body parsing, and the mapping of the store's refusals and errors to statuses. Nothing a
+// client sends can crash it: every handler runs under one catch that answers with a JSON error.
+// Connections, deadlines, sizes and per-address rates are the front's (market/detail/http_server.h).
 #include "market/server.h"
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include <sys/socket.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
+#include <regex>
 #include <thread>
 
 #include "common/error.h"
@@ -21,6 +18,8 @@
 #include "common/sha256.h"
 #include "common/task.h"
 #include "common/version.h"
+#include "market/detail/http_server.h"
+#include "market/detail/rate_limiter.h"
 #include "market/store.h"
 #include "net/market_protocol.h"
 
@@ -31,6 +30,8 @@ using nlohmann::json;
 
 constexpr const char* kTaskId = "([0-9a-f]{16})";
 constexpr const char* kJobId = "([0-9a-f]{32})";
+constexpr std::size_t kTaskPageDefault = 100;  // GET /v1/tasks without ?limit=
+constexpr std::size_t kTaskPageMax = 500;
 
 std::int64_t system_unix_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -41,21 +42,36 @@ struct Reply {
   json body;  // null: no body (204)
 };
 
-// A request after authentication: who signed it, its parsed body, the market's clock.
+// A request after authentication: the id in its path, who signed it, its parsed body, the market's clock.
 struct Call {
-  const httplib::Request& request;
+  const detail::Request& request;
+  std::string id;   // the path's task or job id; empty for routes without one
   std::string key;  // empty for the one unsigned endpoint
   json body;
   std::int64_t now = 0;
-  std::string id() const { return request.matches[1]; }
 };
 
 // Messages may quote what a client sent (a header, a path), which need not be UTF-8: replaced, never thrown on.
 std::string json_text(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-void write_error(httplib::Response& response, int status, const std::string& code, const std::string& message) {
-  response.status = status;
-  response.set_content(json_text({{"error", code}, {"message", message}}), "application/json");
+// ?limit= of GET /v1/tasks: 1 to kTaskPageMax.
+std::size_t page_limit(const detail::Request& request) {
+  const std::optional<std::string> text = request.query_parameter("limit");
+  if (!text) return kTaskPageDefault;
+  const bool digits = !text->empty() && text->size() <= 6 && std::all_of(text->begin(), text->end(), [](unsigned char c) { return std::isdigit(c); });
+  const std::size_t limit = digits ? std::stoul(*text) : 0;
+  if (limit < 1 || limit > kTaskPageMax)
+    throw Refusal(400, "bad_request", "limit: expected 1 to " + std::to_string(kTaskPageMax) + ", got \"" + *text + "\"");
+  return limit;
+}
+
+// ?after= of GET /v1/tasks: a task id, or empty for the first page.
+std::string page_after(const detail::Request& request) {
+  const std::optional<std::string> after = request.query_parameter("after");
+  if (!after) return "";
+  if (!std::regex_match(*after, std::regex(kTaskId)))
+    throw Refusal(400, "bad_request", "after: expected a task id (16 hex digits), got \"" + after->substr(0, 40) + "\"");
+  return *after;
 }
 
 // A relative path would be resolved against the submitter's folder, which the market cannot
@@ -85,32 +101,49 @@ std::string short_key(const std::string& key) { return key.substr(0, 12) + "…"
 struct MarketServer::Impl {
   using Handler = std::function<Reply(Call&)>;
 
+  struct Route {
+    std::string method;
+    std::regex path;
+    bool is_signed;
+    Handler handler;
+  };
+
   explicit Impl(MarketServerOptions opts)
       : options(std::move(opts)),
-        store(options.db_path, StorePolicy{options.lease_seconds, options.verification_lease_seconds, options.max_attempts}) {}
+        store(options.db_path, StorePolicy{options.lease_seconds, options.verification_lease_seconds, options.max_attempts,
+                                          options.fault_hold_seconds}),
+        key_rate(options.limits.per_key),
+        http(options.limits, [this](const detail::Request& request) { return respond(request); }) {}
 
   MarketServerOptions options;
   Store store;
-  httplib::Server http;
-  std::thread listener;
+  detail::RateLimiter key_rate;
+  std::vector<Route> routes;  // filled before the front starts, read-only after
+  detail::HttpServer http;
   std::thread expiry;
   std::mutex lifecycle;  // start() and stop()
   std::mutex timer_mutex;
   std::condition_variable timer_wake;
   bool timer_stopping = false;
   std::atomic<bool> serving{false};
-  std::atomic<bool> listener_returned{false};
   int bound_port = 0;
 
   std::int64_t now() const { return options.clock ? options.clock() : system_unix_seconds(); }
 
-  std::string authenticate(const httplib::Request& request, std::int64_t now) {
-    const net::SignedHeaders headers{request.get_header_value(std::string(net::kKeyHeader)),
-                                     request.get_header_value(std::string(net::kTimestampHeader)),
-                                     request.get_header_value(std::string(net::kNonceHeader)),
-                                     request.get_header_value(std::string(net::kSignatureHeader))};
+  // The key whose valid signature the request carries, within its rate, with a fresh nonce.
+  // The rate is checked before the nonce is stored: storing is a disk write, and a client over
+  // its rate should not get to make one.
+  std::string authenticate(const detail::Request& request, std::int64_t now) {
+    const auto header = [&](std::string_view name) { return std::string(request.header(name).value_or("")); };
+    const net::SignedHeaders headers{header(net::kKeyHeader), header(net::kTimestampHeader), header(net::kNonceHeader),
+                                     header(net::kSignatureHeader)};
     const net::RequestCheck check = net::verify_request(headers, request.method, request.target, request.body, now);
     if (!check.ok) throw Refusal(401, check.reason, check.message);
+    if (const std::optional<int> wait = key_rate.admit(headers.key, std::chrono::steady_clock::now()))
+      throw Refusal(429, "rate_limited",
+                    "more than " + std::to_string(static_cast<int>(options.limits.per_key.per_second)) + " requests per second from key " +
+                        short_key(headers.key) + "; retry in " + std::to_string(*wait) + " s",
+                    wait);
     if (!store.remember_nonce(headers.key, headers.nonce, check.timestamp, now))
       throw Refusal(401, "replayed", "nonce " + headers.nonce + " was already used by this key; every request needs a fresh one");
     return headers.key;
@@ -129,10 +162,26 @@ struct MarketServer::Impl {
       throw Refusal(403, "unknown_key", "key " + short_key(key) + " has neither registered as a worker nor submitted a task");
   }
 
-  void handle(const httplib::Request& request, httplib::Response& response, bool is_signed, const Handler& handler) {
+  // Runs on the front's workers, several at once.
+  detail::Response respond(const detail::Request& request) {
+    detail::Response response = route(request);
+    log_debug("market", "{} {} {} -> {}", request.remote_address, request.method, request.path, response.status);
+    return response;
+  }
+
+  detail::Response route(const detail::Request& request) {
+    for (const Route& route : routes) {
+      std::smatch match;
+      if (route.method == request.method && std::regex_match(request.path, match, route.path))
+        return handle(request, route, match.size() > 1 ? match[1].str() : std::string());
+    }
+    return detail::error_response(404, "not_found", "no endpoint " + request.method + " " + request.path);
+  }
+
+  detail::Response handle(const detail::Request& request, const Route& route, std::string id) {
     try {
-      Call call{request, "", json(), now()};
-      if (is_signed) call.key = authenticate(request, call.now);
+      Call call{request, std::move(id), "", json(), now()};
+      if (route.is_signed) call.key = authenticate(request, call.now);
       if (request.method == "POST") {
         if (!json_depth_within(request.body))
           throw Refusal(400, "bad_json", "the request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
@@ -140,35 +189,26 @@ struct MarketServer::Impl {
         if (call.body.is_discarded()) throw Refusal(400, "bad_json", "the request body is not valid JSON");
         if (!call.body.is_object()) throw Refusal(400, "bad_json", "the request body must be a JSON object");
       }
-      const Reply reply = handler(call);
-      response.status = reply.status;
-      if (!reply.body.is_null()) response.set_content(json_text(reply.body), "application/json");
+      const Reply reply = route.handler(call);
+      return {reply.status, reply.body.is_null() ? std::string() : json_text(reply.body), std::nullopt};
     } catch (const Refusal& refusal) {
-      write_error(response, refusal.status(), refusal.code(), refusal.what());
+      detail::Response refused = detail::error_response(refusal.status(), refusal.code(), refusal.what());
+      refused.retry_after_seconds = refusal.retry_after_seconds();
+      return refused;
     } catch (const Error& error) {
-      if (error.kind() == ErrorKind::Input) {
-        write_error(response, 400, "bad_request", error.what());
-      } else {
-        log_error("market", "{} {}: {} error: {}", request.method, request.path, error_kind_name(error.kind()), error.what());
-        write_error(response, 500, "internal", std::string(error_kind_name(error.kind())) + " error in the market; try again later");
-      }
+      if (error.kind() == ErrorKind::Input) return detail::error_response(400, "bad_request", error.what());
+      log_error("market", "{} {}: {} error: {}", request.method, request.path, error_kind_name(error.kind()), error.what());
+      return detail::error_response(500, "internal", std::string(error_kind_name(error.kind())) + " error in the market; try again later");
     } catch (const std::exception& error) {
       log_error("market", "{} {}: internal error: {}", request.method, request.path, error.what());
-      write_error(response, 500, "internal", "internal error in the market; try again later");
+      return detail::error_response(500, "internal", "internal error in the market; try again later");
     }
-    log_debug("market", "{} {} -> {}", request.method, request.path, response.status);
   }
 
   void get(const std::string& pattern, bool is_signed, Handler handler) {
-    http.Get(pattern, [this, is_signed, handler = std::move(handler)](const httplib::Request& request, httplib::Response& response) {
-      handle(request, response, is_signed, handler);
-    });
+    routes.push_back({"GET", std::regex(pattern), is_signed, std::move(handler)});
   }
-  void post(const std::string& pattern, Handler handler) {
-    http.Post(pattern, [this, handler = std::move(handler)](const httplib::Request& request, httplib::Response& response) {
-      handle(request, response, true, handler);
-    });
-  }
+  void post(const std::string& pattern, Handler handler) { routes.push_back({"POST", std::regex(pattern), true, std::move(handler)}); }
 
   Reply submit(Call& call) {
     ObjectReader reader(call.body, "body");
@@ -206,11 +246,12 @@ struct MarketServer::Impl {
     post("/v1/tasks", [this](Call& call) { return submit(call); });
     get("/v1/tasks", true, [this](Call& call) -> Reply {
       require_known(call.key);
-      return {200, {{"tasks", store.list_tasks()}}};
+      const TaskPage page = store.list_tasks(page_after(call.request), page_limit(call.request));
+      return {200, {{"tasks", page.tasks}, {"next", page.next ? json(*page.next) : json(nullptr)}}};
     });
     get(std::string("/v1/tasks/") + kTaskId, true, [this](Call& call) -> Reply {
       require_known(call.key);
-      return {200, store.task_status(call.id())};
+      return {200, store.task_status(call.id)};
     });
     post("/v1/claims", [this](Call& call) -> Reply {
       const net::WorkerProfile profile = worker_with_role(call.key, "solve");
@@ -220,17 +261,17 @@ struct MarketServer::Impl {
     });
     post(std::string("/v1/tasks/") + kTaskId + "/heartbeat", [this](Call& call) -> Reply {
       const net::Heartbeat beat = net::parse_heartbeat(call.body, "body");
-      return {200, net::to_json(store.heartbeat(call.id(), call.key, beat, call.now))};
+      return {200, net::to_json(store.heartbeat(call.id, call.key, beat, call.now))};
     });
     post(std::string("/v1/tasks/") + kTaskId + "/complete", [this](Call& call) -> Reply {
-      store.complete_task(call.id(), call.key, net::parse_completion(call.body, "body"), call.now);
+      store.complete_task(call.id, call.key, net::parse_completion(call.body, "body"), call.now);
       return {200, {{"state", "completed"}}};
     });
     post(std::string("/v1/tasks/") + kTaskId + "/fail", [this](Call& call) -> Reply {
-      return {200, {{"state", store.fail_task(call.id(), call.key, net::parse_failure_report(call.body, "body"), call.now)}}};
+      return {200, {{"state", store.fail_task(call.id, call.key, net::parse_failure_report(call.body, "body"), call.now)}}};
     });
     post(std::string("/v1/tasks/") + kTaskId + "/cancel", [this](Call& call) -> Reply {
-      store.cancel_task(call.id(), call.key, call.now);
+      store.cancel_task(call.id, call.key, call.now);
       return {200, {{"state", "cancelled"}}};
     });
     post("/v1/verifications/claims", [this](Call& call) -> Reply {
@@ -241,21 +282,9 @@ struct MarketServer::Impl {
     });
     post(std::string("/v1/verifications/") + kJobId + "/verdict", [this](Call& call) -> Reply {
       const net::Verdict verdict = net::parse_verdict(call.body, "body");
-      store.record_verdict(call.id(), call.key, verdict, call.now);
+      store.record_verdict(call.id, call.key, verdict, call.now);
       return {200, {{"state", verdict.accepted ? "verified" : "rejected"}}};
     });
-
-    // Statuses httplib sets itself (no route, body too large, unreadable request) get a JSON body too.
-    http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& request, httplib::Response& response) {
-      if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      if (response.status == 404)
-        write_error(response, 404, "not_found", "no endpoint " + request.method + " " + request.path);
-      else if (response.status == 413)
-        write_error(response, 413, "body_too_large", "the request body exceeds the market's limit");
-      else
-        write_error(response, response.status, "http_" + std::to_string(response.status), "the request could not be handled");
-      return httplib::Server::HandlerResponse::Handled;
-    }));
   }
 
   void run_expiry_timer() {
@@ -272,14 +301,15 @@ struct MarketServer::Impl {
   }
 };
 
-MarketServer::MarketServer(MarketServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {
-  impl_->http.set_payload_max_length(impl_->options.max_body_bytes);
-  // httplib's default is SO_REUSEPORT, which lets a second market bind the same port and share
-  // its connections; SO_REUSEADDR alone allows a quick restart but makes the second bind fail.
-  impl_->http.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
+MarketServer::MarketServer(MarketServerOptions options) {
+  const ClientLimits& limits = options.limits;
+  for (const auto& [name, rate] : {std::pair{"per_address", limits.per_address}, std::pair{"per_key", limits.per_key}})
+    if (!(rate.per_second > 0) || !(rate.burst >= 1))
+      throw Error(ErrorKind::Config, std::string("market limits.") + name + ": per_second must be > 0 and burst >= 1, got " +
+                                         std::to_string(rate.per_second) + " and " + std::to_string(rate.burst));
+  if (limits.worker_threads < 1 || limits.max_connections < 1 || limits.max_connections_per_address < 1)
+    throw Error(ErrorKind::Config, "market limits: worker_threads, max_connections and max_connections_per_address must be at least 1");
+  impl_ = std::make_unique<Impl>(std::move(options));
   impl_->add_routes();
 }
 
@@ -289,19 +319,7 @@ void MarketServer::start() {
   std::lock_guard lock(impl_->lifecycle);
   if (impl_->serving) return;
   const MarketServerOptions& options = impl_->options;
-  const int port = options.port == 0 ? impl_->http.bind_to_any_port(options.host)
-                                     : (impl_->http.bind_to_port(options.host, options.port) ? options.port : -1);
-  if (port <= 0)
-    throw Error(ErrorKind::Network, "market: cannot listen on " + options.host + ":" + std::to_string(options.port) + ": " +
-                                        std::strerror(errno) + " (is another market running there?)");
-  impl_->bound_port = port;
-  impl_->listener_returned = false;
-  impl_->listener = std::thread([this] {
-    impl_->http.listen_after_bind();
-    impl_->listener_returned = true;
-  });
-  // httplib ignores a stop() that comes before its accept loop runs, so wait until it does.
-  while (!impl_->http.is_running() && !impl_->listener_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->bound_port = impl_->http.start(options.host, options.port);
   impl_->timer_stopping = false;
   impl_->expiry = std::thread([this] { impl_->run_expiry_timer(); });
   impl_->serving = true;
@@ -313,7 +331,6 @@ void MarketServer::stop() {
   if (!impl_->serving) return;
   impl_->serving = false;
   impl_->http.stop();
-  impl_->listener.join();
   {
     std::lock_guard timer_lock(impl_->timer_mutex);
     impl_->timer_stopping = true;

@@ -132,8 +132,8 @@ void MarketClient::complete_task(const std::string& task_id, const Completion& c
   call("POST", "/v1/tasks/" + url_encode(task_id) + "/complete", &body);
 }
 
-void MarketClient::fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, bool requeue) {
-  const json body = to_json(FailureReport{lease_id, reason, requeue});
+void MarketClient::fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, Fault fault) {
+  const json body = to_json(FailureReport{lease_id, reason, fault});
   call("POST", "/v1/tasks/" + url_encode(task_id) + "/fail", &body);
 }
 
@@ -167,8 +167,27 @@ json MarketClient::task_status(const std::string& task_id) {
 }
 
 json MarketClient::list_tasks() {
-  const Reply reply = call("GET", "/v1/tasks", nullptr);
-  return read_reply("GET /v1/tasks", [&] { return ObjectReader(reply.body, "reply").array("tasks"); });
+  // The market answers a page at a time (100 tasks); "next" names the last one while more follow.
+  // A market that keeps answering "next" cannot hold the client forever: a repeated cursor or
+  // more than kMaxListedTasks tasks is an error.
+  constexpr std::size_t kMaxListedTasks = 1'000'000;
+  json tasks = json::array();
+  std::string after;
+  for (;;) {
+    const std::string path = after.empty() ? std::string("/v1/tasks") : "/v1/tasks?after=" + url_encode(after);
+    const Reply reply = call("GET", path, nullptr);
+    const std::string next = read_reply("GET " + path, [&] {
+      ObjectReader reader(reply.body, "reply");
+      for (const json& task : reader.array("tasks")) tasks.push_back(task);
+      return reader.has("next") && !reply.body["next"].is_null() ? reader.string("next") : std::string();
+    });
+    if (next.empty()) return tasks;
+    if (next == after || tasks.size() > kMaxListedTasks)
+      throw Error(ErrorKind::Network, "market reply to GET " + path + ": next: \"" + next + "\" " +
+                                          (next == after ? "repeats the cursor just used" : "after more than a million tasks"),
+                  false);
+    after = next;
+  }
 }
 
 }  // namespace solver::net

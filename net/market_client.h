@@ -56,12 +56,12 @@ class MarketClient {
   std::optional<Lease> claim_task();                     // nullopt: no work now
   HeartbeatReply heartbeat(const std::string& task_id, const Heartbeat& beat);
   void complete_task(const std::string& task_id, const Completion& completion);
-  void fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, bool requeue);
+  void fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, Fault fault);
   void cancel_task(const std::string& task_id);
   std::optional<VerificationJob> claim_verification();  // nullopt: nothing to verify now
   void post_verdict(const std::string& job_id, const Verdict& verdict);
   nlohmann::json task_status(const std::string& task_id);  // the status object of GET /v1/tasks/{id}
-  nlohmann::json list_tasks();                             // the array "tasks" of GET /v1/tasks
+  nlohmann::json list_tasks();  // every task, oldest first: GET /v1/tasks page by page, following "next"
 
  private:
   struct Reply {
