@@ -44,7 +44,7 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   move_work_dir(config, work / "solver");
   config.cache_dir = work / "cache";
   config.storage.directory = work / "published";
-  config.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
+  config.downloads.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
   config.devices = {options.device};
   config.threads = options.threads;
   config.poll_min_seconds = config.poll_max_seconds = 0.2;
@@ -72,13 +72,17 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
 }  // namespace
 
 int agent_command(const AgentOptions& options) {
-  const StopSignals signals;
+  const StopSignals signals(/*reload_on_hangup=*/true);
   if (options.local) return run_local(options, StopSignals::flag());
-  AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
-  if (options.key_file) config.key_file = options.key_file;
-  if (options.work_dir) move_work_dir(config, *options.work_dir);
+  const auto read_config = [&] {
+    AgentConfig config = options.config_file ? load_agent_config(*options.config_file) : default_agent_config();
+    if (options.key_file) config.key_file = options.key_file;
+    if (options.work_dir) move_work_dir(config, *options.work_dir);
+    return config;
+  };
+  const AgentConfig config = read_config();
   const SigningKey key = load_or_create_key(config.key_file.value_or(default_key_path()), "solver");
-  return Agent(config, key, StopSignals::flag()).run(options.until_idle);
+  return Agent(config, key, StopSignals::flag(), &StopSignals::reload_flag(), read_config).run(options.until_idle);
 }
 
 int status_command(const StatusOptions& options) {

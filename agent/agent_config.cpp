@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 
 #include "common/error.h"
 #include "common/files.h"
@@ -42,35 +45,57 @@ std::vector<std::string> strings(ObjectReader& reader, std::string_view key, con
   return values;
 }
 
-// "cpu", "cuda" or "cuda:N", or a comma list of them: one slot training data parallel over
-// several devices. Checked here so that a typo fails at startup, not at the first claimed task.
-void check_device_entries(ObjectReader& reader, const std::vector<std::string>& entries) {
+// The CUDA index a device name names: 0 for "cuda", N for "cuda:N" (up to 4 digits), nullopt for
+// "cpu" and -1 for anything else.
+std::optional<int> cuda_index(std::string_view name) {
+  if (name == "cpu") return std::nullopt;
+  if (name == "cuda") return 0;
+  const std::string_view digits = name.starts_with("cuda:") ? name.substr(5) : std::string_view();
+  if (digits.empty() || digits.size() > 4 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
+  return std::stoi(std::string(digits));
+}
+
+// The device names of the config's entries ("cuda:0,cuda:1" is one slot over two GPUs).
+std::vector<std::string_view> device_names(const std::vector<std::string>& entries) {
+  std::vector<std::string_view> names;
   for (const std::string& entry : entries) {
     std::string_view rest = entry;
     while (true) {
-      const std::string_view name = rest.substr(0, rest.find(','));
-      const std::string_view index = name.starts_with("cuda:") ? name.substr(5) : std::string_view();
-      const bool named = name == "cpu" || name == "cuda" ||
-                         (!index.empty() && std::all_of(index.begin(), index.end(), [](char c) { return c >= '0' && c <= '9'; }));
-      if (!named)
-        ObjectReader::fail(reader.field("devices"), "entry \"" + entry + "\": expected cpu, cuda or cuda:N, or a comma "
-                                                    "list of them (one slot over several GPUs), got \"" + std::string(name) + "\"");
-      if (name.size() == rest.size()) break;
-      rest.remove_prefix(name.size() + 1);
+      names.push_back(rest.substr(0, rest.find(',')));
+      if (names.back().size() == rest.size()) break;
+      rest.remove_prefix(names.back().size() + 1);
     }
   }
+  return names;
 }
 
-double positive_seconds(ObjectReader& reader, std::string_view key, double fallback) {
+// "cpu", "cuda" or "cuda:N", or a comma list of them: one slot training data parallel over
+// several devices. Checked here so that a typo fails at startup, not at the first claimed task.
+void check_device_entries(ObjectReader& reader, const std::vector<std::string>& entries) {
+  for (const std::string_view name : device_names(entries))
+    if (cuda_index(name) == -1)
+      ObjectReader::fail(reader.field("devices"), "expected cpu, cuda or cuda:N, or a comma list of them (one slot over "
+                                                  "several GPUs), got \"" + std::string(name) + "\"");
+}
+
+// A number of `unit` within [0, max]: anything larger is a typo, and would overflow the conversion.
+double bounded_number(ObjectReader& reader, std::string_view key, double fallback, double max, std::string_view unit) {
   const double value = reader.number_or(key, fallback);
+  if (!(value >= 0.0 && value <= max))
+    ObjectReader::fail(reader.field(key), fmt::format("expected 0 to {:g} {}, got {:g}", max, unit, value));
+  return value;
+}
+
+// Polling and heartbeat intervals: positive, and at most a day.
+double positive_seconds(ObjectReader& reader, std::string_view key, double fallback) {
+  const double value = bounded_number(reader, key, fallback, 86400.0, "seconds");
   if (value <= 0.0) ObjectReader::fail(reader.field(key), "expected a positive number of seconds");
   return value;
 }
 
 std::uint64_t gigabytes(ObjectReader& reader, std::string_view key, std::uint64_t fallback_bytes) {
-  const double value = reader.number_or(key, static_cast<double>(fallback_bytes) / 1e9);
-  if (value < 0.0) ObjectReader::fail(reader.field(key), "expected a non-negative number of GB");
-  return static_cast<std::uint64_t>(value * 1e9);
+  return static_cast<std::uint64_t>(bounded_number(reader, key, static_cast<double>(fallback_bytes) / 1e9, 1e6, "GB") * 1e9);
 }
 
 StorageConfig parse_storage(const nlohmann::json& json, const std::filesystem::path& base_dir) {
@@ -92,6 +117,12 @@ StorageConfig parse_storage(const nlohmann::json& json, const std::filesystem::p
 
 bool AgentConfig::has_role(const std::string& role) const {
   return std::find(roles.begin(), roles.end(), role) != roles.end();
+}
+
+int cuda_devices_needed(const AgentConfig& config) {
+  int needed = 0;
+  for (const std::string_view name : device_names(config.devices)) needed = std::max(needed, cuda_index(name).value_or(-1) + 1);
+  return needed;
 }
 
 AgentConfig default_agent_config() {
@@ -129,17 +160,38 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       config.devices = strings(reader, "devices", {});
       check_device_entries(reader, config.devices);
     }
-    if (reader.has("threads")) config.threads = static_cast<int>(reader.non_negative("threads"));
+    config.threads = static_cast<int>(bounded_number(reader, "threads", config.threads, 256, "threads"));
     if (reader.has("roles")) config.roles = strings(reader, "roles", {"solve", "verify"});
-    config.allow_local_files = reader.boolean_or("allow_local_files", false);
+    config.downloads.allow_local_files = reader.boolean_or("allow_local_files", false);
+    config.downloads.allow_http = reader.boolean_or("allow_http", false);
+    config.downloads.allow_private_addresses = reader.boolean_or("allow_private_addresses", false);
+    if (reader.has("allow_networks"))
+      for (const nlohmann::json& cidr : reader.array("allow_networks")) {
+        if (!cidr.is_string())
+          ObjectReader::fail("config.allow_networks", "expected networks in CIDR form, got " + ObjectReader::shown(cidr));
+        config.downloads.allowed_networks.push_back(net::IpNetwork::parse(cidr.get<std::string>(), "config.allow_networks"));
+      }
     if (reader.has("storage")) config.storage = parse_storage(reader.raw("storage"), base_dir);
     if (reader.has("limits")) {
       ObjectReader limits = reader.object("limits");
       config.max_cache_bytes = gigabytes(limits, "cache_gb", config.max_cache_bytes);
       config.min_free_disk_bytes = gigabytes(limits, "min_free_disk_gb", config.min_free_disk_bytes);
-      config.tasks_at_once = static_cast<int>(limits.integer_or("tasks_at_once", config.tasks_at_once));
-      if (config.tasks_at_once < 1 || config.tasks_at_once > 64)
-        ObjectReader::fail("config.limits.tasks_at_once", "expected 1 to 64, got " + std::to_string(config.tasks_at_once));
+      TaskCeilings& ceilings = config.ceilings;
+      ceilings.max_steps = static_cast<std::int64_t>(
+          bounded_number(limits, "max_task_steps", static_cast<double>(ceilings.max_steps), 1e15, "steps"));
+      ceilings.max_wall_seconds = 3600.0 * bounded_number(limits, "max_task_hours", ceilings.max_wall_seconds / 3600.0,
+                                                          24.0 * 366, "hours");
+      ceilings.max_disk_bytes = gigabytes(limits, "max_task_disk_gb", ceilings.max_disk_bytes);
+      ceilings.max_step_seconds = bounded_number(limits, "max_step_seconds", ceilings.max_step_seconds, 1e6, "seconds");
+      if (ceilings.max_step_seconds <= 0.0) ObjectReader::fail("config.limits.max_step_seconds", "expected a positive number");
+      config.max_worker_faults = static_cast<int>(
+          bounded_number(limits, "max_worker_faults", config.max_worker_faults, 1000, "failures"));
+      if (config.max_worker_faults < 1) ObjectReader::fail("config.limits.max_worker_faults", "expected at least 1");
+      ceilings.max_memory_mb = static_cast<std::int64_t>(
+          bounded_number(limits, "max_task_memory_mb", static_cast<double>(ceilings.max_memory_mb), 1e9, "MB"));
+      const std::int64_t slots = limits.integer_or("tasks_at_once", config.tasks_at_once);
+      if (slots < 1 || slots > 64) ObjectReader::fail("config.limits.tasks_at_once", "expected 1 to 64, got " + std::to_string(slots));
+      config.tasks_at_once = static_cast<int>(slots);
       limits.finish();
     }
     config.heartbeat_seconds = positive_seconds(reader, "heartbeat_seconds", config.heartbeat_seconds);
@@ -153,12 +205,11 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
     }
     if (reader.has("verify")) {
       ObjectReader verify = reader.object("verify");
-      config.verify_q = static_cast<int>(verify.integer_or("q", config.verify_q));
-      config.verify_random = static_cast<int>(verify.integer_or("random", config.verify_random));
+      config.verify_q = static_cast<int>(bounded_number(verify, "q", config.verify_q, 1e6, "segments"));
+      config.verify_random = static_cast<int>(bounded_number(verify, "random", config.verify_random, 1e6, "segments"));
       config.verify_delta = verify.number_or("delta", config.verify_delta);
       verify.finish();
-      if (config.verify_q < 0 || config.verify_random < 0 || config.verify_delta <= 0.0)
-        ObjectReader::fail("config.verify", "q and random must be non-negative and delta positive");
+      if (!(config.verify_delta > 0.0 && config.verify_delta < 1e6)) ObjectReader::fail("config.verify.delta", "expected a positive number");
     }
     reader.finish();
   } catch (const Error& error) {
@@ -183,11 +234,16 @@ AgentConfig load_agent_config(const std::filesystem::path& path) {
   } catch (const Error& error) {
     throw Error(ErrorKind::Config, std::string("cannot read the agent config: ") + error.what());
   }
+  AgentConfig config;
   try {
-    return parse_agent_config(text, std::filesystem::absolute(path).parent_path());
+    config = parse_agent_config(text, std::filesystem::absolute(path).parent_path());
   } catch (const Error& error) {
     throw error.with_context(path.string());
   }
+  // Refused like a key readable by others: the secret would be as good as published.
+  if (config.storage.settings.is_object() && config.storage.settings.contains("secret_access_key"))
+    require_private_file(path, "agent config (it holds storage.secret_access_key)");
+  return config;
 }
 
 }  // namespace solver::agent

@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "agent/ceilings.h"
+#include "net/url_policy.h"
+
 namespace solver::agent {
 
 struct StorageConfig {
@@ -30,9 +33,13 @@ struct AgentConfig {
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
   std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]; "cuda:0,cuda:1": one slot on both
   int tasks_at_once = 1;                           // task slots, each on its own thread
+  TaskCeilings ceilings;                           // limits.max_task_*: what one task may ask of this rig
+  int max_worker_faults = 3;  // limits.max_worker_faults: this many tasks failed in a row by this rig's fault stop claiming
   int threads = 0;
   std::vector<std::string> roles = {"solve", "verify"};
-  bool allow_local_files = false;  // tasks may name local paths and file:// (private pools only)
+  // Where task inputs and bundles to verify may come from (allow_local_files, allow_http,
+  // allow_private_addresses, allow_networks): https from public addresses unless opened.
+  net::UrlPolicy downloads;
   StorageConfig storage;
   double heartbeat_seconds = 30.0;  // at most; a shorter lease makes it shorter (a third of the lease)
   double poll_min_seconds = 2.0;    // idle polling backs off from here...
@@ -44,6 +51,9 @@ struct AgentConfig {
 
   bool has_role(const std::string& role) const;
 };
+
+// How many CUDA devices the config's devices need: one more than the highest index named (0: CPU only).
+int cuda_devices_needed(const AgentConfig& config);
 
 // Defaults for everything; paths under $XDG_STATE_HOME / $XDG_CACHE_HOME (or ~/.local/state, ~/.cache).
 AgentConfig default_agent_config();

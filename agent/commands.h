@@ -21,6 +21,7 @@ inline constexpr int kExitBadInput = 2;     // a task, bundle, checkpoint or dat
 inline constexpr int kExitUsage = 64;       // the command line was wrong
 inline constexpr int kExitGpu = 69;         // the requested GPU is unavailable
 inline constexpr int kExitInternal = 70;    // a bug in solver
+inline constexpr int kExitTemporary = 75;   // a server was unreachable or erred: try again later
 inline constexpr int kExitConfig = 78;      // configuration (e.g. the key file) is wrong
 
 // The task `solver run` trains when given none: configs/tasks/fashion-mnist-mlp.json,
@@ -118,6 +119,7 @@ struct MarketServeOptions {
   std::string host = "127.0.0.1";
   int port = 8470;  // 0: any free port
   std::int64_t lease_seconds = 300;
+  std::int64_t fault_hold_seconds = 60;
 };
 // Serves until SIGINT or SIGTERM, then stops cleanly; prints the bound URL on stdout.
 int market_serve_command(const MarketServeOptions& options);

@@ -3,13 +3,17 @@
 // a market or store that is down, slow or erroring delays work but never crashes the agent.
 #include "agent/daemon.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -34,6 +38,7 @@
 #include "net/store.h"
 #include "proof/manifest.h"
 #include "proof/verify.h"
+#include "train/benchmark.h"
 
 namespace solver::agent {
 namespace {
@@ -116,6 +121,25 @@ std::string now_utc() {
   return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", std::chrono::floor<std::chrono::seconds>(now));
 }
 
+// Who a failure is down to (docs/market-protocol.md, "Failures"). A GPU error may be the
+// device's or the model's, and a download that failed for good the host's or our network's:
+// unknown, so that neither a broken rig nor a poisoned task can go on forever.
+net::Fault fault_of(const Error& error) {
+  switch (error.kind()) {
+    case ErrorKind::Input:
+    case ErrorKind::Budget: return net::Fault::Task;
+    case ErrorKind::Network:
+    case ErrorKind::Cuda: return net::Fault::Unknown;
+    default: return net::Fault::Worker;  // disk, configuration, this rig's ceilings, a bug
+  }
+}
+
+std::uint64_t state_bytes(const train::Trainer& trainer) {
+  std::uint64_t bytes = 0;
+  for (const checkpoint::Tensor& tensor : trainer.state(0).tensors) bytes += tensor.data.size();
+  return bytes;
+}
+
 json hardware_profile(const std::string& device, std::int64_t& memory_mb, int& devices) {
   const hardware::GpuInventory inventory = hardware::read_gpu_inventory();
   json gpus = json::array();
@@ -135,12 +159,66 @@ json hardware_profile(const std::string& device, std::int64_t& memory_mb, int& d
           {"device", device}};
 }
 
+// A rig that cannot do the work must not claim it (each claim would fail and cost the task an
+// attempt): a device the config names but LibTorch cannot use stops the agent with exit 69,
+// a work or cache folder it cannot write with exit 78.
+void check_rig(const AgentConfig& config) {
+  const int needed = cuda_devices_needed(config);
+  const int usable = train::cuda_device_count();
+  if (needed > usable)
+    throw Error(ErrorKind::Cuda, fmt::format("config.devices {} need {} CUDA device(s), but LibTorch can use {}{}; "
+                                             "fix \"devices\" in the agent config",
+                                             fmt::join(config.devices, ","), needed, usable,
+                                             usable == 0 ? " (no GPU, no driver, or a CPU-only LibTorch build)" : ""));
+  for (const auto& [dir, field] : {std::pair{config.work_dir / "tasks", "work_dir"}, std::pair{config.cache_dir, "cache_dir"}}) {
+    try {
+      std::filesystem::create_directories(dir);
+      const std::filesystem::path probe = dir / ".write-probe";
+      write_file_durably(probe, "solver");
+      std::filesystem::remove(probe);
+    } catch (const std::exception& error) {
+      throw Error(ErrorKind::Config, fmt::format("config.{}: cannot write in {}: {}", field, dir.string(), error.what()));
+    }
+  }
+}
+
+// One agent per work dir: two would train, publish and delete the same task folders. An flock
+// on <work_dir>/agent.lock, held while the agent lives; the kernel drops it if the process dies.
+class WorkDirLock {
+ public:
+  explicit WorkDirLock(const std::filesystem::path& work_dir) : path_(work_dir / "agent.lock") {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(ErrorKind::Config, "config.work_dir: cannot open " + path_.string() + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char holder[32] = {};
+      [[maybe_unused]] const ssize_t read = ::pread(fd_, holder, sizeof holder - 1, 0);
+      ::close(fd_);
+      throw Error(ErrorKind::Config, "another agent (pid " + std::string(holder) + ") works in " +
+                                         work_dir.string() + ": one agent per work dir (config.work_dir)");
+    }
+    const std::string pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+      log_warn("agent", "cannot write the pid into {}", path_.string());
+  }
+  ~WorkDirLock() { ::close(fd_); }
+  WorkDirLock(const WorkDirLock&) = delete;
+  WorkDirLock& operator=(const WorkDirLock&) = delete;
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
 }  // namespace
 
 struct Agent::Impl {
-  AgentConfig config;
+  WorkDirLock work_dir_lock;  // first: held before anything in the work dir is touched
+  AgentConfig config;  // ceilings, downloads and verify_* change on reload: read them through current()
   const SigningKey& key;
   const std::atomic<bool>& stop;
+  std::atomic<bool>* reload;                   // set by SIGHUP; cleared by the slot that reloads
+  std::function<AgentConfig()> reread_config;  // empty: nothing to re-read
+  std::mutex settings_mutex;
   net::MarketClient market;
   std::unique_ptr<net::BundleStore> store;
   net::FileCache cache;
@@ -161,22 +239,74 @@ struct Agent::Impl {
   std::mutex busy_mutex;
   std::set<std::string> busy_tasks;  // task folders a slot is working on
   std::mutex publish_mutex;          // one upload at a time: the uplink is shared anyway
+  // Tasks failed in a row not by their own fault; at config.max_worker_faults the agent stops
+  // claiming until an operator sends SIGHUP or restarts it.
+  std::atomic<int> faults_in_a_row{0};
+  std::string last_fault;  // guarded by status_mutex
 
-  Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in)
-      : config(std::move(config_in)),
+  Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in, std::atomic<bool>* reload_in,
+       std::function<AgentConfig()> reread_in)
+      : work_dir_lock(config_in.work_dir),
+        config(std::move(config_in)),
         key(key_in),
         stop(stop_in),
+        reload(reload_in),
+        reread_config(std::move(reread_in)),
         market(net::MarketClientOptions{config.market_url, market_retry()}, key),
         store(make_store(config.storage)),
         cache(net::FetchOptions{.cache_dir = config.cache_dir,
                                 .max_cache_bytes = config.max_cache_bytes,
-                                .allow_local_files = config.allow_local_files,
+                                .policy = config.downloads,
                                 .retry = market_retry(),
                                 .ipfs = make_downloader(config.storage, "ipfs"),
                                 .s3 = make_downloader(config.storage, "s3")}) {
     for (int i = 0; i < config.tasks_at_once; ++i)
       slots.push_back(Slot{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
   }
+
+  AgentConfig current() {
+    const std::lock_guard lock(settings_mutex);
+    return config;
+  }
+
+  // SIGHUP: the ceilings, the download policy and the verification settings are re-read and
+  // apply to work taken from now on; a hold for worker faults ends. Other changes need a restart.
+  void reload_if_asked() {
+    if (reload == nullptr || !reload->exchange(false)) return;
+    if (faults_in_a_row.exchange(0) >= config.max_worker_faults) log_info("agent", "reload: claiming again");
+    if (!reread_config) return;
+    AgentConfig fresh;
+    try {
+      fresh = reread_config();
+    } catch (const Error& error) {
+      log_error("agent", "reload failed, the running config stays: {}", error.what());
+      return;
+    }
+    {
+      const std::lock_guard lock(settings_mutex);
+      config.ceilings = fresh.ceilings;
+      config.downloads = fresh.downloads;
+      config.verify_q = fresh.verify_q;
+      config.verify_random = fresh.verify_random;
+      config.verify_delta = fresh.verify_delta;
+    }
+    cache.set_policy(fresh.downloads);
+    std::vector<std::string> unapplied;
+    if (fresh.market_url != config.market_url) unapplied.push_back("market");
+    if (fresh.work_dir != config.work_dir) unapplied.push_back("work_dir");
+    if (fresh.cache_dir != config.cache_dir) unapplied.push_back("cache_dir");
+    if (fresh.devices != config.devices) unapplied.push_back("devices");
+    if (fresh.roles != config.roles) unapplied.push_back("roles");
+    if (fresh.tasks_at_once != config.tasks_at_once) unapplied.push_back("limits.tasks_at_once");
+    if (fresh.max_worker_faults != config.max_worker_faults) unapplied.push_back("limits.max_worker_faults");
+    if (fresh.storage.kind != config.storage.kind || fresh.storage.directory != config.storage.directory ||
+        fresh.storage.settings != config.storage.settings)
+      unapplied.push_back("storage");
+    log_info("agent", "reloaded the config: ceilings, downloads and verify settings apply to work taken from now on{}",
+             unapplied.empty() ? "" : fmt::format("; {} changed too, which needs a restart", fmt::join(unapplied, ", ")));
+  }
+
+  bool held_for_faults() const { return faults_in_a_row >= config.max_worker_faults; }
 
   net::RetryPolicy market_retry() const {
     return net::RetryPolicy{.max_attempts = 4,
@@ -207,6 +337,8 @@ struct Agent::Impl {
                       {"slots", slot_list},
                       {"tasks_completed", tasks_completed.load()},
                       {"verdicts_posted", verdicts_posted.load()},
+                      {"faults_in_a_row", faults_in_a_row.load()},
+                      {"last_fault", last_fault},
                       {"updated_at", now_utc()}};
     try {
       write_file_durably(config.work_dir / "status.json", status.dump(2));
@@ -331,13 +463,24 @@ struct Agent::Impl {
   // The market told us the task is not ours any more (expired and re-leased, cancelled).
   bool lost_lease(const std::exception& error) { return is_market_refusal(error, 409) || is_market_refusal(error, 404); }
 
-  // Tells the market the task failed. Budget and bad-input failures are the task's fault
-  // (not requeued); anything else may go better on another rig.
+  // Tells the market the task failed and whose fault it was: the task's fails it, anything else
+  // returns it for another rig and counts against this one.
   void report_failure(const TaskState& state, const Error& failure) {
-    const bool requeue = failure.kind() != ErrorKind::Budget && failure.kind() != ErrorKind::Input;
-    log_error("agent", "task={} failed: {}", state.task_id, failure.what());
+    const net::Fault fault = fault_of(failure);
+    const bool requeue = fault != net::Fault::Task;
+    log_error("agent", "task={} failed ({} fault): {}", state.task_id, net::fault_name(fault), failure.what());
+    if (fault != net::Fault::Task) {
+      const int in_a_row = ++faults_in_a_row;
+      {
+        const std::lock_guard lock(status_mutex);
+        last_fault = "task " + state.task_id + ": " + failure.what();
+      }
+      if (in_a_row == config.max_worker_faults)
+        log_error("agent", "{} tasks failed in a row by no fault of theirs: claiming nothing more until this rig is "
+                  "fixed and the agent gets SIGHUP or a restart (limits.max_worker_faults)", in_a_row);
+    }
     try {
-      market.fail_task(state.task_id, state.lease_id, failure.what(), requeue);
+      market.fail_task(state.task_id, state.lease_id, failure.what(), fault);
     } catch (const Error& error) {
       log_warn("agent", "task={} could not report the failure ({}); the lease will expire instead", state.task_id,
                error.what());
@@ -365,12 +508,14 @@ struct Agent::Impl {
   // kept for a later resume (stopped), or removed (failed, cancelled, lost).
   void train(Slot& slot, TaskState& state, bool resume) {
     set_activity(slot, "training", state.task_id);
+    const TaskCeilings ceilings = current().ceilings;
     Task task;
     try {
       task = parse_task(state.task, "/");
       if (task_sha256(task) != state.task_sha256)
         throw Error(ErrorKind::Input, "the market's task hashes to " + task_sha256(task) + ", not to the lease's " +
                                           state.task_sha256);
+      check_declared_task(task, ceilings);
       cache.resolve(task);
     } catch (const Error& error) {
       if (error.kind() == ErrorKind::Network && stop) return;  // interrupted while fetching: resume later
@@ -378,10 +523,29 @@ struct Agent::Impl {
       return;
     }
 
+    // A step stuck past its time limit cannot be interrupted. The job has already recorded why
+    // in the bundle folder, so the restarted agent fails the task with that reason instead of
+    // resuming it; tell the market now too (in case no one restarts us), then end the process:
+    // the other slots resume from their last checkpoints after the restart.
+    const StuckStepHandler on_stuck_step = [this, &state](const Error& reason) {
+      try {
+        market.fail_task(state.task_id, state.lease_id, reason.what(), net::Fault::Task);
+      } catch (const std::exception& error) {
+        log_warn("agent", "task={} could not report the stuck step now ({}); it is reported after the restart",
+                 state.task_id, error.what());
+      }
+      end_process_for_stuck_step(reason);
+    };
     std::unique_ptr<TrainingJob> job;
     try {
-      job = std::make_unique<TrainingJob>(task, train::TrainerOptions{slot.device, config.threads}, &key,
-                                          state.bundle_dir(), resume && std::filesystem::exists(state.bundle_dir()));
+      job = std::make_unique<TrainingJob>(task,
+                                          train::TrainerOptions{.device = slot.device,
+                                                                .threads = config.threads,
+                                                                .max_step_seconds = ceilings.max_step_seconds},
+                                          &key,
+                                          state.bundle_dir(), resume && std::filesystem::exists(state.bundle_dir()),
+                                          on_stuck_step);
+      check_loaded_task(task, job->trainer().total_steps(), state_bytes(job->trainer()), ceilings);
     } catch (const Error& error) {
       if (resume && error.kind() == ErrorKind::Input) {
         // An unusable journal (say, a half-written first checkpoint): start the bundle afresh.
@@ -400,6 +564,7 @@ struct Agent::Impl {
     std::atomic<std::int64_t> step{start_step};
     std::atomic<float> loss{0.0f};
     std::atomic<bool> abandon{false};  // cancelled by the submitter, or the lease is gone
+    std::atomic<bool> past_ceiling{false};  // ran longer than this rig allows a task
     std::atomic<bool> done{false};
     std::exception_ptr failure;
     TrainingOutcome outcome;
@@ -408,7 +573,9 @@ struct Agent::Impl {
       step = record.step;
       loss = record.loss;
     };
-    hooks.should_stop = [&] { return stop.load() || abandon.load(); };
+    hooks.should_stop = [&] { return stop.load() || abandon.load() || past_ceiling.load(); };
+    const auto ceiling = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(ceilings.max_wall_seconds));
     std::thread worker([&] {
       try {
         outcome = job->run(std::move(hooks));
@@ -430,6 +597,7 @@ struct Agent::Impl {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       if (done || abandon) continue;
       const auto now = Clock::now();
+      if (now > ceiling) past_ceiling = true;
       const std::vector<proof::WrittenCheckpoint> written = job->written_checkpoints();
       const bool uncommitted = !written.empty() && !committed.contains(written.back().step);
       if (now < next_beat && !(market_answered && uncommitted && now - last_beat >= kMinCommitInterval)) continue;
@@ -452,6 +620,13 @@ struct Agent::Impl {
     }
     if (abandon) {
       forget(state, "abandoned");
+      return;
+    }
+    if (past_ceiling) {
+      report_failure(state, Error(ErrorKind::Capacity, fmt::format("ran past this rig's ceiling of {:.1f} h per task "
+                                                                   "(limits.max_task_hours) at step {} of {}",
+                                                                   ceilings.max_wall_seconds / 3600.0,
+                                                                   outcome.last_step, outcome.total_steps)));
       return;
     }
     if (!outcome.finished) {
@@ -539,6 +714,7 @@ struct Agent::Impl {
       market.complete_task(state.task_id, net::Completion{state.lease_id, state.bundle_address, state.manifest_sha256,
                                                           state.manifest_signature});
       ++tasks_completed;
+      faults_in_a_row = 0;
       forget(state, "completed (bundle " + state.bundle_address + ")");
       return true;
     } catch (const Error& error) {
@@ -626,7 +802,9 @@ struct Agent::Impl {
 
   net::Verdict judge(const net::VerificationJob& job, const std::filesystem::path& dir, const std::string& device) {
     const std::filesystem::path bundle = dir / "bundle";
-    store_for_address(job.bundle_address, config.storage)->fetch(job.bundle_address, bundle);
+    const AgentConfig settings = current();
+    net::check_location(settings.downloads, job.bundle_address, "bundle_address");
+    store_for_address(job.bundle_address, config.storage)->fetch(job.bundle_address, bundle, settings.ceilings.max_disk_bytes);
     net::Verdict verdict;
     const std::string manifest_sha256 = sha256_file_hex(bundle / "manifest.json");
     if (manifest_sha256 != job.manifest_sha256) {
@@ -647,9 +825,9 @@ struct Agent::Impl {
       return trainer_factory(local, threads, shards);
     };
     proof::VerifyOptions options;
-    options.q = config.verify_q;
-    options.random_count = config.verify_random;
-    options.delta = config.verify_delta;
+    options.q = settings.verify_q;
+    options.random_count = settings.verify_random;
+    options.delta = settings.verify_delta;
     options.expected_task_sha256 = job.task_sha256;
     options.expected_public_key = job.solver_key;
     for (const net::CheckpointCommitment& commitment : job.commitments)
@@ -664,7 +842,6 @@ struct Agent::Impl {
   // ---- the loop ----
 
   int run(bool until_idle) {
-    std::filesystem::create_directories(tasks_dir());
     log_info("agent", "{} starting: market {}, work dir {}, store {}, {} task(s) at once on {}", config.name,
              config.market_url, config.work_dir.string(), config.storage.kind, config.tasks_at_once,
              fmt::join(config.devices, ","));
@@ -691,28 +868,38 @@ struct Agent::Impl {
   // One slot's loop: its share of the work left in flight, then new tasks, then verifications.
   void work(Slot& slot, bool until_idle, const std::atomic<bool>& failed) {
     for (int idle_rounds = 0; !stop && !failed;) {
+      reload_if_asked();
       bool worked = false;
       bool spool_empty = true;
+      std::string waiting = "idle";  // what status.json says while the slot waits
       try {
         spool_empty = work_in_flight(slot);
-        if (!stop && config.has_role("solve") && disk_has_room()) {
-          if (const std::optional<net::Lease> lease = market.claim_task()) {
-            const TaskHold hold(*this, lease->task_id);
-            take_lease(slot, *lease);
-            worked = true;
+        if (held_for_faults()) {
+          const std::lock_guard lock(status_mutex);
+          waiting = fmt::format("held: {} tasks failed in a row by this rig's fault (last: {}); fix it, then send "
+                                "SIGHUP or restart", faults_in_a_row.load(), last_fault);
+        } else {
+          if (!stop && config.has_role("solve") && disk_has_room()) {
+            if (const std::optional<net::Lease> lease = market.claim_task()) {
+              const TaskHold hold(*this, lease->task_id);
+              take_lease(slot, *lease);
+              worked = true;
+            }
           }
+          if (!stop && !worked && config.has_role("verify")) worked = verify_one(slot);
         }
-        if (!stop && !worked && config.has_role("verify")) worked = verify_one(slot);
       } catch (const Error& error) {
         if (error.kind() == ErrorKind::Internal) throw;
         log_error("agent", "{}", error.what());
+        if (is_market_refusal(error, 403) && dynamic_cast<const net::MarketError&>(error).code() == "held_back")
+          waiting = std::string("held back by the market: ") + error.what();
       }
       if (worked) {
         idle_rounds = 0;
         continue;
       }
       if (until_idle && spool_empty) break;
-      set_activity(slot, "idle");
+      set_activity(slot, waiting);
       net::sleep_unless_stopped(idle_delay(++idle_rounds), &stop);
     }
     set_activity(slot, "idle");
@@ -729,8 +916,11 @@ struct Agent::Impl {
   }
 };
 
-Agent::Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop)
-    : impl_(std::make_unique<Impl>(std::move(config), key, stop)) {}
+Agent::Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop, std::atomic<bool>* reload,
+             std::function<AgentConfig()> reread_config) {
+  check_rig(config);
+  impl_ = std::make_unique<Impl>(std::move(config), key, stop, reload, std::move(reread_config));
+}
 
 Agent::~Agent() = default;
 

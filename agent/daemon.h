@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 
 #include "agent/agent_config.h"
@@ -24,8 +25,12 @@ namespace solver::agent {
 
 class Agent {
  public:
-  // `stop` is polled everywhere the agent waits (normally StopSignals::flag()).
-  Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop);
+  // `stop` is polled everywhere the agent waits (normally StopSignals::flag()). When `reload` is
+  // set (SIGHUP), the agent clears it, calls `reread_config` and applies what can change while
+  // it runs (docs/agent.md). Throws Error(Cuda) for a device LibTorch cannot use, Error(Config)
+  // for a work or cache folder it cannot write: a rig that cannot work must not claim work.
+  Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop, std::atomic<bool>* reload = nullptr,
+        std::function<AgentConfig()> reread_config = {});
   ~Agent();
 
   // Works until `stop` is set (returns 0 once in-flight work is saved), or with `until_idle`,

@@ -25,10 +25,11 @@ int exit_status_for(const Error& error) {
     case ErrorKind::Config: return kExitConfig;
     case ErrorKind::Cuda: return kExitGpu;
     case ErrorKind::Internal: return kExitInternal;
+    case ErrorKind::Network: return error.retryable() ? kExitTemporary : kExitBadInput;  // unreachable vs a refusal
     case ErrorKind::Input:
     case ErrorKind::Io:
-    case ErrorKind::Network:
     case ErrorKind::Budget:
+    case ErrorKind::Capacity:
     case ErrorKind::Verification: return kExitBadInput;
   }
   return kExitInternal;
@@ -59,8 +60,7 @@ int main(int argc, char** argv) {
   RunOptions run;
   std::string task_file;
   auto* run_cmd = app.add_subcommand("run", "Train a task and write its proof-of-learning bundle");
-  run_cmd->add_option("task", task_file, "Task file (JSON, docs/task-format.md); default: the embedded Fashion-MNIST MLP task")
-      ->check(CLI::ExistingFile);
+  run_cmd->add_option("task", task_file, "Task file (JSON, docs/task-format.md); default: the embedded Fashion-MNIST MLP task");
   run_cmd->add_option("--out", run.out_dir, "Bundle folder (default: runs/<task id>)");
   run_cmd->add_option("--device", run.device, "cpu, cuda or cuda:N; a comma list (cuda:0,cuda:1) trains data parallel over them")
       ->capture_default_str();
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   VerifyCommandOptions verify;
   std::string verify_task_file;
   auto* verify_cmd = app.add_subcommand("verify", "Check a proof-of-learning bundle and replay parts of it");
-  verify_cmd->add_option("bundle", verify.bundle_dir, "Bundle folder")->required()->check(CLI::ExistingDirectory);
+  verify_cmd->add_option("bundle", verify.bundle_dir, "Bundle folder")->required();
   verify_cmd->add_option("--segments", verify.segments, "Which segments to replay: top-q, random or all")
       ->check(CLI::IsMember({"top-q", "random", "all"}))
       ->capture_default_str();
@@ -87,9 +87,8 @@ int main(int argc, char** argv) {
                            ->check(CLI::PositiveNumber)
                            ->capture_default_str();
   verify_cmd->add_option("--profile", verify.profile_file, "Take the l2 threshold from this `solver profile` output")
-      ->check(CLI::ExistingFile)
       ->excludes(verify_delta);
-  verify_cmd->add_option("--task", verify_task_file, "Require the bundle to be for this task file")->check(CLI::ExistingFile);
+  verify_cmd->add_option("--task", verify_task_file, "Require the bundle to be for this task file");
   verify_cmd->add_option("--expect-key", verify.expected_key, "Require this solver public key (hex)");
   verify_cmd->add_option("--device", verify.device, "Device to replay on: cpu, cuda or cuda:N")->capture_default_str();
   verify_cmd->add_flag("--json", verify.json, "Print the verdict as JSON");
@@ -121,6 +120,10 @@ int main(int argc, char** argv) {
   market_serve_cmd->add_option("--db", market_serve.db, "SQLite database file")->capture_default_str();
   market_serve_cmd->add_option("--host", market_serve.host, "Address to listen on")->capture_default_str();
   market_serve_cmd->add_option("--port", market_serve.port, "Port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  market_serve_cmd->add_option("--fault-hold-seconds", market_serve.fault_hold_seconds,
+                               "A worker's first hold after repeated failures not down to their tasks; doubles after")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
   market_serve_cmd->add_option("--lease-seconds", market_serve.lease_seconds, "How long a claim lasts without a heartbeat")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
@@ -129,7 +132,7 @@ int main(int argc, char** argv) {
     command->add_option("--key", market_client.key_file, "Key that signs the requests (default: $SOLVER_KEY or ~/.config/solver/solver.key)");
   };
   auto* market_submit_cmd = market_cmd->add_subcommand("submit", "Validate a task file and submit it; prints the task id");
-  market_submit_cmd->add_option("task", market_task_file, "Task file (JSON, docs/task-format.md)")->required()->check(CLI::ExistingFile);
+  market_submit_cmd->add_option("task", market_task_file, "Task file (JSON, docs/task-format.md)")->required();
   add_market_client_options(market_submit_cmd);
   auto* market_status_cmd = market_cmd->add_subcommand("status", "Show one task, or list all");
   market_status_cmd->add_option("task_id", market_task_id, "Task id (default: all tasks)");
@@ -141,7 +144,7 @@ int main(int argc, char** argv) {
 
   AgentOptions agent;
   auto* agent_cmd = app.add_subcommand("agent", "Work for a market: claim tasks, train, prove, publish; verify others' work");
-  agent_cmd->add_option("--config", agent.config_file, "Agent config (JSON with comments; docs/agent.md)")->check(CLI::ExistingFile);
+  agent_cmd->add_option("--config", agent.config_file, "Agent config (JSON with comments; docs/agent.md)");
   agent_cmd->add_option("--key", agent.key_file, "Solver key (default: the config's, else $SOLVER_KEY or ~/.config/solver/solver.key)");
   agent_cmd->add_option("--work-dir", agent.work_dir, "Where tasks in flight and status.json live (default: the config's)");
   agent_cmd->add_flag("--until-idle", agent.until_idle, "Exit once there is no work and nothing left to publish");
@@ -152,9 +155,9 @@ int main(int argc, char** argv) {
 
   PublishOptions publish;
   auto* publish_cmd = app.add_subcommand("publish", "Publish a finished bundle to a folder, IPFS or S3; prints its address");
-  publish_cmd->add_option("bundle", publish.bundle_dir, "Bundle folder")->required()->check(CLI::ExistingDirectory);
+  publish_cmd->add_option("bundle", publish.bundle_dir, "Bundle folder")->required();
   publish_cmd->add_option("--name", publish.name, "Name in the store (default: the folder's name)");
-  publish_cmd->add_option("--config", publish.config_file, "Publish to this agent config's storage")->check(CLI::ExistingFile);
+  publish_cmd->add_option("--config", publish.config_file, "Publish to this agent config's storage");
   auto* publish_dir = publish_cmd->add_option("--dir", publish.directory, "Publish into this folder");
   auto* publish_ipfs = publish_cmd->add_option("--ipfs", publish.ipfs_api, "Publish to the IPFS node with this RPC API URL");
   auto* publish_s3 = publish_cmd->add_option("--s3-bucket", publish.s3_bucket, "Publish to this S3 bucket");
@@ -165,13 +168,13 @@ int main(int argc, char** argv) {
 
   StatusOptions status;
   auto* status_cmd = app.add_subcommand("status", "Show what the agent is doing (from its work dir's status.json)");
-  status_cmd->add_option("--config", status.config_file, "The agent's config")->check(CLI::ExistingFile);
+  status_cmd->add_option("--config", status.config_file, "The agent's config");
   status_cmd->add_option("--work-dir", status.work_dir, "The agent's work dir (default: the config's)");
   status_cmd->add_flag("--json", status.json, "As JSON");
 
   ProfileCommandOptions profile;
   auto* profile_cmd = app.add_subcommand("profile", "Measure how far honest replays drift apart; derive the distance thresholds");
-  profile_cmd->add_option("target", profile.target, "A bundle folder, or a task file (JSON)")->required()->check(CLI::ExistingPath);
+  profile_cmd->add_option("target", profile.target, "A bundle folder, or a task file (JSON)")->required();
   profile_cmd->add_option("--segments", profile.segments, "Bundle: how many segments to replay (first, middle, last, ...)")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
@@ -188,8 +191,8 @@ int main(int argc, char** argv) {
 
   DisputeCommandOptions dispute;
   auto* dispute_cmd = app.add_subcommand("dispute", "Referee two bundles of the same task: the first divergent checkpoint, step and layer");
-  dispute_cmd->add_option("bundle_a", dispute.bundle_a, "One side's bundle folder")->required()->check(CLI::ExistingDirectory);
-  dispute_cmd->add_option("bundle_b", dispute.bundle_b, "The other side's bundle folder")->required()->check(CLI::ExistingDirectory);
+  dispute_cmd->add_option("bundle_a", dispute.bundle_a, "One side's bundle folder")->required();
+  dispute_cmd->add_option("bundle_b", dispute.bundle_b, "The other side's bundle folder")->required();
   dispute_cmd->add_option("--device", dispute.device, "Device to replay on: cpu, cuda or cuda:N (a GPU also traces on the CPU)")->capture_default_str();
   dispute_cmd->add_option("--threads", dispute.threads, "Intra-op threads for the replay (default: bundle A's)")->check(CLI::Range(1, 256));
   dispute_cmd->add_option("--delta", dispute.delta, "l2 threshold between states or traces from different runtimes")->check(CLI::NonNegativeNumber)->capture_default_str();

@@ -91,6 +91,7 @@ int market_serve_command(const MarketServeOptions& options) {
   server_options.host = options.host;
   server_options.port = options.port;
   server_options.lease_seconds = options.lease_seconds;
+  server_options.fault_hold_seconds = options.fault_hold_seconds;
   market::MarketServer server(server_options);
   StopSignals signals;
   server.start();

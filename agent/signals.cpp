@@ -3,35 +3,43 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
+
 namespace solver::agent {
 namespace {
 
 std::atomic<bool> stop_requested{false};
-struct sigaction previous_int {};
-struct sigaction previous_term {};
+std::atomic<bool> reload_requested{false};
+constexpr std::array<int, 4> kSignals = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+std::array<struct sigaction, kSignals.size()> previous{};
 
-void on_signal(int) {
+void on_stop(int) {
   if (stop_requested.exchange(true)) ::_exit(130);  // the second signal: no more waiting
   static constexpr char kNote[] = "\nsolver: stopping, saving work in progress (signal again to exit at once)\n";
   [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kNote, sizeof(kNote) - 1);
 }
 
+void on_reload(int) { reload_requested = true; }
+
 }  // namespace
 
-StopSignals::StopSignals() {
+StopSignals::StopSignals(bool reload_on_hangup) {
   stop_requested = false;
-  struct sigaction action {};
-  action.sa_handler = &on_signal;
-  sigemptyset(&action.sa_mask);
-  ::sigaction(SIGINT, &action, &previous_int);
-  ::sigaction(SIGTERM, &action, &previous_term);
+  reload_requested = false;
+  for (std::size_t i = 0; i < kSignals.size(); ++i) {
+    struct sigaction action {};
+    action.sa_handler = kSignals[i] == SIGHUP && reload_on_hangup ? &on_reload : &on_stop;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(kSignals[i], &action, &previous[i]);
+  }
 }
 
 StopSignals::~StopSignals() {
-  ::sigaction(SIGINT, &previous_int, nullptr);
-  ::sigaction(SIGTERM, &previous_term, nullptr);
+  for (std::size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &previous[i], nullptr);
 }
 
 const std::atomic<bool>& StopSignals::flag() { return stop_requested; }
+
+std::atomic<bool>& StopSignals::reload_flag() { return reload_requested; }
 
 }  // namespace solver::agent

@@ -87,14 +87,14 @@ net::Downloader make_downloader(const StorageConfig& storage, const std::string&
   if (storage.kind != scheme) return {};
   if (scheme == "ipfs") {
     const net::IpfsOptions options = as_config_error([&] { return ipfs_options(storage.settings); });
-    return [options](const std::string& url, const std::filesystem::path& dest) {
-      net::IpfsClient(options).cat_to_file(url, dest);
+    return [options](const std::string& url, const std::filesystem::path& dest, std::uint64_t max_bytes) {
+      net::IpfsClient(options).cat_to_file(url, dest, max_bytes);
     };
   }
   const net::S3Config config = as_config_error([&] { return s3_config(storage.settings); });
-  return [config](const std::string& url, const std::filesystem::path& dest) {
+  return [config](const std::string& url, const std::filesystem::path& dest, std::uint64_t max_bytes) {
     const net::S3Address address = net::parse_s3_address(url);
-    net::S3Client(config).for_bucket(address.bucket).get_object_to_file(address.key, dest);
+    net::S3Client(config).for_bucket(address.bucket).get_object_to_file(address.key, dest, max_bytes);
   };
 }
 

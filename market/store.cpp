@@ -4,8 +4,11 @@
 // work it did is still good and redoing it helps nobody.
 #include "market/store.h"
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -18,7 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -62,6 +65,31 @@ CREATE TABLE verification_jobs (
   accepted INTEGER, reason TEXT, report TEXT, decided_at INTEGER);
 CREATE INDEX jobs_by_task ON verification_jobs (task_id, state);
 )sql";
+
+// kMigrations[v - 2] takes a database from version v - 1 to v. A new database is created at
+// version 1 (kSchema) and migrated like any other, so there is one path to the current schema.
+constexpr const char* kMigrations[] = {
+    // 2: failures are attributed (docs/market-protocol.md, "Failures"): a task is never leased
+    // again to a worker that failed it, and a worker whose failures are not its tasks' fault is
+    // held back for a growing time.
+    R"sql(
+CREATE TABLE exclusions (task_id TEXT NOT NULL, worker TEXT NOT NULL, PRIMARY KEY (task_id, worker)) WITHOUT ROWID;
+ALTER TABLE workers ADD COLUMN faults_in_a_row INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0;
+)sql",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one migration per schema version after the first");
+
+// How long a worker is held back after its n-th failure in a row that was not the task's fault:
+// none after the first (anyone can be unlucky once), then doubling from `base`, at most 6 hours.
+std::int64_t hold_seconds(std::int64_t faults_in_a_row, std::int64_t base) {
+  if (faults_in_a_row < 2) return 0;
+  const std::int64_t doublings = std::min<std::int64_t>(faults_in_a_row - 2, 20);
+  return std::min<std::int64_t>(base << doublings, 6 * 3600);
+}
+
+// A failure reason is the worker's words: kept, but not without bound.
+constexpr std::size_t kMaxReasonBytes = 2000;
 
 // One prepared statement; binds and reads by 1-based parameter and 0-based column index.
 class Statement {
@@ -213,13 +241,20 @@ struct Store::Impl {
     Transaction transaction(*this);
     if (!query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").next()) {
       exec(kSchema);
-      run("INSERT INTO schema_version (version) VALUES (?)", kSchemaVersion);
+      run("INSERT INTO schema_version (version) VALUES (1)");
     }
-    Statement version = query("SELECT version FROM schema_version");
-    if (!version.next() || version.integer(0) != kSchemaVersion)
-      throw Error(ErrorKind::Config, "market database " + path.string() + " has schema version " +
-                                         (version.is_null(0) ? std::string("none") : std::to_string(version.integer(0))) +
-                                         "; this market reads version " + std::to_string(kSchemaVersion));
+    std::int64_t version = 0;
+    {
+      Statement row = query("SELECT version FROM schema_version");
+      if (row.next() && !row.is_null(0)) version = row.integer(0);
+    }
+    if (version < 1 || version > kSchemaVersion)
+      throw Error(ErrorKind::Config, "market database " + path.string() + " has schema version " + std::to_string(version) +
+                                         "; this market reads versions 1 to " + std::to_string(kSchemaVersion));
+    for (; version < kSchemaVersion; ++version) {
+      exec(kMigrations[version - 1]);
+      run("UPDATE schema_version SET version = ?", version + 1);
+    }
     transaction.commit();
   }
 
@@ -274,12 +309,13 @@ struct Store::Impl {
     throw Refusal(409, "lease_lost", "lease " + lease.lease_id + " of task " + task.task_id + " has ended (" + lease.state + ")");
   }
 
-  // Ends a lease without a completion: the task goes back to the queue, or fails after max_attempts.
-  // Returns the task's new state: "queued" or "failed".
+  // Ends a lease without a completion: the task goes back to the queue, or fails after
+  // max_attempts. An attempt lost to its worker's own fault is not counted. Returns the task's
+  // new state: "queued" or "failed".
   std::string end_attempt(const TaskRow& task, const std::string& lease_id, const std::string& lease_state, bool requeue,
-                          const std::string& reason, std::int64_t now) {
+                          bool counts, const std::string& reason, std::int64_t now) {
     run("UPDATE leases SET state = ?, ended_at = ? WHERE lease_id = ?", lease_state, now, lease_id);
-    const std::int64_t attempts = task.attempts + 1;
+    const std::int64_t attempts = task.attempts + (counts ? 1 : 0);
     const bool fails = !requeue || attempts >= policy.max_attempts;
     run("UPDATE tasks SET state = ?, attempts = ?, failure_reason = ?, updated_at = ? WHERE task_id = ?",
         std::string_view(fails ? "failed" : "queued"), attempts, reason, now, task.task_id);
@@ -297,7 +333,7 @@ struct Store::Impl {
     }
     for (const auto& [lease_id, task_id] : due) {
       const std::optional<TaskRow> task = find_task(task_id);
-      if (task) end_attempt(*task, lease_id, "expired", true, "lease " + lease_id + " expired", now);
+      if (task) end_attempt(*task, lease_id, "expired", true, true, "lease " + lease_id + " expired", now);
     }
     const int jobs = run("UPDATE verification_jobs SET state = 'expired' WHERE state = 'active' AND expires_at < ?", now);
     transaction.commit();
@@ -397,14 +433,23 @@ std::optional<net::Lease> Store::claim_task(const std::string& key, const net::W
   std::lock_guard lock(impl_->mutex);
   impl_->expire_due(now);
   Impl::Transaction transaction(*impl_);
+  {
+    Statement held = impl_->query("SELECT faults_in_a_row, held_until FROM workers WHERE key = ?", key);
+    if (held.next() && held.integer(1) > now)
+      throw Refusal(403, "held_back",
+                    fmt::format("{} tasks in a row failed on this worker by no fault of their own; it may claim again in "
+                                "{} s", held.integer(0), held.integer(1) - now),
+                    static_cast<int>(held.integer(1) - now));
+  }
   // A worker lists at most every model kind; the kinds it lacks are bound as "" and match nothing.
   static_assert(kModelKinds.size() == 4, "one placeholder per model kind below");
   std::array<std::string, kModelKinds.size()> kinds;
   for (std::size_t i = 0; i < kinds.size() && i < profile.model_kinds.size(); ++i) kinds[i] = profile.model_kinds[i];
   Statement row = impl_->query(
-      "SELECT task_id, task, task_sha256 FROM tasks WHERE state = 'queued' AND model_kind IN (?, ?, ?, ?) "
-      "AND (max_memory_mb = 0 OR max_memory_mb <= ?) ORDER BY seq LIMIT 1",
-      kinds[0], kinds[1], kinds[2], kinds[3], profile.memory_mb);
+      "SELECT task_id, task, task_sha256 FROM tasks t WHERE state = 'queued' AND model_kind IN (?, ?, ?, ?) "
+      "AND (max_memory_mb = 0 OR max_memory_mb <= ?) "
+      "AND NOT EXISTS (SELECT 1 FROM exclusions e WHERE e.task_id = t.task_id AND e.worker = ?) ORDER BY seq LIMIT 1",
+      kinds[0], kinds[1], kinds[2], kinds[3], profile.memory_mb, key);
   if (!row.next()) return std::nullopt;
   net::Lease lease;
   lease.task_id = row.text(0);
@@ -474,6 +519,7 @@ void Store::complete_task(const std::string& task_id, const std::string& key, co
       "UPDATE tasks SET state = 'completed', solver = ?, completion_lease = ?, bundle_address = ?, manifest_sha256 = ?, "
       "manifest_signature = ?, completed_at = ?, updated_at = ? WHERE task_id = ?",
       key, lease.lease_id, completion.bundle_address, completion.manifest_sha256, completion.manifest_signature, now, now, task_id);
+  impl_->run("UPDATE workers SET faults_in_a_row = 0, held_until = 0 WHERE key = ?", key);
   transaction.commit();
   log_info("market", "task {} completed by {}…: bundle {}", task_id, short_key(key), completion.bundle_address);
 }
@@ -487,8 +533,26 @@ std::string Store::fail_task(const std::string& task_id, const std::string& key,
   LeaseRow lease = impl_->owned_lease(task, report.lease_id, key);
   if (lease.state == "failed" || lease.state == "cancelled") return task.state;  // already ended: a retry, or a task cancelled meanwhile
   impl_->require_active(task, lease, now);
-  const std::string state = impl_->end_attempt(task, lease.lease_id, "failed", report.requeue,
-                                               report.reason.empty() ? "failed by its solver" : report.reason, now);
+  // The task's fault fails it; any other goes back to the queue for another worker, counted as
+  // an attempt unless the worker owned up to it, and holds the worker back if it keeps happening.
+  const bool task_fault = report.fault == net::Fault::Task;
+  std::string reason = report.reason.empty() ? "failed by its solver" : report.reason.substr(0, kMaxReasonBytes);
+  reason = std::string(net::fault_name(report.fault)) + " fault: " + reason;
+  const std::string state = impl_->end_attempt(task, lease.lease_id, "failed", !task_fault,
+                                               report.fault != net::Fault::Worker, reason, now);
+  if (!task_fault) {
+    impl_->run("INSERT OR IGNORE INTO exclusions (task_id, worker) VALUES (?, ?)", task_id, key);
+    std::int64_t faults = 1;
+    {
+      Statement row = impl_->query("SELECT faults_in_a_row FROM workers WHERE key = ?", key);
+      if (row.next()) faults = row.integer(0) + 1;
+    }
+    const std::int64_t hold = hold_seconds(faults, impl_->policy.fault_hold_seconds);
+    impl_->run("UPDATE workers SET faults_in_a_row = ?, held_until = ? WHERE key = ?", faults, now + hold, key);
+    if (hold > 0)
+      log_info("market", "worker {}… held back for {} s: {} failures in a row not down to their tasks", short_key(key), hold,
+               faults);
+  }
   transaction.commit();
   return state;
 }
@@ -600,21 +664,33 @@ json Store::task_status(const std::string& task_id) {
   return status;
 }
 
-json Store::list_tasks() {
+TaskPage Store::list_tasks(const std::string& after, std::size_t limit) {
   std::lock_guard lock(impl_->mutex);
-  json tasks = json::array();
+  std::int64_t after_seq = 0;
+  if (!after.empty()) {
+    Statement row = impl_->query("SELECT seq FROM tasks WHERE task_id = ?", after);
+    if (!row.next()) throw Refusal(400, "bad_request", "after: no task with id \"" + after + "\"");
+    after_seq = row.integer(0);
+  }
+  TaskPage page{json::array(), std::nullopt};
+  // One row more than the page holds tells whether another page follows.
   Statement row = impl_->query(
       "SELECT task_id, name, state, attempts, submitter, solver, model_kind, submitted_at, updated_at, progress_step, progress_total, "
-      "progress_loss, progress_updated_at FROM tasks ORDER BY seq");
+      "progress_loss, progress_updated_at FROM tasks WHERE seq > ? ORDER BY seq LIMIT ?",
+      after_seq, static_cast<std::int64_t>(limit) + 1);
   while (row.next()) {
+    if (page.tasks.size() == limit) {
+      page.next = page.tasks.back()["task_id"].get<std::string>();
+      break;
+    }
     json task = {{"task_id", row.text(0)},    {"name", row.text(1)},         {"state", row.text(2)},
                  {"attempts", row.integer(3)}, {"submitter", row.text(4)},   {"solver", nullptr},
                  {"model_kind", row.text(6)},  {"submitted_at", row.integer(7)}, {"updated_at", row.integer(8)}};
     if (!row.is_null(5)) task["solver"] = row.text(5);
     task["progress"] = progress_json(row, 9);
-    tasks.push_back(std::move(task));
+    page.tasks.push_back(std::move(task));
   }
-  return tasks;
+  return page;
 }
 
 }  // namespace solver::market

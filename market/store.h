@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -21,23 +22,26 @@
 namespace solver::market {
 
 // A request the market's rules turn down: the HTTP status and error code the server answers
-// with, and a sentence saying why.
+// with, a sentence saying why, and for 429 when to come back (the Retry-After header).
 class Refusal : public std::runtime_error {
  public:
-  Refusal(int status, std::string code, const std::string& message)
-      : std::runtime_error(message), status_(status), code_(std::move(code)) {}
+  Refusal(int status, std::string code, const std::string& message, std::optional<int> retry_after_seconds = std::nullopt)
+      : std::runtime_error(message), status_(status), code_(std::move(code)), retry_after_seconds_(retry_after_seconds) {}
   int status() const { return status_; }
   const std::string& code() const { return code_; }
+  std::optional<int> retry_after_seconds() const { return retry_after_seconds_; }
 
  private:
   int status_;
   std::string code_;
+  std::optional<int> retry_after_seconds_;
 };
 
 struct StorePolicy {
   std::int64_t lease_seconds = 300;
   std::int64_t verification_lease_seconds = 900;
   int max_attempts = 3;  // leases that end without a completion (failed or expired) before the task fails
+  std::int64_t fault_hold_seconds = 60;  // a worker's hold after its 2nd failure in a row not down to the task; doubles after
 };
 
 // A validated task, ready to be stored.
@@ -48,6 +52,12 @@ struct NewTask {
   std::string task_sha256;
   std::string model_kind;
   std::int64_t max_memory_mb = 0;
+};
+
+// One page of GET /v1/tasks.
+struct TaskPage {
+  nlohmann::json tasks;              // an array of summaries
+  std::optional<std::string> next;   // the last task's id when more follow: the next page's `after`
 };
 
 class Store {
@@ -76,7 +86,10 @@ class Store {
   std::optional<net::Lease> claim_task(const std::string& key, const net::WorkerProfile& profile, std::int64_t now);
   net::HeartbeatReply heartbeat(const std::string& task_id, const std::string& key, const net::Heartbeat& beat, std::int64_t now);
   void complete_task(const std::string& task_id, const std::string& key, const net::Completion& completion, std::int64_t now);
-  // Returns the task's state afterwards ("queued" when requeued, "failed", or what it already was).
+  // By the report's fault: the task's fails it; a worker's or an unknown one requeues it (an
+  // unknown one counts as an attempt), never to be leased to `key` again, and counts against
+  // the worker, which is held back (403 held_back on claims) after repeated faults; a completion
+  // clears that count. Returns the task's state afterwards ("queued", "failed", or what it already was).
   std::string fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
 
   // The oldest completed task that `key` did not solve and nobody is verifying, as a job.
@@ -88,7 +101,9 @@ class Store {
   int expire_due(std::int64_t now);
 
   nlohmann::json task_status(const std::string& task_id);  // Refusal 404 when unknown
-  nlohmann::json list_tasks();                             // summaries, oldest first
+  // Up to `limit` task summaries, oldest first, after the task `after` (from the first when
+  // empty). Refusal 400 when `after` names no task.
+  TaskPage list_tasks(const std::string& after, std::size_t limit);
 
  private:
   struct Impl;

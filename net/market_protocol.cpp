@@ -106,6 +106,15 @@ json commitments_json(const std::vector<CheckpointCommitment>& commitments) {
 
 }  // namespace
 
+std::string_view fault_name(Fault fault) {
+  switch (fault) {
+    case Fault::Task: return "task";
+    case Fault::Worker: return "worker";
+    case Fault::Unknown: return "unknown";
+  }
+  return "unknown";
+}
+
 bool is_protocol_id(std::string_view id) {
   const auto allowed = [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_'; };
   return !id.empty() && id.size() <= kMaxIdLength && std::isalnum(static_cast<unsigned char>(id.front())) &&
@@ -202,7 +211,7 @@ json to_json(const Completion& completion) {
 }
 
 json to_json(const FailureReport& report) {
-  return {{"lease_id", report.lease_id}, {"reason", report.reason}, {"requeue", report.requeue}};
+  return {{"lease_id", report.lease_id}, {"reason", report.reason}, {"fault", fault_name(report.fault)}};
 }
 
 json to_json(const VerificationJob& job) {
@@ -292,7 +301,11 @@ FailureReport parse_failure_report(const json& value, const std::string& name) {
   FailureReport report;
   report.lease_id = id_field(reader, "lease_id");
   report.reason = text_or_empty(reader, "reason");
-  report.requeue = reader.boolean("requeue");
+  const std::string fault = reader.string("fault");
+  if (fault == "task") report.fault = Fault::Task;
+  else if (fault == "worker") report.fault = Fault::Worker;
+  else if (fault == "unknown") report.fault = Fault::Unknown;
+  else ObjectReader::fail(reader.field("fault"), "expected \"task\", \"worker\" or \"unknown\", got \"" + fault + "\"");
   return report;
 }
 

@@ -72,6 +72,13 @@ RequestCheck verify_request(const SignedHeaders& headers, std::string_view metho
 // "<name>.<field>: <problem>"; the client turns that into Error(Network) naming the endpoint,
 // the server into a 400.
 
+// Who a failed task is down to, as its worker judges (docs/market-protocol.md, "Failures"):
+// the task (bad data, a non-finite loss, an exceeded budget: no rig would do better), the worker
+// (its device, disk, network or ceilings: another rig may succeed), or unknown (a download that
+// failed for good: the data's host or the worker's network).
+enum class Fault { Task, Worker, Unknown };
+std::string_view fault_name(Fault fault);
+
 struct CheckpointCommitment {
   std::int64_t step = 0;
   std::string sha256;
@@ -113,7 +120,7 @@ struct Completion {
 
 struct FailureReport {
   std::string lease_id, reason;
-  bool requeue = false;
+  Fault fault = Fault::Unknown;
 };
 
 struct VerificationJob {

@@ -19,6 +19,7 @@
 #include "common/sha256.h"
 #include "common/task.h"
 #include "net/market_client.h"
+#include "tests/e2e/agent_support.h"
 #include "tests/e2e/e2e_support.h"
 #include "tests/e2e/forger.h"
 #include "tests/local_http_server.h"
@@ -29,83 +30,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// A port that was free a moment ago (for a market that must come back on the same address).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-// `solver market serve` in the background.
-class Market {
- public:
-  Market(const std::filesystem::path& dir, int port, int lease_seconds = 300)
-      : process_({solver_binary().string(), "market", "serve", "--db", (dir / "market.db").string(), "--port",
-                  std::to_string(port), "--lease-seconds", std::to_string(lease_seconds)},
-                 dir / "market.log") {
-    url_ = process_.wait_for_match(R"(listening on (http://127\.0\.0\.1:[0-9]+))", 30).value_or("");
-    INFO(process_.output());
-    REQUIRE(!url_.empty());
-  }
-  const std::string& url() const { return url_; }
-  BackgroundProcess& process() { return process_; }
-
- private:
-  BackgroundProcess process_;
-  std::string url_;
-};
-
-// One agent's config: a work dir of its own, a shared store, fast polling and heartbeats;
-// `changes` replaces top-level fields.
-std::filesystem::path agent_config(const std::filesystem::path& dir, const std::string& name, const std::string& url,
-                                   const std::vector<std::string>& roles, const json& changes = json::object()) {
-  json config{{"market", url},
-                    {"name", name},
-                    {"work_dir", (dir / name).string()},
-                    {"cache_dir", (dir / "cache").string()},
-                    {"storage", {{"kind", "directory"}, {"path", (dir / "published").string()}}},
-                    {"allow_local_files", true},
-                    {"threads", 1},
-                    {"roles", roles},
-                    {"heartbeat_seconds", 1},
-                    {"poll", {{"min_seconds", 0.2}, {"max_seconds", 1}}},
-                    {"limits", {{"min_free_disk_gb", 0}}}};
-  for (const auto& [field, value] : changes.items()) config[field] = value;
-  const auto path = dir / (name + ".json");
-  write_text(path, "// written by test_agent.cpp\n" + config.dump(2));
-  return path;
-}
-
-std::vector<std::string> agent_argv(const std::filesystem::path& config, const std::filesystem::path& key,
-                                    bool until_idle = true) {
-  std::vector<std::string> argv{solver_binary().string(), "agent", "--config", config.string(), "--key", key.string()};
-  if (until_idle) argv.push_back("--until-idle");
-  return argv;
-}
-
-std::string submit(const std::string& url, const std::filesystem::path& key, const std::filesystem::path& task_file) {
-  const CommandResult result = run_solver({"-q", "market", "submit", task_file.string(), "--market", url, "--key", key.string()});
-  INFO(result.output);
-  REQUIRE(result.exit_code == 0);
-  std::string id = result.output;
-  while (!id.empty() && id.back() == '\n') id.pop_back();
-  return id.substr(id.rfind('\n') + 1);
-}
-
-json task_status(const std::string& url, const std::filesystem::path& key, const std::string& task_id) {
-  const CommandResult result =
-      run_solver({"-q", "market", "status", task_id, "--json", "--market", url, "--key", key.string()});
-  INFO(result.output);
-  REQUIRE(result.exit_code == 0);
-  return json::parse(result.output);
-}
 
 // A task long enough (about 5 s on one thread) to be interrupted in the middle.
 std::filesystem::path long_task(const std::filesystem::path& dir) {

@@ -253,29 +253,32 @@ TEST_CASE("claims match model kind and memory, oldest first, failures requeue up
   test::ScratchDir dir("market-claims");
   Market market(dir / "market.db");
   const SigningKey submitter_key = SigningKey::generate(), small_key = SigningKey::generate(), cnn_key = SigningKey::generate(),
-                   big_key = SigningKey::generate();
+                   big_key = SigningKey::generate(), other_keys[2] = {SigningKey::generate(), SigningKey::generate()};
   MarketClient submitter = market.client(submitter_key), small = market.client(small_key), cnn_only = market.client(cnn_key),
                big = market.client(big_key);
+  std::vector<MarketClient> others{market.client(other_keys[0]), market.client(other_keys[1])};
   small.register_worker(worker({"solve"}, 2048));  // the task's budget asks for 4096 MB
   cnn_only.register_worker(worker({"solve"}, 65536, {"cnn"}));
   big.register_worker(worker({"solve"}, 65536));
+  for (MarketClient& other : others) other.register_worker(worker({"solve"}, 65536));
 
   const std::string first = submitter.submit_task(mlp_task(10));
   const std::string second = submitter.submit_task(mlp_task(11));
   CHECK_FALSE(small.claim_task());
   CHECK_FALSE(cnn_only.claim_task());
 
-  // Three failed attempts with requeue: queued, queued, failed.
+  // Three attempts that failed for unknown reasons, each on another worker: queued, queued, failed.
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    const std::optional<Lease> lease = big.claim_task();
+    MarketClient& solver = attempt == 3 ? big : others[static_cast<std::size_t>(attempt - 1)];
+    const std::optional<Lease> lease = solver.claim_task();
     REQUIRE(lease);
     REQUIRE(lease->task_id == first);
-    big.fail_task(first, lease->lease_id, "CUDA out of memory", true);
-    big.fail_task(first, lease->lease_id, "CUDA out of memory", true);  // a retry changes nothing
+    solver.fail_task(first, lease->lease_id, "CUDA error: an illegal memory access", Fault::Unknown);
+    solver.fail_task(first, lease->lease_id, "CUDA error: an illegal memory access", Fault::Unknown);  // a retry changes nothing
     const json status = submitter.task_status(first);
     CHECK(status["attempts"] == attempt);
     CHECK(status["state"] == (attempt < 3 ? "queued" : "failed"));
-    CHECK(status["failure_reason"] == "CUDA out of memory");
+    CHECK(status["failure_reason"] == "unknown fault: CUDA error: an illegal memory access");
   }
 
   const std::optional<Lease> lease = big.claim_task();
@@ -621,4 +624,70 @@ TEST_CASE("the client turns garbage, failures and hangs into clear errors, retry
   CHECK(bad.all_signed());
   const std::vector<std::string> nonces = bad.nonces();
   CHECK(std::set<std::string>(nonces.begin(), nonces.end()).size() == nonces.size());  // each attempt signed afresh
+}
+
+TEST_CASE("failures carry their fault: the task's fails it, a worker's requeues it at no attempt's cost, never to that worker "
+          "again, and repeated faults hold the worker back until it completes one",
+          "[market]") {
+  test::ScratchDir dir("market-faults");
+  std::atomic<std::int64_t> offset{0};  // the market's clock runs ahead by this much
+  market::MarketServerOptions options;
+  options.db_path = dir / "market.db";
+  options.port = 0;
+  options.fault_hold_seconds = 10;
+  options.clock = [&] { return unix_now() + offset.load(); };
+  market::MarketServer server(options);
+  server.start();
+  const SigningKey submitter_key = SigningKey::generate(), broken_key = SigningKey::generate(), healthy_key = SigningKey::generate();
+  MarketClient submitter({server.url(), quick_retries()}, submitter_key), broken({server.url(), quick_retries()}, broken_key),
+      healthy({server.url(), quick_retries()}, healthy_key);
+  broken.register_worker(worker({"solve"}));
+  healthy.register_worker(worker({"solve"}));
+  const std::string bad_data = submitter.submit_task(mlp_task(20));
+  const std::string first = submitter.submit_task(mlp_task(21));
+  const std::string second = submitter.submit_task(mlp_task(22));
+
+  std::optional<Lease> lease = broken.claim_task();
+  REQUIRE(lease);
+  REQUIRE(lease->task_id == bad_data);
+  broken.fail_task(bad_data, lease->lease_id, "non-finite loss at step 3", Fault::Task);
+  CHECK(submitter.task_status(bad_data)["state"] == "failed");  // no rig would do better
+
+  lease = broken.claim_task();
+  REQUIRE(lease);
+  REQUIRE(lease->task_id == first);
+  broken.fail_task(first, lease->lease_id, "cannot write the bundle: disk full", Fault::Worker);
+  json status = submitter.task_status(first);
+  CHECK(status["state"] == "queued");
+  CHECK(status["attempts"] == 0);
+  CHECK(status["failure_reason"] == "worker fault: cannot write the bundle: disk full");
+
+  lease = broken.claim_task();  // never the task it failed
+  REQUIRE(lease);
+  REQUIRE(lease->task_id == second);
+  broken.fail_task(second, lease->lease_id, "cannot write the bundle: disk full", Fault::Worker);
+  CHECK(refusal_of([&] { broken.claim_task(); }) == std::pair<long, std::string>{403, "held_back"});
+
+  for (const std::string& task : {first, second}) {
+    lease = healthy.claim_task();
+    REQUIRE(lease);
+    CHECK(lease->task_id == task);
+    healthy.complete_task(task, completion(lease->lease_id, "ipfs://bundle-of-" + task));
+  }
+
+  offset = 11;  // the hold is over, and nothing is left that this worker has not failed
+  CHECK_FALSE(broken.claim_task());
+  const std::string third = submitter.submit_task(mlp_task(23));
+  lease = broken.claim_task();
+  REQUIRE(lease);
+  broken.complete_task(third, completion(lease->lease_id));  // clears its count: one more fault holds nothing
+  const std::string fourth = submitter.submit_task(mlp_task(24));
+  lease = broken.claim_task();
+  REQUIRE(lease);
+  broken.fail_task(fourth, lease->lease_id, "CUDA error", Fault::Unknown);
+  CHECK(submitter.task_status(fourth)["attempts"] == 1);  // unknown: counted
+  const std::string fifth = submitter.submit_task(mlp_task(25));
+  lease = broken.claim_task();
+  REQUIRE(lease);
+  CHECK(lease->task_id == fifth);
 }

@@ -1,0 +1,45 @@
+// Shared pieces of the agent's end-to-end tests: `solver market serve` and `solver agent` as
+// real processes on 127.0.0.1, their configs, and the market's view of a task.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tests/test_support.h"
+
+namespace solver::test {
+
+// A port that was free a moment ago (for a market that must come back on the same address).
+int free_port();
+
+// `solver market serve` in the background.
+class Market {
+ public:
+  Market(const std::filesystem::path& dir, int port, int lease_seconds = 300);
+  const std::string& url() const { return url_; }
+  BackgroundProcess& process() { return process_; }
+
+ private:
+  BackgroundProcess process_;
+  std::string url_;
+};
+
+// One agent's config, written to dir/<name>.json: a work dir of its own, a shared cache and
+// store, local task files allowed, fast polling and heartbeats; `changes` replaces top-level fields.
+std::filesystem::path agent_config(const std::filesystem::path& dir, const std::string& name, const std::string& url,
+                                   const std::vector<std::string>& roles,
+                                   const nlohmann::json& changes = nlohmann::json::object());
+
+std::vector<std::string> agent_argv(const std::filesystem::path& config, const std::filesystem::path& key,
+                                    bool until_idle = true);
+
+// Submits a task file with `solver market submit`; returns its id.
+std::string submit(const std::string& url, const std::filesystem::path& key, const std::filesystem::path& task_file);
+
+// `solver market status TASK --json`.
+nlohmann::json task_status(const std::string& url, const std::filesystem::path& key, const std::string& task_id);
+
+}  // namespace solver::test
