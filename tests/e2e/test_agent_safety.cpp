@@ -127,6 +127,12 @@ TEST_CASE("agent: configuration mistakes exit 78 naming what is wrong, and one w
              78, "config.limits.cache_gb: expected 0 to 1e+06 GB, got 1e+30");
   check_exit(run_command(agent_argv(agent_config(dir.path(), "slow", nowhere, {"solve"}, {{"poll", {{"min_seconds", 1e300}}}}), key)),
              78, "config.poll.min_seconds");
+  // A work dir that cannot be made (root may write anywhere, so a file stands in the way).
+  write_text(dir / "a-file", "not a folder");
+  check_exit(run_command(agent_argv(agent_config(dir.path(), "blocked", nowhere, {"solve"},
+                                                 {{"work_dir", (dir / "a-file" / "work").string()}}),
+                                    key)),
+             78, "config.work_dir: cannot write in");
 
   const auto secret = agent_config(dir.path(), "secret", nowhere, {"solve"},
                                    {{"storage", {{"kind", "s3"}, {"bucket", "b"}, {"endpoint", "http://127.0.0.1:1"},
