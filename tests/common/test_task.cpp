@@ -178,7 +178,7 @@ TEST_CASE("checked_local_file refuses missing files and hash mismatches", "[comm
                     Catch::Contains("has 6 bytes, the task says 7"));
 }
 
-TEST_CASE("A declared size is part of the task's hash; a task without sizes keeps its hash", "[common]") {
+TEST_CASE("A declared size is part of the task's hash, and a task without sizes keeps its hash", "[common]") {
   json task = example_task_json();
   const std::string without = solver::task_sha256(solver::parse_task(task, "/tmp"));
   task["dataset"]["train_images"]["size"] = 26421880;

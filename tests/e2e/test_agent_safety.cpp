@@ -160,7 +160,7 @@ TEST_CASE("solver: a missing bundle is bad input (2) and an unreachable market a
   check_exit(run_solver({"market", "status", "--market", nowhere, "--key", key.string()}), 75, "127.0.0.1");
 }
 
-TEST_CASE("agent: SIGHUP reloads its config and it goes on working; SIGQUIT stops it cleanly like SIGTERM", "[e2e][agent]") {
+TEST_CASE("agent: SIGHUP reloads its config and it goes on working, and SIGQUIT stops it cleanly like SIGTERM", "[e2e][agent]") {
   ScratchDir dir("agent-signals");
   const auto key = make_key(dir / "solver");
   Market market(dir.path(), 0);
