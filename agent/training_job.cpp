@@ -88,16 +88,18 @@ TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
     if (on_step) on_step(StepRecord(record));
     if (writer_) writer_->record_step(std::move(record));
   };
+  // One clock for this run's training time: the journal's running total and the manifest's.
+  const auto started = std::chrono::steady_clock::now();
+  const auto seconds_so_far = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
   if (writer_) {
     hooks.on_checkpoint = [&](std::int64_t step, checkpoint::Checkpoint&& state) {
-      writer_->add_checkpoint(step, std::move(state));
+      writer_->add_checkpoint(step, std::move(state), writer_->earlier_train_seconds() + seconds_so_far());
       log_debug("proof", "task={} checkpoint step={} queued", task_.id, step);
     };
   }
 
-  const auto started = std::chrono::steady_clock::now();
   outcome.last_step = trainer_.train(start_step_, hooks);
-  outcome.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  outcome.train_seconds = seconds_so_far();
   outcome.finished = outcome.last_step == outcome.total_steps;
   if (!outcome.finished) {
     // Flush queued checkpoints into the journal; the steps after the last one are retrained on resume.

@@ -91,9 +91,7 @@ struct BundleWriter::Impl {
   bool resume_pending = false;  // a journaled checkpoint exists that resume_point() has not restored
   bool finished = false;
 
-  // The training time of earlier runs of this bundle (from the journal), and when this one began.
-  double earlier_train_seconds = 0.0;
-  std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
+  double earlier_train_seconds = 0.0;  // of the runs before a resume, from the journal
 
   // Any thread: the journaled checkpoints, for commitments sent while training runs.
   mutable std::mutex written_mutex;
@@ -292,7 +290,7 @@ void BundleWriter::record_step(StepRecord record) {
   self.pending_steps.push_back(std::move(record));
 }
 
-void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint state) {
+void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint state, double train_seconds) {
   Impl& self = *impl_;
   if (self.finished || self.resume_pending)
     throw Error(ErrorKind::Internal, self.finished ? "add_checkpoint() after finish()"
@@ -316,8 +314,6 @@ void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint stat
     std::vector<StepRecord> steps;
     double train_seconds;
   };
-  const double train_seconds = self.earlier_train_seconds +
-                               std::chrono::duration<double>(std::chrono::steady_clock::now() - self.opened).count();
   auto job = std::make_shared<Job>(Job{step, std::move(state), std::move(self.pending_steps), train_seconds});
   self.pending_steps = {};
   self.writer.submit([&self, job] { self.write_checkpoint(job->step, job->state, job->steps, job->train_seconds); });

@@ -51,7 +51,9 @@ class BundleWriter {
   void record_step(StepRecord record);
   // Queues checkpoint `step` (0 first, then every k and the last step) for writing. Blocks
   // only while earlier checkpoints are still being written. Rethrows an earlier write error.
-  void add_checkpoint(std::int64_t step, checkpoint::Checkpoint state);
+  // `train_seconds`: the training time up to this checkpoint over every run of the bundle
+  // (earlier_train_seconds() plus this run's), which the journal keeps for a resumed run.
+  void add_checkpoint(std::int64_t step, checkpoint::Checkpoint state, double train_seconds);
   // Waits until every queued checkpoint is written and journaled. Rethrows a write error.
   void flush();
   // The checkpoints journaled so far (including those found on resume), oldest first.

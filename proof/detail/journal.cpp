@@ -97,6 +97,7 @@ void read_checkpoint_line(const json& line, const JournalRun& run, Journaled& jo
   checkpoint.chain = reader.sha256("chain");
   if (reader.has("update")) checkpoint.update = distance_from_json(reader.raw("update"), reader.field("update"));
   const double train_seconds = reader.number("train_seconds");
+  if (train_seconds < 0.0) ObjectReader::fail(reader.field("train_seconds"), "expected a non-negative number of seconds");
   std::optional<SegmentEntry> segment;
   if (reader.has("segment")) {
     ObjectReader item = reader.object("segment");

@@ -181,6 +181,15 @@ TEST_CASE("a run killed with SIGKILL mid-segment resumes to the same bundle an u
   REQUIRE(mid_run);
   REQUIRE(WIFSIGNALED(status));
   REQUIRE_FALSE(std::filesystem::exists(resumed / "manifest.json"));
+  // The training time the killed run journaled with its last checkpoint.
+  double journaled_seconds = 0.0;
+  {
+    std::ifstream in(journal);
+    for (std::string line; std::getline(in, line);)
+      if (const json entry = json::parse(line, nullptr, false); entry.is_object() && entry.contains("train_seconds"))
+        journaled_seconds = entry["train_seconds"].get<double>();
+  }
+  REQUIRE(journaled_seconds > 0.0);
 
   const CommandResult resume = run_solver({"run", task.string(), "--out", resumed.string(), "--key", key.string(), "--resume"});
   REQUIRE(resume.exit_code == 0);
@@ -190,4 +199,6 @@ TEST_CASE("a run killed with SIGKILL mid-segment resumes to the same bundle an u
   // Training is a pure function of the task and the checkpointed state: the chain of every
   // checkpoint and segment hash matches the run that was never interrupted.
   CHECK(read_json(resumed / "manifest.json")["chain_root"] == read_json(whole / "manifest.json")["chain_root"]);
+  // The resumed bundle's training time counts the killed run's too, not only the last run's.
+  CHECK(read_json(resumed / "manifest.json")["outcome"]["train_seconds"].get<double>() > journaled_seconds);
 }

@@ -185,7 +185,7 @@ TEST_CASE("Each checkpoint appends one line to the journal and rewrites none bef
       const std::vector<std::uint32_t> batch = {static_cast<std::uint32_t>(step % 64), 3};
       writer.record_step(StepRecord{step, batch, test::toy_step(state, batch, 0.1), 0.1});
     }
-    writer.add_checkpoint(step, state);
+    writer.add_checkpoint(step, state, 0.1 * static_cast<double>(step));
     writer.flush();
     const std::string after = read_file(journal);
     INFO("checkpoint " << step);
@@ -329,13 +329,13 @@ TEST_CASE("Checkpoints and steps out of order are refused as bugs", "[proof]") {
   BundleWriter writer(scratch.path(), task, key, toy_plan(task), false);
   const checkpoint::Checkpoint state = test::toy_initial_state(task.seed);
 
-  CHECK_THROWS_WITH(writer.add_checkpoint(5, state), Contains("the first must be step 0"));
+  CHECK_THROWS_WITH(writer.add_checkpoint(5, state, 0.0), Contains("the first must be step 0"));
   CHECK_THROWS_WITH(writer.record_step(StepRecord{2, {}, 0.0f, 0.1}), Contains("expected step 1"));
-  writer.add_checkpoint(0, state);
-  CHECK_THROWS_WITH(writer.add_checkpoint(0, state), Contains("out of order"));
+  writer.add_checkpoint(0, state, 0.0);
+  CHECK_THROWS_WITH(writer.add_checkpoint(0, state, 0.0), Contains("out of order"));
   for (std::int64_t step = 1; step <= 4; ++step) writer.record_step(StepRecord{step, {1}, 0.5f, 0.1});
-  CHECK_THROWS_WITH(writer.add_checkpoint(5, state), Contains("the last recorded step is 4"));
-  CHECK(test::error_kind_of([&] { writer.add_checkpoint(5, state); }) == ErrorKind::Internal);
+  CHECK_THROWS_WITH(writer.add_checkpoint(5, state, 0.0), Contains("the last recorded step is 4"));
+  CHECK(test::error_kind_of([&] { writer.add_checkpoint(5, state, 0.0); }) == ErrorKind::Internal);
   CHECK_THROWS_WITH(writer.finish(TrainOutcome{}), Contains("steps 1-4 were recorded after the last checkpoint"));
 }
 

@@ -93,7 +93,7 @@ std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir
     step = point->first;
     state = std::move(point->second);
   } else {
-    writer.add_checkpoint(0, state);
+    writer.add_checkpoint(0, state, 0.0);
   }
   DataOrder order(task.seed, kToySamples, static_cast<std::uint32_t>(task.training.batch_size));
   float loss = 0.0f;
@@ -103,7 +103,8 @@ std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir
     const double lr = learning_rate_at(task.training, step, total);
     loss = toy_step(state, batch, lr);
     writer.record_step(StepRecord{step, {batch.begin(), batch.end()}, loss, lr});
-    if (step % task.checkpoint_every == 0 || step == total) writer.add_checkpoint(step, state);
+    // A toy clock: a second of training per step.
+    if (step % task.checkpoint_every == 0 || step == total) writer.add_checkpoint(step, state, static_cast<double>(step));
     if (run.crash_after_step == step) return std::nullopt;
   }
   return writer.finish(proof::TrainOutcome{0.5, loss, 1.25});
