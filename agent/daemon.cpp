@@ -816,7 +816,21 @@ struct Agent::Impl {
     Task inputs = parse_task(job.task, "/");
     cache.resolve(inputs);
     // The replayer gets the bundle's own task; its files are the ones just fetched (same hashes).
-    const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(device);
+    // A replayed step stuck past its time limit cannot be interrupted: the bundle is rejected
+    // for it first (so the job is judged, not handed out again to stall the next verifier), then
+    // the process ends and the service restarts it.
+    const StuckStepHandler on_stuck_step = [this, &job](const Error& reason) {
+      net::Verdict stuck{.accepted = false,
+                         .reason = std::string("a replayed step could not be checked: ") + reason.what(),
+                         .report = json{{"error", reason.what()}}};
+      try {
+        market.post_verdict(job.job_id, stuck);
+      } catch (const std::exception& error) {
+        log_warn("agent", "verification job={} could not post its verdict ({})", job.job_id, error.what());
+      }
+      end_process_for_stuck_step(reason);
+    };
+    const proof::ReplayerFactory trainer_factory = trainer_replayer_factory(device, on_stuck_step);
     const proof::ReplayerFactory factory = [&](const Task& task, int threads, int shards) {
       Task local = task;
       for (const auto& [file, what] : task_files(local))

@@ -54,13 +54,16 @@ class TrainerStepReplayer final : public proof::StepReplayer {
 
 proof::StepReplayerFactory trainer_step_replayer_factory() {
   return [](const Task& task, const std::string& device, int threads, int shards) -> std::unique_ptr<proof::StepReplayer> {
-    return std::make_unique<TrainerStepReplayer>(task, train::TrainerOptions{device, threads, shards});
+    return std::make_unique<TrainerStepReplayer>(
+        task, train::TrainerOptions{.device = device, .threads = threads, .shards = shards, .on_stuck_step = end_process_for_stuck_step});
   };
 }
 
-proof::ReplayerFactory trainer_replayer_factory(std::string device) {
-  return [device = std::move(device)](const Task& task, int threads, int shards) -> std::unique_ptr<proof::Replayer> {
-    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{device, threads, shards});
+proof::ReplayerFactory trainer_replayer_factory(std::string device, StuckStepHandler on_stuck_step) {
+  return [device = std::move(device), on_stuck_step = std::move(on_stuck_step)](
+             const Task& task, int threads, int shards) -> std::unique_ptr<proof::Replayer> {
+    return std::make_unique<TrainerReplayer>(
+        task, train::TrainerOptions{.device = device, .threads = threads, .shards = shards, .on_stuck_step = on_stuck_step});
   };
 }
 

@@ -28,7 +28,9 @@ constexpr auto kAllowedOperators = std::to_array<std::string_view>({
     "prim::CallMethod", "prim::CallFunction",
     // Loops: only those whose trip count is fixed when they start and bounded by a constant, a
     // list's length or a tensor's number of dimensions (for loops over a shape, as BatchNorm,
-    // GroupNorm and interpolate run); a while loop is refused. So every accepted graph ends.
+    // GroupNorm and interpolate run); a while loop is refused. So every accepted graph ends,
+    // though not necessarily soon (nested loops multiply their counts, and a list may be as long
+    // as memory allows): the step time limit bounds how long.
     "prim::Loop",
     // Raising ends the step with an error, which fails the task like any bad input.
     "prim::RaiseException",
@@ -61,7 +63,7 @@ constexpr auto kAllowedOperators = std::to_array<std::string_view>({
     "aten::linear", "aten::bilinear", "aten::einsum", "aten::t",
     // Convolution, pooling, resampling and padding: fixed-window maths over the input.
     "aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::conv_transpose1d", "aten::conv_transpose2d",
-    "aten::conv_transpose3d", "aten::_convolution", "aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d",
+    "aten::conv_transpose3d", "aten::max_pool1d", "aten::max_pool2d", "aten::max_pool3d",
     "aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d", "aten::adaptive_avg_pool1d",
     "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d", "aten::adaptive_max_pool1d",
     "aten::adaptive_max_pool2d", "aten::adaptive_max_pool3d", "aten::pixel_shuffle", "aten::pixel_unshuffle",

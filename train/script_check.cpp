@@ -58,10 +58,12 @@ std::optional<std::int64_t> int_constant(const torch::jit::Value* value) {
 }
 
 // Whether a loop's trip count is bounded by something that exists when the loop starts: a
-// constant up to kMaxConstantTripCount, a list's length (the list is in memory), a tensor's
-// number of dimensions, one of these less a constant (range(len(size) - 2)), or the length of
-// range(constant, one of these, positive constant). Not a tensor's size along a dimension: an
-// expanded view claims any size without the memory behind it.
+// constant up to kMaxConstantTripCount, a list's length (the list is in memory, so its length is
+// bounded by memory, though a list of n elements that the data chose, [0] * n, can make the loop
+// long: the step time limit bounds that), a tensor's number of dimensions, one of these less a
+// constant (range(len(size) - 2)), or the length of range(constant, one of these, positive
+// constant). Not a tensor's size along a dimension: an expanded view claims any size without
+// the memory behind it.
 bool is_bounded_count(const torch::jit::Value* count) {
   const torch::jit::Node* producer = count->node();
   const std::string_view op = producer->kind().toQualString();

@@ -72,8 +72,12 @@ class StepWatchdog {
   std::condition_variable changed_;
   std::uint64_t generation_ = 0;  // of the current watch; a new watch or a stop moves it on
   bool watching_ = false;
-  Clock::time_point deadline_;
-  std::string overrun_message_;  // of the current watch
+  Clock::time_point deadline_;  // of the current watch: its start, its limit and a grace
+  std::string watched_;         // of the current watch: "step 12"
+  double watched_limit_ = 0.0;  // of the current watch
+  // When the watchdog thread wakes next (max: not until notified). A watch notifies it only when
+  // its deadline comes sooner, so a step costs no wake-up of the thread.
+  Clock::time_point sleeping_until_ = Clock::time_point::max();
   bool stopping_ = false;
   std::thread thread_;  // last: it starts once the members above exist
 };
