@@ -83,10 +83,15 @@ static_assert(std::size(kMigrations) == kSchemaVersion - 1, "one migration per s
 // How long a worker is held back after its n-th failure in a row that was not the task's fault:
 // none after the first (anyone can be unlucky once), then doubling from `base`, at most 6 hours.
 std::int64_t hold_seconds(std::int64_t faults_in_a_row, std::int64_t base) {
-  if (faults_in_a_row < 2) return 0;
-  const std::int64_t doublings = std::min<std::int64_t>(faults_in_a_row - 2, 20);
-  return std::min<std::int64_t>(base << doublings, 6 * 3600);
+  constexpr std::int64_t kMaxHold = 6 * 3600;
+  if (faults_in_a_row < 2 || base <= 0) return 0;
+  std::int64_t hold = std::min(base, kMaxHold);
+  for (std::int64_t doubling = 2; doubling < faults_in_a_row && hold < kMaxHold; ++doubling) hold = std::min(2 * hold, kMaxHold);
+  return hold;
 }
+
+// A task that will not be leased again needs no record of whom not to lease it to.
+constexpr const char* kForgetExclusions = "DELETE FROM exclusions WHERE task_id = ?";
 
 // A failure reason is the worker's words: kept, but not without bound.
 constexpr std::size_t kMaxReasonBytes = 2000;
@@ -319,6 +324,7 @@ struct Store::Impl {
     const bool fails = !requeue || attempts >= policy.max_attempts;
     run("UPDATE tasks SET state = ?, attempts = ?, failure_reason = ?, updated_at = ? WHERE task_id = ?",
         std::string_view(fails ? "failed" : "queued"), attempts, reason, now, task.task_id);
+    if (fails) run(kForgetExclusions, task.task_id);
     log_info("market", "task {} lease {} {}: {} (attempt {} of {})", task.task_id, lease_id, lease_state,
              fails ? "task failed" : "task requeued", attempts, policy.max_attempts);
     return fails ? "failed" : "queued";
@@ -425,6 +431,7 @@ void Store::cancel_task(const std::string& task_id, const std::string& key, std:
   if (task.state == "leased" && task.last_lease)
     impl_->run("UPDATE leases SET state = 'cancelled', ended_at = ? WHERE lease_id = ? AND state = 'active'", now, *task.last_lease);
   impl_->run("UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE task_id = ?", now, task_id);
+  impl_->run(kForgetExclusions, task_id);
   transaction.commit();
   log_info("market", "task {} cancelled by its submitter", task_id);
 }
@@ -520,6 +527,7 @@ void Store::complete_task(const std::string& task_id, const std::string& key, co
       "manifest_signature = ?, completed_at = ?, updated_at = ? WHERE task_id = ?",
       key, lease.lease_id, completion.bundle_address, completion.manifest_sha256, completion.manifest_signature, now, now, task_id);
   impl_->run("UPDATE workers SET faults_in_a_row = 0, held_until = 0 WHERE key = ?", key);
+  impl_->run(kForgetExclusions, task_id);
   transaction.commit();
   log_info("market", "task {} completed by {}…: bundle {}", task_id, short_key(key), completion.bundle_address);
 }
@@ -541,7 +549,7 @@ std::string Store::fail_task(const std::string& task_id, const std::string& key,
   const std::string state = impl_->end_attempt(task, lease.lease_id, "failed", !task_fault,
                                                report.fault != net::Fault::Worker, reason, now);
   if (!task_fault) {
-    impl_->run("INSERT OR IGNORE INTO exclusions (task_id, worker) VALUES (?, ?)", task_id, key);
+    if (state == "queued") impl_->run("INSERT OR IGNORE INTO exclusions (task_id, worker) VALUES (?, ?)", task_id, key);
     std::int64_t faults = 1;
     {
       Statement row = impl_->query("SELECT faults_in_a_row FROM workers WHERE key = ?", key);

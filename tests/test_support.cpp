@@ -202,4 +202,27 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
   if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
+LogCapture::LogCapture() {
+  for (const LogLevel level : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error})
+    if (log_enabled(level)) {
+      previous_level_ = level;
+      break;
+    }
+  set_log_level(std::min(previous_level_, LogLevel::Info));
+  set_log_sink([this](const LogRecord& record) {
+    const std::lock_guard lock(mutex_);
+    lines_.emplace_back(record.message);
+  });
+}
+
+LogCapture::~LogCapture() {
+  set_log_sink(nullptr);
+  set_log_level(previous_level_);
+}
+
+std::vector<std::string> LogCapture::lines() const {
+  const std::lock_guard lock(mutex_);
+  return lines_;
+}
+
 }  // namespace solver::test

@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
+#include "common/log.h"
 
 namespace solver::test {
 
@@ -88,6 +90,22 @@ class BackgroundProcess {
 std::optional<Error> error_of(const std::function<void()>& action);
 // The kind of the solver::Error that `action` throws; nullopt when it throws none.
 std::optional<ErrorKind> error_kind_of(const std::function<void()>& action);
+
+// Collects info (and louder) log lines while it lives, from any thread, then puts the default
+// sink and level back (also when a failed REQUIRE ends the test early).
+class LogCapture {
+ public:
+  LogCapture();
+  ~LogCapture();
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+  std::vector<std::string> lines() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> lines_;
+  LogLevel previous_level_ = LogLevel::Error;
+};
 
 // Writes text to a file (creating parent folders).
 void write_text(const std::filesystem::path& path, const std::string& text);

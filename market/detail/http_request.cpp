@@ -211,7 +211,7 @@ RequestReader::Progress RequestReader::parse_head(std::string_view head) {
 
   if (const auto expect = request_.header("expect")) {
     if (lowercase(*expect) != "100-continue") return refuse(417, "expectation_failed", "only \"Expect: 100-continue\" is understood");
-    expects_continue_ = state_ != State::Complete;
+    expects_continue_ = state_ != State::Complete && version == "HTTP/1.1";  // HTTP/1.0 has no 100 Continue
   }
   const auto connection = request_.header("connection");
   request_.keep_alive = version == "HTTP/1.1" ? !(connection && lists_token(*connection, "close"))

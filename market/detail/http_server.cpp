@@ -426,8 +426,10 @@ struct HttpServer::Impl {
     for (Reply& reply : ready) {
       const auto found = connections.find(reply.connection);
       if (found == connections.end()) continue;  // the client left meanwhile
-      set_held(found->second, found->second.in.size());
-      start_reply(found->second, std::move(reply.bytes), reply.keep_alive, now);
+      on_connection(found->second, [&] {
+        set_held(found->second, found->second.in.size());
+        start_reply(found->second, std::move(reply.bytes), reply.keep_alive, now);
+      });
     }
   }
 
@@ -491,21 +493,7 @@ struct HttpServer::Impl {
     std::vector<std::uint64_t> due;
     for (const auto& [id, connection] : connections)
       if (connection.phase != Phase::Working && now >= connection.deadline) due.push_back(id);
-    for (const std::uint64_t id : due) {
-      Connection& connection = connections.at(id);
-      if (connection.phase != Phase::Reading) {
-        count_turned_away(connection.phase == Phase::Writing ? "reply_not_read" : "lingered");
-        close_connection(connection);
-      } else if (!connection.reader.started() && connection.in.empty()) {
-        close_connection(connection);  // idle between requests: no one to tell
-      } else if (!connection.reader.head_done()) {
-        refuse(connection, {408, "request_timeout", "the request head did not arrive within " + std::to_string(limits.head_timeout.count()) + " ms"},
-               std::nullopt, now);
-      } else {
-        refuse(connection, {408, "request_timeout", "the request body did not arrive within " + std::to_string(limits.body_timeout.count()) + " ms"},
-               std::nullopt, now);
-      }
-    }
+    for (const std::uint64_t id : due) on_connection(connections.at(id), [&] { time_out(connections.at(id), now); });
     if (accepting_resumes_at && now >= *accepting_resumes_at) {
       watch(listen_fd, kListenerId, EPOLLIN);
       accepting_resumes_at.reset();
@@ -513,6 +501,35 @@ struct HttpServer::Impl {
     if (now >= next_summary) {
       log_summary();
       next_summary = now + kSummaryInterval;
+    }
+  }
+
+  // Ends a connection whose deadline passed: with a 408 when a request was under way.
+  void time_out(Connection& connection, Clock::time_point now) {
+    if (connection.phase != Phase::Reading) {
+      count_turned_away(connection.phase == Phase::Writing ? "reply_not_read" : "lingered");
+      close_connection(connection);
+    } else if (!connection.reader.started() && connection.in.empty()) {
+      close_connection(connection);  // idle between requests: no one to tell
+    } else if (!connection.reader.head_done()) {
+      refuse(connection, {408, "request_timeout", "the request head did not arrive within " + std::to_string(limits.head_timeout.count()) + " ms"},
+             std::nullopt, now);
+    } else {
+      refuse(connection, {408, "request_timeout", "the request body did not arrive within " + std::to_string(limits.body_timeout.count()) + " ms"},
+             std::nullopt, now);
+    }
+  }
+
+  // Runs `work` on one connection; an error there (a bug, an exhausted resource) closes that
+  // connection, never the market, and never leaves it waiting for a reply that will not come.
+  template <typename Work>
+  void on_connection(Connection& connection, Work&& work) {
+    const std::uint64_t id = connection.id;
+    try {
+      work();
+    } catch (const std::exception& error) {
+      log_error("market", "connection {}: {}", id, error.what());
+      if (const auto found = connections.find(id); found != connections.end()) close_connection(found->second);
     }
   }
 

@@ -4,6 +4,7 @@
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include "common/sha256.h"
 #include "common/task.h"
 #include "market/server.h"
+#include "market/store.h"
 #include "net/http.h"
 #include "net/market_client.h"
 #include "tests/local_http_server.h"
@@ -690,4 +692,46 @@ TEST_CASE("failures carry their fault: the task's fails it, a worker's requeues 
   lease = broken.claim_task();
   REQUIRE(lease);
   CHECK(lease->task_id == fifth);
+}
+
+// Runs SQL on a market database directly, as an older market (or a newer one) would have left it.
+void run_sql(const std::filesystem::path& db_path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(db_path.c_str(), &db) == SQLITE_OK);
+  char* message = nullptr;
+  const int status = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+  INFO((message ? message : ""));
+  sqlite3_free(message);
+  sqlite3_close(db);
+  REQUIRE(status == SQLITE_OK);
+}
+
+TEST_CASE("a version-1 market database is migrated with its workers and tasks, and a newer one is refused", "[market]") {
+  test::ScratchDir dir("market-migration");
+  const auto db = dir / "market.db";
+  const SigningKey worker_key = SigningKey::generate();
+  { market::Store store(db, market::StorePolicy{}); }
+  // What a version-1 market left: no exclusions, no fault counts, and a worker registered then.
+  run_sql(db,
+          "DROP TABLE exclusions; ALTER TABLE workers DROP COLUMN faults_in_a_row; ALTER TABLE workers DROP COLUMN held_until; "
+          "UPDATE schema_version SET version = 1; "
+          "INSERT INTO workers (key, profile, registered_at, updated_at) VALUES ('" + worker_key.public_key_hex() + "', '" +
+              to_json(worker({"solve"})).dump() + "', 1, 1);");
+  {
+    market::Store store(db, market::StorePolicy{});
+    CHECK(store.worker(worker_key.public_key_hex()).has_value());  // kept
+    market::NewTask task{"0123456789abcdef", std::string(64, 'a'), mlp_task(30), std::string(64, 'b'), "mlp", 0};
+    REQUIRE(store.submit_task(task, 100));
+    std::optional<Lease> lease = store.claim_task(worker_key.public_key_hex(), worker({"solve"}), 100);
+    REQUIRE(lease);
+    // The new columns and table work: a worker fault excludes the worker from the task.
+    CHECK(store.fail_task(lease->task_id, worker_key.public_key_hex(), FailureReport{lease->lease_id, "disk full", Fault::Worker},
+                          101) == "queued");
+    CHECK_FALSE(store.claim_task(worker_key.public_key_hex(), worker({"solve"}), 102));
+  }
+  run_sql(db, "UPDATE schema_version SET version = 3;");
+  const std::optional<Error> newer = test::error_of([&] { market::Store store(db, market::StorePolicy{}); });
+  REQUIRE(newer);
+  CHECK(newer->kind() == ErrorKind::Config);
+  CHECK_THAT(newer->what(), Catch::Contains("has schema version 3; this market reads versions 1 to 2"));
 }

@@ -353,24 +353,20 @@ TEST_CASE("a client over its rate gets 429 with Retry-After, and other clients a
 }
 
 TEST_CASE("a task name with a newline, an escape or a line separator cannot forge a log line", "[market][hostile]") {
-  std::mutex mutex;
   std::vector<std::string> messages;
-  set_log_level(LogLevel::Info);  // the submission is logged at info
-  set_log_sink([&](const LogRecord& record) {
-    std::lock_guard lock(mutex);
-    messages.emplace_back(record.message);
-  });
   const std::string forged = "2026-01-01T00:00:00.000Z INFO  market     task 0123456789abcdef verified by verifier 0000";
   {
-    test::ScratchDir dir("market-log");
-    Market market(dir / "market.db");
-    json task = mlp_task(1);
-    task["id"] = "innocent\n" + forged + "\r\x1b[2J\xe2\x80\xa8" + forged;
-    const SigningKey key = SigningKey::generate();
-    market.client(key).submit_task(task);
+    const test::LogCapture log;  // the submission is logged at info
+    {
+      test::ScratchDir dir("market-log");
+      Market market(dir / "market.db");
+      json task = mlp_task(1);
+      task["id"] = "innocent\n" + forged + "\r\x1b[2J\xe2\x80\xa8" + forged;
+      const SigningKey key = SigningKey::generate();
+      market.client(key).submit_task(task);
+    }
+    messages = log.lines();
   }
-  set_log_sink(nullptr);
-  set_log_level(LogLevel::Warn);
 
   bool quoted = false;
   for (const std::string& message : messages) {

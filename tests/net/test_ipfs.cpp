@@ -40,27 +40,6 @@ IpfsOptions with_profile(const UnixfsProfile& profile) {
   return options;
 }
 
-// Collects info (and louder) log lines while it lives, then puts the default sink and level back.
-struct LogCapture {
-  LogCapture() {
-    for (const LogLevel level : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error})
-      if (log_enabled(level)) {
-        previous_level = level;
-        break;
-      }
-    set_log_level(std::min(previous_level, LogLevel::Info));
-    set_log_sink([this](const LogRecord& record) { lines.emplace_back(record.message); });
-  }
-  ~LogCapture() {
-    set_log_sink(nullptr);
-    set_log_level(previous_level);
-  }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-  std::vector<std::string> lines;
-  LogLevel previous_level = LogLevel::Error;
-};
-
 TEST_CASE("ipfs: the node's CIDs equal ours for files of many sizes and profiles", "[ipfs]") {
   test::ScratchDir scratch("ipfs-sizes");
   struct Case {
@@ -164,10 +143,11 @@ TEST_CASE("ipfs: a bundle publishes to its CID, publishes again unchanged and fe
   const std::string address = store.publish(bundle, "run-1");
   CHECK(address == "ipfs://" + directory_cid(bundle, UnixfsProfile::kubo_default(), false));
   {
-    LogCapture log;
+    test::LogCapture log;
     CHECK(store.publish(bundle, "run-1") == address);
     // The node already pins that CID, so nothing was uploaded again.
-    CHECK(std::any_of(log.lines.begin(), log.lines.end(),
+    const std::vector<std::string> lines = log.lines();
+    CHECK(std::any_of(lines.begin(), lines.end(),
                       [](const std::string& line) { return line.find("already pinned") != std::string::npos; }));
   }
 
