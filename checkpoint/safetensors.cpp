@@ -65,7 +65,6 @@ std::optional<std::uint64_t> byte_count(const std::vector<std::int64_t>& shape, 
   return bytes;
 }
 
-std::string shape_text(const std::vector<std::int64_t>& shape) { return json(shape).dump(); }
 
 struct Entry {
   Tensor tensor;
@@ -131,6 +130,8 @@ std::map<std::string, std::string> parse_metadata(const json& value, std::string
 std::string_view dtype_name(DType dtype) { return info(dtype).name; }
 
 std::size_t dtype_size(DType dtype) { return info(dtype).size; }
+
+std::string shape_text(const std::vector<std::int64_t>& shape) { return json(shape).dump(); }
 
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const DTypeInfo& entry : kDTypes)

@@ -22,6 +22,8 @@ enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool };
 std::string_view dtype_name(DType dtype);  // safetensors spelling: "F32", "I64", "BOOL"...
 std::size_t dtype_size(DType dtype);
 std::optional<DType> parse_dtype(std::string_view name);
+// A shape as errors show it: "[784,128]".
+std::string shape_text(const std::vector<std::int64_t>& shape);
 
 struct Tensor {
   std::string name;

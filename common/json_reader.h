@@ -2,7 +2,8 @@
 // field is named by its path in errors ("task.training.batch_size: expected a positive
 // integer, got -3"), and finish() refuses fields nobody asked for, so a misspelt or
 // injected field is an error rather than silently ignored. Documents from others are parsed
-// with parse_json_document, which refuses deep nesting before anything recurses over it.
+// with parse_json_document, which refuses deep nesting before anything recurses over it, and
+// an object that names a key twice.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -24,7 +25,9 @@ inline constexpr int kMaxJsonDepth = 64;
 bool json_depth_within(std::string_view text, int max_depth = kMaxJsonDepth);
 
 // Parses a JSON document that someone else wrote; `what` names it in errors. Throws
-// Error(Input) "<what>: JSON nested deeper than 64 levels" or "<what>: not valid JSON: ...".
+// Error(Input) "<what>: JSON nested deeper than 64 levels", "<what>: not valid JSON: ..." or
+// "<what>: key \"w\" appears twice in one object" (JSON leaves repeated keys undefined: one
+// reader would take the first value, another the last).
 nlohmann::json parse_json_document(std::string_view text, std::string_view what);
 
 class ObjectReader {

@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "net/detail/multiformats.h"
@@ -56,10 +57,9 @@ UnixfsProfile profile_for(const UnixfsProfile& profile, const detail::Cid& cid) 
 
 json parse_json(const std::string& text, std::string_view what) {
   try {
-    return json::parse(text);
-  } catch (const json::exception& error) {
-    bad_answer(std::string(what) + ": the IPFS node's reply is not JSON (" + error.what() +
-               "): " + text.substr(0, 200));
+    return parse_json_document(text, "the IPFS node's reply");
+  } catch (const Error& error) {
+    bad_answer(std::string(what) + ": " + error.what() + ": " + text.substr(0, 200));
   }
 }
 

@@ -72,10 +72,13 @@ MarketClient::Reply MarketClient::call(std::string_view method, const std::strin
 
   if (response.status >= 200 && response.status < 300) {
     if (response.status == 204) return {response.status, json()};
-    if (!json_depth_within(response.body))
-      throw Error(ErrorKind::Network, "market reply to " + endpoint + ": nests deeper than " + std::to_string(kMaxJsonDepth) + " levels", false);
-    json parsed = json::parse(response.body, nullptr, false);
-    if (parsed.is_discarded() || !parsed.is_object())
+    json parsed;
+    try {
+      parsed = parse_json_document(response.body, "market reply to " + endpoint);
+    } catch (const Error& error) {
+      throw Error(ErrorKind::Network, std::string(error.what()) + ", got \"" + excerpt(response.body) + "\"", false);
+    }
+    if (!parsed.is_object())
       throw Error(ErrorKind::Network,
                   "market reply to " + endpoint + " (HTTP " + std::to_string(response.status) + "): expected a JSON object, got \"" + excerpt(response.body) + "\"",
                   false);
@@ -85,7 +88,11 @@ MarketClient::Reply MarketClient::call(std::string_view method, const std::strin
   // The market explains a refusal as {"error": code, "message": sentence}; anything else is quoted.
   std::string code = "http_" + std::to_string(response.status);
   std::string message = excerpt(response.body);
-  const json parsed = json_depth_within(response.body) ? json::parse(response.body, nullptr, false) : json();
+  json parsed;
+  try {
+    parsed = parse_json_document(response.body, "market refusal");
+  } catch (const Error&) {  // not the market's {"error", "message"}: quoted as it came
+  }
   if (parsed.is_object() && parsed.contains("error") && parsed["error"].is_string()) {
     code = parsed["error"].get<std::string>();
     message = parsed.contains("message") && parsed["message"].is_string() ? parsed["message"].get<std::string>() : std::string();
@@ -153,6 +160,11 @@ std::optional<VerificationJob> MarketClient::claim_verification() {
 void MarketClient::post_verdict(const std::string& job_id, const Verdict& verdict) {
   const json body = to_json(verdict);
   call("POST", "/v1/verifications/" + url_encode(job_id) + "/verdict", &body);
+}
+
+void MarketClient::decline_verification(const std::string& job_id, const std::string& reason) {
+  const json body = {{"reason", reason}};
+  call("POST", "/v1/verifications/" + url_encode(job_id) + "/decline", &body);
 }
 
 json MarketClient::task_status(const std::string& task_id) {

@@ -60,6 +60,8 @@ class MarketClient {
   void cancel_task(const std::string& task_id);
   std::optional<VerificationJob> claim_verification();  // nullopt: nothing to verify now
   void post_verdict(const std::string& job_id, const Verdict& verdict);
+  // Gives a job back unjudged: this verifier cannot judge the bundle (why: `reason`).
+  void decline_verification(const std::string& job_id, const std::string& reason);
   nlohmann::json task_status(const std::string& task_id);  // the status object of GET /v1/tasks/{id}
   nlohmann::json list_tasks();  // every task, oldest first: GET /v1/tasks page by page, following "next"
 

@@ -334,4 +334,11 @@ Verdict parse_verdict(const json& value, const std::string& name) {
   return verdict;
 }
 
+std::string parse_decline_reason(const json& value, const std::string& name) {
+  ObjectReader reader(value, name);
+  std::string reason = reader.string("reason");
+  reader.finish();
+  return reason;
+}
+
 }  // namespace solver::net

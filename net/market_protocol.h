@@ -156,5 +156,7 @@ Completion parse_completion(const nlohmann::json& json, const std::string& name)
 FailureReport parse_failure_report(const nlohmann::json& json, const std::string& name);
 VerificationJob parse_verification_job(const nlohmann::json& json, const std::string& name);
 Verdict parse_verdict(const nlohmann::json& json, const std::string& name);
+// A decline's body, {reason}: why the verifier cannot judge the bundle.
+std::string parse_decline_reason(const nlohmann::json& json, const std::string& name);
 
 }  // namespace solver::net

@@ -16,6 +16,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/bundle_files.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/json_reader.h"
@@ -271,8 +272,10 @@ struct FileEntry {
 
 // The files manifest.json lists with their size and hash (docs/bundle-format.md: checkpoints,
 // segments, the torchscript module), by relative path.
-std::map<std::string, FileEntry> manifest_file_entries(const std::filesystem::path& manifest_path) {
-  const json manifest = parse_json_document(read_file(manifest_path), manifest_path.string());
+std::map<std::string, FileEntry> manifest_file_entries(const std::filesystem::path& bundle_dir) {
+  const std::filesystem::path manifest_path = bundle_dir / kManifest;
+  const json manifest =
+      parse_json_document(read_bundle_file(bundle_dir, kManifest, kMaxManifestBytes, "manifest"), manifest_path.string());
   std::map<std::string, FileEntry> entries;
   const auto add = [&](const json& file, const std::string& where) {
     if (!file.is_object() || !file.contains("path") || !file["path"].is_string() || !file.contains("size") ||
@@ -296,11 +299,6 @@ std::map<std::string, FileEntry> manifest_file_entries(const std::filesystem::pa
   }
   if (manifest.contains("model_file") && !manifest["model_file"].is_null()) add(manifest["model_file"], "model_file");
   return entries;
-}
-
-void require_finished_bundle(const std::filesystem::path& dir) {
-  if (!std::filesystem::is_regular_file(dir / kManifest) || !std::filesystem::is_regular_file(dir / kSignature))
-    throw Error(ErrorKind::Input, dir.string() + " is not a finished bundle (no manifest.json and manifest.sig)");
 }
 
 // ---- parallel work ----
@@ -824,7 +822,9 @@ void S3Client::upload_multipart(const std::string& key, const std::filesystem::p
 S3Store::S3Store(S3Config config) : client_(std::move(config)) {}
 
 std::string S3Store::publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) {
-  require_finished_bundle(bundle_dir);
+  // A symlink or special file in the bundle stops the publish: uploaded, it would carry
+  // whatever it points at on this machine to the bucket.
+  const std::vector<BundleFile> bundle_files = list_finished_bundle(bundle_dir);
   if (bundle_name.empty() || bundle_name.find('/') != std::string::npos || bundle_name.starts_with("."))
     throw Error(ErrorKind::Internal, "bundle name \"" + bundle_name + "\" is not a plain folder name");
   const std::string& prefix = client_.config().prefix;
@@ -840,14 +840,11 @@ std::string S3Store::publish(const std::filesystem::path& bundle_dir, const std:
     std::string sha256;
   };
   std::vector<LocalFile> files;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(bundle_dir)) {
-    const std::string relative = std::filesystem::relative(entry.path(), bundle_dir).generic_string();
-    if (!entry.is_regular_file() || relative.starts_with(".") || relative.find("/.") != std::string::npos) continue;
-    files.push_back({relative, entry.path(), entry.file_size(), sha256_file_hex(entry.path())});
-  }
+  for (const BundleFile& file : bundle_files)
+    files.push_back({file.relative, file.path, file.size, sha256_file_hex(file.path)});
   std::map<std::string, const LocalFile*> by_path;
   for (const LocalFile& file : files) by_path[file.relative] = &file;
-  for (const auto& [path, expected] : manifest_file_entries(bundle_dir / kManifest)) {
+  for (const auto& [path, expected] : manifest_file_entries(bundle_dir)) {
     const auto found = by_path.find(path);
     if (found == by_path.end())
       throw Error(ErrorKind::Input, bundle_dir.string() + ": " + path + ", listed in the manifest, is missing");
@@ -951,7 +948,7 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
     const std::lock_guard lock(fetched_mutex);
     fetched[relative] = std::move(object);
   });
-  for (const auto& [path, expected] : manifest_file_entries(dest_dir / kManifest)) {
+  for (const auto& [path, expected] : manifest_file_entries(dest_dir)) {
     const auto download = fetched.find(path);
     if (download == fetched.end())
       throw Error(ErrorKind::Input, address + ": " + path + ", listed in the manifest, is not in the store");

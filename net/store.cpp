@@ -3,6 +3,7 @@
 // next publish of the same bundle.
 #include "net/store.h"
 
+#include "common/bundle_files.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
@@ -11,25 +12,18 @@ namespace solver::net {
 namespace {
 
 // Copies the bundle's files (hidden files such as upload records stay behind), fsyncing each.
-void copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to) {
+// A symlink or special file in the bundle stops the copy: copied, it would carry whatever it
+// points at on this machine into the store, or out of a store into the verifier's bundle.
+void copy_bundle(const std::vector<BundleFile>& files, const std::filesystem::path& to) {
   std::error_code error;
   std::filesystem::create_directories(to, error);
   if (error) throw Error(ErrorKind::Io, "cannot create " + to.string() + ": " + error.message());
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(from)) {
-    const std::filesystem::path relative = std::filesystem::relative(entry.path(), from);
-    if (relative.filename().string().starts_with(".")) continue;
-    if (entry.is_directory()) {
-      std::filesystem::create_directories(to / relative, error);
-      if (error) throw Error(ErrorKind::Io, "cannot create " + (to / relative).string() + ": " + error.message());
-    } else if (entry.is_regular_file()) {
-      copy_file_durably(entry.path(), to / relative);
-    }
+  for (const BundleFile& file : files) {
+    const std::filesystem::path target = to / file.relative;
+    std::filesystem::create_directories(target.parent_path(), error);
+    if (error) throw Error(ErrorKind::Io, "cannot create " + target.parent_path().string() + ": " + error.message());
+    copy_file_durably(file.path, target);
   }
-}
-
-void require_bundle(const std::filesystem::path& dir) {
-  if (!std::filesystem::is_regular_file(dir / "manifest.json") || !std::filesystem::is_regular_file(dir / "manifest.sig"))
-    throw Error(ErrorKind::Input, dir.string() + " is not a finished bundle (no manifest.json and manifest.sig)");
 }
 
 }  // namespace
@@ -37,7 +31,7 @@ void require_bundle(const std::filesystem::path& dir) {
 DirectoryStore::DirectoryStore(std::filesystem::path root) : root_(std::filesystem::absolute(std::move(root))) {}
 
 std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) {
-  require_bundle(bundle_dir);
+  const std::vector<BundleFile> files = list_finished_bundle(bundle_dir);
   if (bundle_name.empty() || bundle_name.find('/') != std::string::npos || bundle_name.starts_with("."))
     throw Error(ErrorKind::Internal, "bundle name \"" + bundle_name + "\" is not a plain folder name");
   const std::filesystem::path target = root_ / bundle_name;
@@ -50,7 +44,7 @@ std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, con
   const std::filesystem::path staging = root_ / ("." + bundle_name + ".partial");
   std::error_code error;
   std::filesystem::remove_all(staging, error);
-  copy_bundle(bundle_dir, staging);
+  copy_bundle(files, staging);
   std::filesystem::rename(staging, target, error);
   if (error) throw Error(ErrorKind::Io, "cannot move " + staging.string() + " to " + target.string() + ": " + error.message());
   fsync_folder(root_);
@@ -60,14 +54,13 @@ std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, con
 void DirectoryStore::fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) {
   const std::filesystem::path source(address);
   if (!source.is_absolute()) throw Error(ErrorKind::Input, "bundle address " + address + " is not an absolute folder path");
-  require_bundle(source);
+  const std::vector<BundleFile> files = list_finished_bundle(source);
   std::uint64_t total = 0;
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(source))
-    if (entry.is_regular_file()) total += entry.file_size();
+  for (const BundleFile& file : files) total += file.size;
   if (total > max_bytes)
     throw Error(ErrorKind::Input, "bundle " + address + " holds " + std::to_string(total) + " bytes, more than the " +
                                       std::to_string(max_bytes) + " allowed");
-  copy_bundle(source, dest_dir);
+  copy_bundle(files, dest_dir);
 }
 
 }  // namespace solver::net
