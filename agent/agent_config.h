@@ -13,6 +13,7 @@
 
 #include "agent/ceilings.h"
 #include "net/url_policy.h"
+#include "proof/verify.h"
 
 namespace solver::agent {
 
@@ -47,7 +48,11 @@ struct AgentConfig {
   // What a verifier replays (docs/cli.md, solver verify).
   int verify_q = 2;
   int verify_random = 1;
-  double verify_delta = 1e-3;
+  std::optional<double> verify_catch_probability;  // instead of verify_random (solver verify --catch-probability)
+  double verify_faked_fraction = 0.1;
+  // `solver profile` outputs (verify.profiles): bundles from the runtimes they cover are judged
+  // within their thresholds; others than this rig's own runtime are not judged.
+  std::vector<proof::RuntimeCoverage> verify_coverages;
 
   bool has_role(const std::string& role) const;
 };

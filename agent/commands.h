@@ -17,6 +17,7 @@ namespace solver::agent {
 // Exit statuses shared by every command (docs/cli.md).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitRejected = 1;     // verify: the bundle was checked and rejected
+inline constexpr int kExitNotCovered = 3;   // verify: the bundle's runtime is not one this verifier can judge
 inline constexpr int kExitBadInput = 2;     // a task, bundle, checkpoint or data file was bad; a budget was exceeded
 inline constexpr int kExitUsage = 64;       // the command line was wrong
 inline constexpr int kExitGpu = 69;         // the requested GPU is unavailable
@@ -54,9 +55,14 @@ struct VerifyCommandOptions {
   std::string segments = "top-q";  // top-q | random | all
   int q = 2;
   int random_count = 1;
+  std::optional<double> catch_probability;  // instead of random_count: draws enough to catch...
+  double faked_fraction = 0.1;              // ...a forger who faked this share of the segments
   std::optional<std::uint64_t> random_seed;
-  double delta = 1e-3;
-  std::optional<std::filesystem::path> profile_file;  // `solver profile` output: its l2 threshold replaces delta
+  // `solver profile` outputs: the runtimes each covers, with its thresholds (bundles from other
+  // runtimes than this verifier's are judged only when one covers them)
+  std::vector<std::filesystem::path> profile_files;
+  int max_threads = 4;  // caps on the bundle's runtime.threads and runtime.shards
+  int max_shards = 64;
   std::optional<std::filesystem::path> task_file;  // require the bundle to be for this task
   std::optional<std::string> expected_key;         // require this solver public key (hex)
   std::string device = "cpu";

@@ -288,7 +288,7 @@ struct Agent::Impl {
       config.downloads = fresh.downloads;
       config.verify_q = fresh.verify_q;
       config.verify_random = fresh.verify_random;
-      config.verify_delta = fresh.verify_delta;
+      config.verify_coverages = fresh.verify_coverages;
     }
     cache.set_policy(fresh.downloads);
     std::vector<std::string> unapplied;
@@ -779,7 +779,12 @@ struct Agent::Impl {
     remove_confined(verify_dir, dir);
     net::Verdict verdict;
     try {
-      verdict = judge(*job, dir, slot.device);
+      const std::optional<net::Verdict> judged = judge(*job, dir, slot.device);
+      if (!judged) {
+        remove_confined(verify_dir, dir);
+        return true;
+      }
+      verdict = *judged;
     } catch (const Error& error) {
       if (error.kind() == ErrorKind::Network || error.kind() == ErrorKind::Io || error.kind() == ErrorKind::Cuda ||
           error.kind() == ErrorKind::Internal) {
@@ -800,7 +805,8 @@ struct Agent::Impl {
     return true;
   }
 
-  net::Verdict judge(const net::VerificationJob& job, const std::filesystem::path& dir, const std::string& device) {
+  // The verdict, or nullopt when this rig cannot judge the bundle and gave the job back.
+  std::optional<net::Verdict> judge(const net::VerificationJob& job, const std::filesystem::path& dir, const std::string& device) {
     const std::filesystem::path bundle = dir / "bundle";
     const AgentConfig settings = current();
     net::check_location(settings.downloads, job.bundle_address, "bundle_address");
@@ -841,12 +847,21 @@ struct Agent::Impl {
     proof::VerifyOptions options;
     options.q = settings.verify_q;
     options.random_count = settings.verify_random;
-    options.delta = settings.verify_delta;
+    options.catch_probability = settings.verify_catch_probability;
+    options.faked_fraction = settings.verify_faked_fraction;
+    options.coverages = settings.verify_coverages;
     options.expected_task_sha256 = job.task_sha256;
     options.expected_public_key = job.solver_key;
     for (const net::CheckpointCommitment& commitment : job.commitments)
       options.committed_checkpoints[commitment.step] = commitment.sha256;
     const proof::Verdict result = proof::verify_bundle(bundle, options, factory);
+    if (result.not_covered) {
+      // Neither accepted nor rejected: another verifier, on the bundle's runtime or with a
+      // profile that covers it, judges it.
+      market.decline_verification(job.job_id, *result.not_covered);
+      log_warn("agent", "verification job={} task={} declined: {}", job.job_id, job.task_id, *result.not_covered);
+      return std::nullopt;
+    }
     verdict.accepted = result.accepted;
     verdict.reason = result.accepted ? "replayed segments match" : result.failures.front();
     verdict.report = result.to_json();

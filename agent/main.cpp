@@ -81,13 +81,27 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"top-q", "random", "all"}))
       ->capture_default_str();
   verify_cmd->add_option("--q", verify.q, "top-q: how many of the largest updates of each epoch to replay")->check(CLI::Range(0, 1000000))->capture_default_str();
-  verify_cmd->add_option("--random", verify.random_count, "How many further segments to replay at random")->check(CLI::Range(0, 1000000))->capture_default_str();
-  verify_cmd->add_option("--seed", verify.random_seed, "The verifier's random seed (default: drawn, and printed)");
-  auto* verify_delta = verify_cmd->add_option("--delta", verify.delta, "l2 threshold when replaying on another build or device")
-                           ->check(CLI::PositiveNumber)
+  auto* verify_random = verify_cmd->add_option("--random", verify.random_count, "How many further segments to replay at random")
+                           ->check(CLI::Range(0, 1000000))
                            ->capture_default_str();
-  verify_cmd->add_option("--profile", verify.profile_file, "Take the l2 threshold from this `solver profile` output")
-      ->excludes(verify_delta);
+  auto* verify_catch = verify_cmd
+                           ->add_option("--catch-probability", verify.catch_probability,
+                                        "Instead of --random: draw enough segments to catch, with this probability, a forger "
+                                        "who faked --faked-fraction of them (above 0, at most 1)")
+                           ->excludes(verify_random);
+  verify_cmd->add_option("--faked-fraction", verify.faked_fraction, "The share of segments faked, for --catch-probability (above 0, at most 1)")
+      ->needs(verify_catch)
+      ->capture_default_str();
+  verify_cmd->add_option("--seed", verify.random_seed, "The verifier's random seed (default: drawn, and printed)");
+  verify_cmd->add_option("--profile", verify.profile_files,
+                         "A `solver profile` output (repeatable): bundles from the runtimes it measured are judged within "
+                         "its thresholds; without one, only bundles from this verifier's own runtime are judged");
+  verify_cmd->add_option("--max-threads", verify.max_threads, "Replay with at most this many threads, whatever the bundle claims")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  verify_cmd->add_option("--max-shards", verify.max_shards, "Judge bundles of at most this many shards per step")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   verify_cmd->add_option("--task", verify_task_file, "Require the bundle to be for this task file");
   verify_cmd->add_option("--expect-key", verify.expected_key, "Require this solver public key (hex)");
   verify_cmd->add_option("--device", verify.device, "Device to replay on: cpu, cuda or cuda:N")->capture_default_str();

@@ -68,9 +68,11 @@ void print_table(const proof::Profile& profile, const std::filesystem::path& out
       if (piece.from_claimed) claimed_l2 = std::max(claimed_l2, piece.from_claimed->l2);
     const std::string claimed = claimed_l2 < 0.0 ? "-" : fmt::format("{:.4g}", claimed_l2);
     const char* bitwise = variation.name == "reference" ? "-" : variation.bitwise_equal ? "yes" : "NO";
+    const proof::MetricValues parameters =
+        variation.spread.parts.contains("param") ? variation.spread.parts.at("param") : proof::MetricValues{};
     std::printf("%-16s %-8s %7d %8s %11.4g %11.4g %11.4g %11.4g %13s %8.1f\n", variation.name.c_str(),
-                variation.setting.device.c_str(), variation.setting.threads, bitwise, variation.spread.l1,
-                variation.spread.l2, variation.spread.linf, variation.spread.cosine, claimed.c_str(), variation.seconds);
+                variation.setting.device.c_str(), variation.setting.threads, bitwise, parameters.l1, parameters.l2,
+                parameters.linf, parameters.cosine, claimed.c_str(), variation.seconds);
   }
   for (const auto& [setting, reason] : profile.skipped) std::printf("not measured: %s: %s\n", setting.c_str(), reason.c_str());
   for (const proof::VariationReport& variation : profile.variations)
@@ -83,13 +85,21 @@ void print_table(const proof::Profile& profile, const std::filesystem::path& out
                                                         : "NOT bitwise equal: this build or device is not deterministic "
                                                           "(verify cannot demand bitwise replays here)");
 
-  std::printf("%-24s %11s %11s %11s %11s\n", "", "l1", "l2", "linf", "1-cosine");
-  auto row = [](const std::string& name, const proof::MetricValues& values) {
-    std::printf("%-24s %11.4g %11.4g %11.4g %11.4g\n", name.c_str(), values.l1, values.l2, values.linf, values.cosine);
-  };
-  row("largest spread", profile.observed_spread);
-  row(fmt::format("floor ({} steps)", profile.longest_piece), profile.floor);
-  row(fmt::format("delta (x{:g})", profile.safety_factor), profile.thresholds);
+  // Per part of the state: the largest spread seen, the rounding floor, and the threshold.
+  std::printf("%-22s %-9s %11s %11s %11s %11s\n", "part", "", "l1", "l2", "linf", "1-cosine");
+  for (const auto& [part, threshold] : profile.thresholds.parts) {
+    auto row = [&](const char* what, const proof::StateThresholds& values) {
+      const proof::MetricValues metrics = values.parts.contains(part) ? values.parts.at(part) : proof::MetricValues{};
+      std::printf("%-22s %-9s %11.4g %11.4g %11.4g %11.4g\n", part.c_str(), what, metrics.l1, metrics.l2, metrics.linf,
+                  metrics.cosine);
+    };
+    row("spread", profile.observed_spread);
+    row("floor", profile.floor);
+    row("delta", profile.thresholds);
+  }
+  std::printf("%-22s spread %.4g, floor %.4g, delta %.4g (relative; floors over %lld steps; delta = x%g)\n", "loss",
+              profile.observed_spread.loss, profile.floor.loss, profile.thresholds.loss,
+              static_cast<long long>(profile.longest_piece), profile.safety_factor);
   std::printf("written to %s; use it with `solver verify BUNDLE --profile %s`\n", out.string().c_str(), out.string().c_str());
 }
 

@@ -23,6 +23,11 @@ class TrainerReplayer final : public proof::Replayer {
     return result;
   }
 
+  double test_accuracy(const checkpoint::Checkpoint& state) override {
+    trainer_.load_state(state);
+    return trainer_.evaluate().accuracy;
+  }
+
  private:
   train::Trainer trainer_;
   checkpoint::Checkpoint initial_state_;
@@ -62,8 +67,12 @@ proof::StepReplayerFactory trainer_step_replayer_factory() {
 proof::ReplayerFactory trainer_replayer_factory(std::string device, StuckStepHandler on_stuck_step) {
   return [device = std::move(device), on_stuck_step = std::move(on_stuck_step)](
              const Task& task, int threads, int shards) -> std::unique_ptr<proof::Replayer> {
-    return std::make_unique<TrainerReplayer>(
-        task, train::TrainerOptions{.device = device, .threads = threads, .shards = shards, .on_stuck_step = on_stuck_step});
+    // The one place a replay's budget comes from: the task's (docs/bundle-format.md, "Replay budget").
+    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{.device = device,
+                                                                         .threads = threads,
+                                                                         .shards = shards,
+                                                                         .max_replay_seconds = train::replay_budget_seconds(task.budget),
+                                                                         .on_stuck_step = on_stuck_step});
   };
 }
 

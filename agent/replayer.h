@@ -11,9 +11,10 @@
 namespace solver::agent {
 
 // A ReplayerFactory that trains on `device` with train::Trainer, with the shard count it is
-// given (the bundle's) on however many devices `device` lists. A replayed step still running
-// past its time limit (a hostile bundle's model can be slow) goes to `on_stuck_step`, which
-// must not return: a stuck step cannot be interrupted.
+// given (the bundle's) on however many devices `device` lists, within the task's replay budget
+// (train::replay_budget_seconds): replays past it throw Error(Budget) between steps. A replayed
+// step still running past its time limit (a hostile bundle's model can be slow) goes to
+// `on_stuck_step`, which must not return: a stuck step cannot be interrupted.
 proof::ReplayerFactory trainer_replayer_factory(std::string device,
                                                 StuckStepHandler on_stuck_step = end_process_for_stuck_step);
 

@@ -1,9 +1,11 @@
 // `solver verify`: check a bundle and print the verdict as a table (or JSON).
-// Exit status: 0 accepted, 1 rejected, 2 could not verify (the bundle is unreadable), 78 the
-// --profile file is unusable or was measured for another task.
+// Exit status: 0 accepted, 1 rejected, 2 could not verify (the bundle is unreadable), 3 not
+// judged here (the bundle's runtime is neither this verifier's nor covered by a --profile), 78
+// a --profile file is unusable or was measured for another task.
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "agent/commands.h"
 #include "agent/replayer.h"
@@ -20,27 +22,82 @@ proof::SegmentSelection parse_selection(const std::string& name) {
   return proof::SegmentSelection::TopQ;
 }
 
+// The StuckStepHandler of verify's replays: a step of the bundle's model still running past its
+// limit (docs/bundle-format.md, "Replay budget") cannot be interrupted, and the bundle is judged
+// by it, so the rejection is printed (as the table's verdict line, or as JSON) and the process
+// ends at once with the rejected status.
+[[noreturn]] void reject_for_stuck_step(const Error& reason, bool json) {
+  const std::string failure = fmt::format("replay budget: {}: the model's step did not finish, and a verifier does not "
+                                          "wait past its limit", reason.what());
+  if (json) {
+    std::printf("%s\n", nlohmann::json{{"accepted", false}, {"failures", {failure}}}.dump(2).c_str());
+  } else {
+    std::printf("verdict: REJECTED\n  - %s\n", failure.c_str());
+  }
+  std::fflush(stdout);
+  std::_Exit(kExitRejected);
+}
+
+// A chance just under 1 is not shown as a certainty.
+std::string percent(double probability) {
+  if (probability >= 1.0) return "100%";
+  const double shown = probability * 100.0;
+  if (shown > 99.9) return ">99.9%";
+  if (probability > 0.0 && shown < 0.1) return "<0.1%";
+  return fmt::format("{:.1f}%", shown);
+}
+
+// "1 segment: 12.5%, 1% of them (1): 12.5%, 10% (3): 33.3%, ..."
+std::string detection_text(const proof::Detection& detection) {
+  std::string text;
+  bool first_fraction = true;
+  for (const proof::Detection::Chance& chance : detection.chances) {
+    if (!text.empty()) text += ", ";
+    if (chance.faked_fraction == 0.0) {
+      text += fmt::format("1 segment: {}", percent(chance.probability));
+      continue;
+    }
+    text += fmt::format("{:g}%{} ({}): {}", chance.faked_fraction * 100.0, first_fraction ? " of them" : "",
+                        chance.faked_segments, percent(chance.probability));
+    first_fraction = false;
+  }
+  return text;
+}
+
 void print_table(const proof::Verdict& verdict) {
   if (!verdict.segments.empty()) {
-    std::printf("%-16s %-7s %12s %12s %10s %11s %s\n", "segment", "chosen", "l2", "linf", "cosine", "threshold", "result");
+    // The parameters' distance stands for the state here; the verdict's JSON has every part's.
+    std::printf("%-16s %-7s %12s %12s %10s %9s %s\n", "segment", "chosen", "params l2", "linf", "cosine", "judged", "result");
     for (const auto& segment : verdict.segments) {
       const std::string steps = fmt::format("steps {}-{}", segment.first_step, segment.last_step);
-      const std::string threshold = segment.threshold == 0.0 ? "bitwise" : fmt::format("{:.3g}", segment.threshold);
-      std::printf("%-16s %-7s %12.4g %12.4g %10.6f %11s %s\n", steps.c_str(), segment.chosen_by.c_str(), segment.distance.l2,
-                  segment.distance.linf, segment.distance.cosine, threshold.c_str(), segment.passed ? "pass" : "FAIL");
+      const auto parameters = segment.distances.find("param");
+      const kernels::WeightDistance distance = parameters == segment.distances.end() ? kernels::WeightDistance{} : parameters->second;
+      std::printf("%-16s %-7s %12.4g %12.4g %10.6f %9s %s\n", steps.c_str(), segment.chosen_by.c_str(), distance.l2,
+                  distance.linf, distance.cosine, segment.bitwise_required ? "bitwise" : "profile",
+                  segment.passed ? "pass" : "FAIL");
     }
     std::printf("replayed %zu of %lld segments (%.1f%% of training) in %.1f s (training took %.1f s); verifier seed %llu; %s\n",
                 verdict.segments.size(), static_cast<long long>(verdict.segments_total), verdict.replayed_fraction * 100.0,
                 verdict.replay_seconds, verdict.train_seconds, static_cast<unsigned long long>(verdict.random_seed),
                 verdict.same_runtime ? "same build and device: bitwise equality required"
-                                     : "different build or device: distance threshold applies");
+                                     : "different build or device: the profile's thresholds apply to every part of the state");
+    if (verdict.detection)
+      std::printf("chance to catch a forger who faked %s (%lld segments always replayed, %lld drawn)\n",
+                  detection_text(*verdict.detection).c_str(), static_cast<long long>(verdict.detection->always_replayed),
+                  static_cast<long long>(verdict.detection->random_draws));
   } else {
     // Said even when nothing was replayed, so that the cost of a verdict is always visible.
     std::printf("replayed 0 of %lld segments%s\n", static_cast<long long>(verdict.segments_total),
                 verdict.accepted ? "" : ": rejected by the checks that need no training");
   }
+  if (verdict.not_covered) {
+    std::printf("verdict: NOT JUDGED HERE: %s\n", verdict.not_covered->c_str());
+    return;
+  }
   if (verdict.accepted) {
-    std::printf("verdict: ACCEPTED\n");
+    std::printf(verdict.task_checked ? "verdict: ACCEPTED\n"
+                                     : "verdict: ACCEPTED as self-consistent only: no --task was given, so the bundle's own "
+                                       "task was trusted; pass --task to check it is the task you expect\n");
     return;
   }
   std::printf("verdict: REJECTED\n");
@@ -54,26 +111,27 @@ int verify_command(const VerifyCommandOptions& options) {
   verify.selection = parse_selection(options.segments);
   verify.q = options.q;
   verify.random_count = options.random_count;
+  verify.catch_probability = options.catch_probability;
+  verify.faked_fraction = options.faked_fraction;
   verify.random_seed = options.random_seed;
-  verify.delta = options.delta;
-  if (options.profile_file) {
-    const proof::ProfileThresholds profile = proof::read_profile_thresholds(*options.profile_file);
-    proof::check_profile_applies(profile, *options.profile_file, options.bundle_dir);
-    verify.delta = profile.thresholds.l2;
-    verify.delta_l1 = profile.thresholds.l1;
-    verify.delta_linf = profile.thresholds.linf;
-    verify.delta_cosine = profile.thresholds.cosine;
+  for (const std::filesystem::path& file : options.profile_files) {
+    verify.coverages.push_back(proof::read_profile(file));
+    proof::check_profile_applies(verify.coverages.back(), options.bundle_dir);
   }
+  verify.max_threads = options.max_threads;
+  verify.max_shards = options.max_shards;
   verify.expected_public_key = options.expected_key;
   if (options.task_file) verify.expected_task_sha256 = task_sha256(load_task_file(*options.task_file));
 
-  const proof::Verdict verdict = proof::verify_bundle(options.bundle_dir, verify, trainer_replayer_factory(options.device));
+  const StuckStepHandler reject_stuck = [json = options.json](const Error& reason) { reject_for_stuck_step(reason, json); };
+  const proof::Verdict verdict =
+      proof::verify_bundle(options.bundle_dir, verify, trainer_replayer_factory(options.device, reject_stuck));
   if (options.json) {
     std::printf("%s\n", verdict.to_json().dump(2).c_str());
   } else {
     print_table(verdict);
   }
-  return verdict.accepted ? kExitOk : kExitRejected;
+  return verdict.accepted ? kExitOk : verdict.not_covered ? kExitNotCovered : kExitRejected;
 }
 
 }  // namespace solver::agent

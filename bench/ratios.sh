@@ -4,9 +4,14 @@
 #      bench/train_reference.py on Debian's python3-torch, at each --threads count;
 #   2. the cost of proofs: steps/s and whole-command time with a checkpoint every k = 100 and
 #      k = 10 against --no-proof;
-#   3. `solver verify` (default selection, and --segments all) against the bundle's training time;
-#   4. SHA-256 of the bundle's checkpoints by solver's code (bench/hash_bench) against openssl.
-# Each figure is the median of 3 runs (--quick: 1 run of a 300-step task).
+#   3. `solver verify` (default selection, and --segments all) against the bundle's training time,
+#      and its wall time against the goal of 1.2x the replayed steps' share of training + 1 s;
+#   4. a long task (the same MLP, 10 epochs, a checkpoint every 10 steps: 938 checkpoints)
+#      verified with --q 1 --catch-probability 0.9 against its training time (goal <= 10%), with
+#      the chance the verdict states of catching a forger (not with --quick);
+#   5. SHA-256 of the bundle's checkpoints by solver's code (bench/hash_bench) against openssl.
+# Each figure is the median of 3 runs (--quick: 1 run of a 300-step task); verify's runs of
+# different settings alternate (A B A B), so that a slow spell of this machine hits both.
 #
 #   bench/ratios.sh [--quick] [--threads "1 2"] [--task TASK.json]
 # Needs scripts/build.sh first (build/solver); builds bench/hash_bench into build-bench/ when
@@ -56,6 +61,15 @@ PY
 }
 task_copy "$work/k100.json" 100
 task_copy "$work/k10.json" 10
+# The long task: 10 epochs of the full task, a checkpoint every 10 steps.
+"$python" - "$task" "$work/long.json" <<'PY'
+import json, sys
+task = json.load(open(sys.argv[1]))
+task["training"].pop("steps", None)
+task["training"]["epochs"] = 10
+task["proof"]["checkpoint_every"] = 10
+json.dump(task, open(sys.argv[2], "w"), indent=1)
+PY
 
 median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.9f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 calc() { awk "BEGIN { printf \"%.9f\", $1 }"; }
@@ -102,20 +116,65 @@ for threads in $threads_list; do
   done
 done
 
-# Verification against training, on the first thread count's k=100 bundle.
+# verify_solver KEY BUNDLE [ARGS...]: appends the wall and CPU (user + system) seconds of
+# `solver verify --json` to samples[KEY.*]; the verdict stays in $work/KEY.json.
+verify_solver() {
+  local key="$1" bundle="$2"; shift 2
+  local TIMEFORMAT='%R %U %S' times wall user sys
+  times=$( { time "$solver" verify "$bundle" --json "$@" >"$work/$key.json" 2>/dev/null; } 2>&1 )
+  read -r wall user sys <<<"$times"
+  samples[$key.wall]+="$wall "
+  samples[$key.cpu]+="$(calc "$user + $sys") "
+}
+verdict_field() { "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$work/$1.json" "$2"; }
+# What the verdict KEY replayed and the chances of catching a forger that it states.
+detection_note() {
+  "$python" - "$work/$1.json" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+d = v["detection"]
+chances = ", ".join(f'{f["fraction"] * 100:g}% ({f["segments"]}) {f["probability"]:.3f}' for f in d["faked_fractions"])
+print(f'{v["segments_replayed"]} of {v["segments_total"]} segments replayed ({d["always_replayed"]} always, '
+      f'{d["random_draws"]} drawn); chance to catch a forger who faked 1 segment {d["one_segment"]:.3f}, {chances}')
+PY
+}
+train_seconds() { "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["outcome"]["train_seconds"])' "$1/manifest.json"; }
+
+# Verification against training, on the first thread count's k=100 bundle, with a fixed
+# verifier seed so that every run replays the same segments.
 first_threads="${threads_list%% *}"
 bundle="$work/k100-t$first_threads"
-train_s=$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["outcome"]["train_seconds"])' "$bundle/manifest.json")
-for selection in default all; do
-  args=(); [[ $selection == all ]] && args=(--segments all)
-  for ((r = 0; r < repeats; ++r)); do
-    began=$(now)
-    "$solver" verify "$bundle" "${args[@]}" >/dev/null 2>&1
-    samples[verify.$selection]+="$(calc "$(now) - $began") "
-  done
-  v=$(med "verify.$selection")
-  row "verify ($selection) s vs training s" "$(fmt "$v")" "$(fmt "$train_s") (train)" "$(fmt "$(calc "$v / $train_s")")x" "-"
+train_s=$(train_seconds "$bundle")
+for ((r = 0; r < repeats; ++r)); do
+  verify_solver verify.default "$bundle" --seed 1
+  verify_solver verify.all "$bundle" --seed 1 --segments all
 done
+# verify_rows KEY LABEL TRAIN_S: its wall time against training, against the goal for the share
+# it replayed, and its CPU time.
+verify_rows() {
+  local v cpu fraction goal_s
+  v=$(med "$1.wall"); cpu=$(med "$1.cpu"); fraction=$(verdict_field "$1" replayed_fraction)
+  goal_s=$(calc "1.2 * $fraction * $3 + 1")
+  row "$2 s vs training s" "$(fmt "$v")" "$(fmt "$3") (train)" "$(fmt "$(calc "$v / $3")")x" "${4:--}"
+  row "$2 s, $(fmt "$(calc "$fraction * 100")" 1)% replayed" "$(fmt "$v")" "$(fmt "$goal_s") (goal)" \
+      "$(fmt "$(calc "$v / $goal_s")")x" "<= 1.00x (1.2 x share + 1 s)"
+  row "$2 CPU s (user + sys)" "$(fmt "$cpu")" "$(fmt "$v") (wall)" "$(fmt "$(calc "$cpu / $v")")x" "-"
+}
+verify_rows verify.default "verify (default)" "$train_s"
+verify_rows verify.all "verify (all)" "$train_s"
+
+# The long task, verified cheaply: the largest change of each epoch, the final segment, and
+# enough random draws to catch with probability 0.9 a forger who faked 10% of the segments.
+long_note="long task: skipped (--quick)"
+if [[ $quick_steps == 0 ]]; then
+  "$solver" run "$work/long.json" --out "$work/long" --threads "$first_threads" >/dev/null 2>&1
+  long_train_s=$(train_seconds "$work/long")
+  for ((r = 0; r < repeats; ++r)); do
+    verify_solver verify.long "$work/long" --seed 1 --q 1 --catch-probability 0.9
+  done
+  verify_rows verify.long "long task verify" "$long_train_s" "<= 0.10x"
+  long_note="long task: $(detection_note verify.long)"
+fi
 
 # Checkpoint hashing, over the k=10 bundle's checkpoints, both from the page cache.
 mapfile -t ckpts < <(ls "$work/k10-t$first_threads"/ckpt/*.safetensors)
@@ -132,3 +191,5 @@ row "sha256 GB/s (${#ckpts[@]} ckpts, $((bytes / 1000000)) MB)" "$(fmt "$ours")"
 
 echo "$("$solver" version | head -1), python3-torch $("$python" -c 'import torch; print(torch.__version__)'), $(nproc) cores, median of $repeats"
 printf '%s\n' "${rows[@]}"
+echo "default verify: $(detection_note verify.default)"
+echo "$long_note"

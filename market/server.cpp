@@ -183,10 +183,11 @@ struct MarketServer::Impl {
       Call call{request, std::move(id), "", json(), now()};
       if (route.is_signed) call.key = authenticate(request, call.now);
       if (request.method == "POST") {
-        if (!json_depth_within(request.body))
-          throw Refusal(400, "bad_json", "the request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-        call.body = request.body.empty() ? json::object() : json::parse(request.body, nullptr, false);
-        if (call.body.is_discarded()) throw Refusal(400, "bad_json", "the request body is not valid JSON");
+        try {
+          call.body = request.body.empty() ? json::object() : parse_json_document(request.body, "the request body");
+        } catch (const Error& error) {
+          throw Refusal(400, "bad_json", error.what());
+        }
         if (!call.body.is_object()) throw Refusal(400, "bad_json", "the request body must be a JSON object");
       }
       const Reply reply = route.handler(call);
@@ -279,6 +280,10 @@ struct MarketServer::Impl {
       std::optional<net::VerificationJob> job = store.claim_verification(call.key, call.now);
       if (!job) return {204, json()};
       return {200, {{"job", net::to_json(*job)}}};
+    });
+    post(std::string("/v1/verifications/") + kJobId + "/decline", [this](Call& call) -> Reply {
+      store.decline_verification(call.id, call.key, net::parse_decline_reason(call.body, "body"), call.now);
+      return {200, {{"state", "declined"}}};
     });
     post(std::string("/v1/verifications/") + kJobId + "/verdict", [this](Call& call) -> Reply {
       const net::Verdict verdict = net::parse_verdict(call.body, "body");

@@ -573,6 +573,7 @@ std::optional<net::VerificationJob> Store::claim_verification(const std::string&
       "SELECT task_id, task, task_sha256, bundle_address, manifest_sha256, solver, completion_lease FROM tasks t "
       "WHERE state = 'completed' AND solver <> ?1 "
       "AND NOT EXISTS (SELECT 1 FROM verification_jobs j WHERE j.task_id = t.task_id AND j.state = 'active') "
+      "AND NOT EXISTS (SELECT 1 FROM verification_jobs d WHERE d.task_id = t.task_id AND d.verifier = ?1 AND d.state = 'declined') "
       "ORDER BY completed_at, seq LIMIT 1",
       key);
   if (!row.next()) return std::nullopt;
@@ -593,6 +594,22 @@ std::optional<net::VerificationJob> Store::claim_verification(const std::string&
   return job;
 }
 
+void Store::decline_verification(const std::string& job_id, const std::string& key, const std::string& reason, std::int64_t now) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->expire_due(now);
+  Impl::Transaction transaction(*impl_);
+  Statement row = impl_->query("SELECT verifier, state FROM verification_jobs WHERE job_id = ?", job_id);
+  if (!row.next()) throw Refusal(404, "job_not_found", "no verification job with id \"" + job_id + "\"");
+  if (row.text(0) != key)
+    throw Refusal(409, "job_not_yours", "verification job " + job_id + " belongs to " + short_key(row.text(0)) + "…, not to " + short_key(key) + "…");
+  const std::string state = row.text(1);
+  if (state == "declined") return;  // a retry
+  if (state == "decided") throw Refusal(409, "verdict_conflict", "verification job " + job_id + " already returned a verdict");
+  impl_->run("UPDATE verification_jobs SET state = 'declined', reason = ?, decided_at = ? WHERE job_id = ?", reason, now, job_id);
+  transaction.commit();
+  log_info("market", "verification job {} declined by {}…: {}", job_id, short_key(key), reason);
+}
+
 void Store::record_verdict(const std::string& job_id, const std::string& key, const net::Verdict& verdict, std::int64_t now) {
   std::lock_guard lock(impl_->mutex);
   impl_->expire_due(now);
@@ -603,6 +620,8 @@ void Store::record_verdict(const std::string& job_id, const std::string& key, co
   if (job.verifier != key)
     throw Refusal(409, "job_not_yours", "verification job " + job_id + " belongs to " + short_key(job.verifier) + "…, not to " + short_key(key) + "…");
   const std::string report = canonical_json(verdict.report);
+  if (job.state == "declined")
+    throw Refusal(409, "job_declined", "verification job " + job_id + " was declined; it takes no verdict");
   if (job.state == "decided") {
     if (job.accepted == verdict.accepted && job.reason == verdict.reason && job.report == report) return;  // a retry
     throw Refusal(409, "verdict_conflict", "verification job " + job_id + " already returned a verdict (" +

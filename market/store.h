@@ -92,8 +92,11 @@ class Store {
   // clears that count. Returns the task's state afterwards ("queued", "failed", or what it already was).
   std::string fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
 
-  // The oldest completed task that `key` did not solve and nobody is verifying, as a job.
+  // The oldest completed task that `key` did not solve, has not declined and nobody is verifying, as a job.
   std::optional<net::VerificationJob> claim_verification(const std::string& key, std::int64_t now);
+  // The verifier cannot judge this bundle (its runtime is not one the verifier covers): the job
+  // ends without a verdict, the task goes to another verifier, never back to `key`.
+  void decline_verification(const std::string& job_id, const std::string& key, const std::string& reason, std::int64_t now);
   void record_verdict(const std::string& job_id, const std::string& key, const net::Verdict& verdict, std::int64_t now);
 
   // Returns tasks whose lease has passed to the queue (or fails them after max_attempts) and

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <limits>
 
+#include "common/bundle_files.h"
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -33,15 +34,14 @@ using nlohmann::json;
 
 // The checks of `solver verify` that need no training (signature, hashes, chain, data order,
 // initialisation, update distances), with no segment replayed.
-void check_without_training(DisputeSide& side, const std::string& task_sha256, double delta, const ReplayerFactory& make_checker) {
+// The runtime does not matter here: the dispute's own replays judge it.
+void check_without_training(DisputeSide& side, const std::string& task_sha256, const ReplayerFactory& make_checker) {
   VerifyOptions options;
-  options.selection = SegmentSelection::Random;
-  options.random_count = 0;
+  options.replay = false;
   options.random_seed = 0;
-  options.delta = delta;
   options.expected_task_sha256 = task_sha256;
   const Verdict verdict = verify_bundle(side.bundle, options, make_checker);
-  side.valid = verdict.accepted;
+  side.valid = verdict.failures.empty();
   side.failures = verdict.failures;
 }
 
@@ -161,8 +161,8 @@ std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, 
     }
     record.loss = replayer.run_step(record);
     ++report.steps_replayed;
-    const bool a_agrees = losses_agree(a.loss, record.loss, report.a.same_runtime);
-    const bool b_agrees = losses_agree(b.loss, record.loss, report.b.same_runtime);
+    const bool a_agrees = losses_agree(a.loss, record.loss, report.a.same_runtime ? 0.0 : detail::kCrossRuntimeLossTolerance);
+    const bool b_agrees = losses_agree(b.loss, record.loss, report.b.same_runtime ? 0.0 : detail::kCrossRuntimeLossTolerance);
     if (!a_agrees && !report.a.first_wrong_loss) report.a.first_wrong_loss = a.step;
     if (!b_agrees && !report.b.first_wrong_loss) report.b.first_wrong_loss = b.step;
     if ((!a_agrees || !b_agrees) && !report.divergent_step) {
@@ -255,8 +255,8 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
   };
 
   // 1. Both bundles must stand on their own; an invalid one loses without a replay.
-  check_without_training(report.a, report.task_sha256, options.delta, make_checker);
-  check_without_training(report.b, report.task_sha256, options.delta, make_checker);
+  check_without_training(report.a, report.task_sha256, make_checker);
+  check_without_training(report.b, report.task_sha256, make_checker);
   if (!report.a.valid || !report.b.valid) {
     report.supported = verdict_of(report.a.valid, report.b.valid);
     for (const auto& [side, name] : {std::pair{&report.a, "A"}, std::pair{&report.b, "B"}})
@@ -295,16 +295,17 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
   const std::unique_ptr<StepReplayer> replayer = make_replayer(task, options.device, threads, shards);
   report.a.same_runtime = same_runtime(manifest_a.runtime, replayer->runtime());
   report.b.same_runtime = same_runtime(manifest_b.runtime, replayer->runtime());
-  const checkpoint::Checkpoint start = checkpoint::read_safetensors(a / manifest_a.checkpoints[*segment].file.path);
-  const std::vector<StepRecord> records_a = decode_segment(read_file(a / entry.file.path), entry.file.path);
-  const std::vector<StepRecord> records_b =
-      decode_segment(read_file(b / manifest_b.segments[*segment].file.path), manifest_b.segments[*segment].file.path);
+  const checkpoint::Checkpoint start = checkpoint::read_safetensors(bundle_file(a, manifest_a.checkpoints[*segment].file.path).path);
+  const std::vector<StepRecord> records_a = read_bundle_segment(a, entry, task.training.batch_size);
+  const std::vector<StepRecord> records_b = read_bundle_segment(b, manifest_b.segments[*segment], task.training.batch_size);
   replayer->load_state(start);
   const std::vector<StepRecord> replayed = replay_segment(report, task, manifest_a, records_a, records_b, *replayer);
 
   const checkpoint::Checkpoint end = replayer->state(entry.last_step);
-  judge_end_state(report.a, checkpoint::read_safetensors(a / manifest_a.checkpoints[*segment + 1].file.path), end, options.delta);
-  judge_end_state(report.b, checkpoint::read_safetensors(b / manifest_b.checkpoints[*segment + 1].file.path), end, options.delta);
+  judge_end_state(report.a, checkpoint::read_safetensors(bundle_file(a, manifest_a.checkpoints[*segment + 1].file.path).path), end,
+                  options.delta);
+  judge_end_state(report.b, checkpoint::read_safetensors(bundle_file(b, manifest_b.checkpoints[*segment + 1].file.path).path), end,
+                  options.delta);
   const bool a_supported = report.a.follows_seed && !report.a.first_wrong_loss && report.a.end_state_matches;
   const bool b_supported = report.b.follows_seed && !report.b.first_wrong_loss && report.b.end_state_matches;
   report.supported = verdict_of(a_supported, b_supported);

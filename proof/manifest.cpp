@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "common/bundle_files.h"
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -67,9 +68,8 @@ kernels::WeightDistance distance_from_json(const json& value, const std::string&
   return read_distance(ObjectReader(value, name));
 }
 
-namespace {
-
-RuntimeInfo read_runtime(ObjectReader reader) {
+RuntimeInfo runtime_from_json(const json& value, const std::string& name) {
+  ObjectReader reader(value, name);
   RuntimeInfo runtime;
   runtime.solver_version = reader.string("solver_version");
   runtime.torch_version = reader.string("torch_version");
@@ -88,6 +88,8 @@ RuntimeInfo read_runtime(ObjectReader reader) {
   reader.finish();
   return runtime;
 }
+
+namespace {
 
 // The streams are fixed by common/data_order.h; they are written out so that a verifier in
 // another language can recompute the data order and initialisation from the manifest alone.
@@ -182,7 +184,7 @@ Manifest manifest_from_json(const json& input) {
   manifest.solver_public_key = reader.string("solver_public_key");
   manifest.model_sha256 = reader.sha256("model_sha256");
   if (reader.has("model_file")) manifest.model_file = read_file_entry(reader.object("model_file"));
-  manifest.runtime = read_runtime(reader.object("runtime"));
+  manifest.runtime = runtime_from_json(reader.raw("runtime"), reader.field("runtime"));
   read_seeds(reader.object("seeds"), manifest);
   manifest.train_samples = reader.non_negative("train_samples");
   manifest.steps_per_epoch = reader.non_negative("steps_per_epoch");
@@ -329,9 +331,22 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& pa
 
 Manifest read_manifest(const std::filesystem::path& bundle_dir) {
   const std::filesystem::path path = bundle_dir / detail::kManifestFile;
-  if (!std::filesystem::is_regular_file(path))
+  if (!std::filesystem::exists(std::filesystem::symlink_status(path)))
     throw Error(ErrorKind::Input, "not a bundle: " + bundle_dir.string() + " has no manifest.json");
-  return parse_manifest(read_file(path), path);
+  std::string text;
+  try {
+    text = read_bundle_file(bundle_dir, detail::kManifestFile, kMaxManifestBytes, "manifest");
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::Input) throw;
+    throw error.with_context("not a bundle: " + bundle_dir.string());
+  }
+  return parse_manifest(text, path);
+}
+
+std::vector<StepRecord> read_bundle_segment(const std::filesystem::path& bundle_dir, const SegmentEntry& entry,
+                                            std::int64_t batch_size) {
+  const std::uint64_t max_bytes = detail::max_segment_bytes(entry.last_step - entry.first_step + 1, batch_size);
+  return decode_segment(read_bundle_file(bundle_dir, entry.file.path, max_bytes, "segment of that many steps"), entry.file.path);
 }
 
 }  // namespace solver::proof

@@ -74,6 +74,8 @@ struct Manifest {
 nlohmann::json manifest_to_json(const Manifest& manifest);
 // The manifest's forms of a runtime and of a distance, for reports that quote them.
 nlohmann::json runtime_to_json(const RuntimeInfo& runtime);
+// Throws Error(Input) naming the field (`name`) when it is not a runtime.
+RuntimeInfo runtime_from_json(const nlohmann::json& json, const std::string& name);
 nlohmann::json distance_to_json(const kernels::WeightDistance& distance);
 // Throws Error(Input) naming the field when the JSON is not a well-formed manifest.
 Manifest manifest_from_json(const nlohmann::json& json);
@@ -87,7 +89,8 @@ kernels::WeightDistance distance_from_json(const nlohmann::json& json, const std
 // "not a bundle: ..." naming what is wrong.
 Manifest parse_manifest(const std::string& text, const std::filesystem::path& path);
 // The manifest of the bundle in `bundle_dir`. Throws Error(Input) "not a bundle: ..." when it
-// is missing or not a well-formed manifest, Error(Io) when it cannot be read.
+// is missing, a symlink, larger than kMaxManifestBytes or not a well-formed manifest, Error(Io)
+// when it cannot be read.
 Manifest read_manifest(const std::filesystem::path& bundle_dir);
 
 // chain_0 = H(task_sha256 ":" "0" ":" ckpt_sha256 ":" ""), chain_i = H(chain_{i-1} ":" step ":"
@@ -99,6 +102,11 @@ std::string chain_link(const std::string& previous, std::int64_t step, const std
 std::string encode_segment(std::int64_t first_step, std::int64_t last_step, const std::vector<StepRecord>& steps);
 // Throws Error(Input) when malformed or when the steps are not first_step..last_step in order.
 std::vector<StepRecord> decode_segment(const std::string& text, std::string_view what);
+// The steps of the segment file `entry` names in the bundle in `bundle_dir` (a regular file,
+// read_bundle_file), refused unread when larger than its steps in batches of `batch_size` can
+// be. Throws Error(Input) naming the file, Error(Io) when it cannot be read.
+std::vector<StepRecord> read_bundle_segment(const std::filesystem::path& bundle_dir, const SegmentEntry& entry,
+                                            std::int64_t batch_size);
 
 // Writes manifest.json (canonical) and manifest.sig durably into `dir`.
 void write_signed_manifest(const std::filesystem::path& dir, const Manifest& manifest, const SigningKey& key);

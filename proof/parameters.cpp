@@ -11,12 +11,6 @@
 namespace solver::proof {
 namespace {
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) text += (i == 0 ? "" : ", ") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 }  // namespace
 
 bool is_parameter(const checkpoint::Tensor& tensor) {
@@ -38,8 +32,8 @@ kernels::WeightDistance parameter_distance(std::span<const checkpoint::Tensor> b
       throw Error(ErrorKind::Input, "parameter " + tensor.name + " is new: the earlier state has no F32 tensor of that name");
     const checkpoint::Tensor& earlier = *found->second;
     if (earlier.shape != tensor.shape)
-      throw Error(ErrorKind::Input, "parameter " + tensor.name + " changed shape from " + shape_text(earlier.shape) +
-                                        " to " + shape_text(tensor.shape));
+      throw Error(ErrorKind::Input, "parameter " + tensor.name + " changed shape from " + checkpoint::shape_text(earlier.shape) +
+                                        " to " + checkpoint::shape_text(tensor.shape));
     accumulator.add(earlier.as_f32(), tensor.as_f32());
     ++matched;
   }

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "checkpoint/safetensors.h"
+#include "common/bundle_files.h"
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -59,35 +60,44 @@ std::vector<std::pair<std::string, ReplaySetting>> settings_of(const ProfileOpti
   return settings;
 }
 
-// "" when the states are bitwise equal, else the first tensor (or "metadata") that differs.
-// Both states come from Trainer::state(), so their tensors are in the same order.
-MetricValues largest(const MetricValues& a, const MetricValues& b) {
-  return {std::max(a.l1, b.l1), std::max(a.l2, b.l2), std::max(a.linf, b.linf), std::max(a.cosine, b.cosine)};
+// Each part's largest metrics, and the larger loss spread.
+void widen(StateThresholds& bounds, const StateThresholds& other) {
+  for (const auto& [part, values] : other.parts) bounds.parts[part] = largest(bounds.parts[part], values);
+  bounds.loss = std::max(bounds.loss, other.loss);
 }
 
-// l1, l2 and linf norms of a state's parameters: their distance from zero.
-MetricValues parameter_norms(const checkpoint::Checkpoint& state) {
-  std::vector<checkpoint::Tensor> zeros;
-  for (const checkpoint::Tensor& tensor : state.tensors)
-    if (is_parameter(tensor)) {
-      checkpoint::Tensor zero = tensor;
-      std::ranges::fill(zero.data, std::byte{0});
-      zeros.push_back(std::move(zero));
-    }
-  const kernels::WeightDistance norms = parameter_distance(zeros, state.tensors);
-  return {norms.l1, norms.l2, norms.linf, 0.0};
-}
-
-// What rounding alone can do: one float32 rounding per step moves a weight w by at most
-// epsilon * |w|, so after n steps the parameters may drift by n * epsilon * their norm, and
-// 1 - cosine (about half the squared relative l2 distance) by (n * epsilon)^2 / 2.
-MetricValues rounding_floor(const MetricValues& norms, std::int64_t steps) {
+// What rounding alone can do: one float32 rounding per step moves a value w by at most
+// epsilon * |w|, so after n steps a part may drift by n * epsilon * its norm, and 1 - cosine
+// (about half the squared relative l2 distance) by (n * epsilon)^2 / 2; a loss by n * epsilon
+// of itself.
+StateThresholds rounding_floor(const std::map<std::string, MetricValues>& norms, std::int64_t steps) {
   const double relative = static_cast<double>(steps) * std::numeric_limits<float>::epsilon();
-  return {relative * norms.l1, relative * norms.l2, relative * norms.linf, 0.5 * relative * relative};
+  StateThresholds floor;
+  for (const auto& [part, norm] : norms)
+    floor.parts[part] = {relative * norm.l1, relative * norm.l2, relative * norm.linf, 0.5 * relative * relative};
+  floor.loss = relative;
+  return floor;
+}
+
+// The largest relative difference between two runs' losses of the same steps.
+double loss_spread(const std::vector<float>& reference, const std::vector<float>& losses) {
+  double spread = 0.0;
+  for (std::size_t i = 0; i < std::min(reference.size(), losses.size()); ++i) {
+    const double a = reference[i], b = losses[i];
+    const double scale = std::max(std::abs(a), std::abs(b));
+    if (scale > 0.0) spread = std::max(spread, std::abs(a - b) / scale);
+  }
+  return spread;
 }
 
 json metrics_json(const MetricValues& values) {
   return {{"l1", values.l1}, {"l2", values.l2}, {"linf", values.linf}, {"cosine_distance", values.cosine}};
+}
+
+json thresholds_json(const StateThresholds& thresholds) {
+  json parts = json::object();
+  for (const auto& [part, values] : thresholds.parts) parts[part] = metrics_json(values);
+  return {{"parts", std::move(parts)}, {"loss", thresholds.loss}};
 }
 
 // Replays every piece under every setting, with `shards` data-parallel shards, and derives the
@@ -99,7 +109,7 @@ Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const Pr
   profile.task_id = task.id;
   profile.task_sha256 = task_sha256(task);
   profile.skipped = options.skipped;
-  std::vector<checkpoint::Checkpoint> reference_ends;
+  std::vector<Replayer::Result> reference_ends;
   for (const auto& [name, setting] : settings_of(options, shards)) {
     std::unique_ptr<Replayer> replayer = first ? std::move(first) : make_replayer(task, setting);
     VariationReport variation;
@@ -112,36 +122,43 @@ Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const Pr
       const Piece& piece = pieces[i];
       Replayer::Result result = replayer->replay(piece.start, piece.records);
       const bool is_reference = reference_ends.size() == i;
-      if (is_reference) reference_ends.push_back(result.state);
+      if (is_reference) reference_ends.push_back(result);
+      const Replayer::Result& reference = reference_ends[i];
       PieceReport report;
       report.first_step = piece.records.front().step;
       report.last_step = piece.records.back().step;
-      report.from_reference = parameter_distance(reference_ends[i].tensors, result.state.tensors);
-      const std::optional<StateDifference> difference = first_difference(reference_ends[i], result.state);
+      report.from_reference = parameter_distance(reference.state.tensors, result.state.tensors);
+      const std::optional<StateDifference> difference = first_difference(reference.state, result.state);
       report.first_difference = difference ? difference->name : "";
       report.bitwise_equal = report.first_difference.empty();
       if (piece.claimed) report.from_claimed = parameter_distance(piece.claimed->tensors, result.state.tensors);
       variation.bitwise_equal = variation.bitwise_equal && report.bitwise_equal;
-      variation.spread = largest(variation.spread, as_spread(report.from_reference));
+      StateThresholds spread;
+      for (const auto& [part, distance] : part_distances(reference.state, result.state)) spread.parts[part] = as_spread(distance);
+      spread.loss = loss_spread(reference.losses, result.losses);
+      widen(variation.spread, spread);
       log_info("profile", "{} ({} threads on {}): steps {}-{}: l2 {:.3g} from the reference{}", name, setting.threads,
                setting.device, report.first_step, report.last_step, report.from_reference.l2,
                report.bitwise_equal ? ", bitwise equal" : ", differs first in " + report.first_difference);
       variation.pieces.push_back(std::move(report));
     }
     variation.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-    if (!profile.variations.empty()) profile.observed_spread = largest(profile.observed_spread, variation.spread);
+    if (!profile.variations.empty()) widen(profile.observed_spread, variation.spread);
     profile.variations.push_back(std::move(variation));
   }
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const auto steps = static_cast<std::int64_t>(pieces[i].records.size());
-    const MetricValues norms = parameter_norms(reference_ends[i]);
-    profile.parameter_norm = largest(profile.parameter_norm, norms);
+    const std::map<std::string, MetricValues> norms = part_norms(reference_ends[i].state);
+    for (const auto& [part, norm] : norms) profile.part_norm[part] = largest(profile.part_norm[part], norm);
     profile.longest_piece = std::max(profile.longest_piece, steps);
-    profile.floor = largest(profile.floor, rounding_floor(norms, steps));
+    widen(profile.floor, rounding_floor(norms, steps));
   }
-  const MetricValues basis = largest(profile.observed_spread, profile.floor);
-  profile.thresholds = {profile.safety_factor * basis.l1, profile.safety_factor * basis.l2,
-                        profile.safety_factor * basis.linf, profile.safety_factor * basis.cosine};
+  StateThresholds basis = profile.floor;
+  widen(basis, profile.observed_spread);
+  const double factor = profile.safety_factor;
+  for (const auto& [part, values] : basis.parts)
+    profile.thresholds.parts[part] = {factor * values.l1, factor * values.l2, factor * values.linf, factor * values.cosine};
+  profile.thresholds.loss = factor * basis.loss;
   return profile;
 }
 
@@ -155,11 +172,6 @@ std::vector<std::size_t> spread_segments(std::size_t n, std::size_t count) {
 }
 
 }  // namespace
-
-MetricValues as_spread(const kernels::WeightDistance& distance) {
-  // Rounding can put a cosine similarity a hair above 1.
-  return {distance.l1, distance.l2, distance.linf, std::max(0.0, 1.0 - distance.cosine)};
-}
 
 json Profile::to_json() const {
   json variation_list = json::array();
@@ -179,12 +191,16 @@ json Profile::to_json() const {
                               {"threads", variation.setting.threads},
                               {"runtime", runtime_to_json(variation.runtime)},
                               {"bitwise_equal", variation.bitwise_equal},
-                              {"spread", metrics_json(variation.spread)},
+                              {"spread", thresholds_json(variation.spread)},
                               {"seconds", variation.seconds},
                               {"pieces", std::move(piece_list)}});
   }
   json skipped_list = json::array();
   for (const auto& [setting, reason] : skipped) skipped_list.push_back({{"setting", setting}, {"reason", reason}});
+  json runtimes = json::array();
+  for (const VariationReport& variation : variations) runtimes.push_back(runtime_to_json(variation.runtime));
+  json norms = json::object();
+  for (const auto& [part, norm] : part_norm) norms[part] = {{"l1", norm.l1}, {"l2", norm.l2}, {"linf", norm.linf}};
   return {{"schema", kProfileSchema},
           {"task_id", task_id},
           {"task_sha256", task_sha256},
@@ -192,12 +208,13 @@ json Profile::to_json() const {
           {"runtime", variations.empty() ? json(nullptr) : runtime_to_json(variations.front().runtime)},
           {"variations", std::move(variation_list)},
           {"skipped", std::move(skipped_list)},
-          {"parameter_norm", {{"l1", parameter_norm.l1}, {"l2", parameter_norm.l2}, {"linf", parameter_norm.linf}}},
+          {"runtimes", std::move(runtimes)},
+          {"part_norm", std::move(norms)},
           {"longest_piece_steps", longest_piece},
-          {"observed_spread", metrics_json(observed_spread)},
-          {"floor", metrics_json(floor)},
+          {"observed_spread", thresholds_json(observed_spread)},
+          {"floor", thresholds_json(floor)},
           {"safety_factor", safety_factor},
-          {"thresholds", metrics_json(thresholds)}};
+          {"thresholds", thresholds_json(thresholds)}};
 }
 
 Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& options,
@@ -215,14 +232,14 @@ Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& o
   for (const std::size_t index : spread_segments(manifest.segments.size(), count)) {
     const SegmentEntry& segment = manifest.segments[index];
     Piece piece;
-    piece.start = checkpoint::read_safetensors(dir / manifest.checkpoints[index].file.path);
-    piece.records = decode_segment(read_file(dir / segment.file.path), segment.file.path);
+    piece.start = checkpoint::read_safetensors(bundle_file(dir, manifest.checkpoints[index].file.path).path);
+    piece.records = read_bundle_segment(dir, segment, task.training.batch_size);
     if (piece.records.empty()) throw Error(ErrorKind::Input, segment.file.path + ": holds no steps");
     // A piece cut short ends between checkpoints: nothing claimed to compare with.
     if (piece.records.size() > static_cast<std::size_t>(options.steps))
       piece.records.resize(static_cast<std::size_t>(options.steps));
     else
-      piece.claimed = checkpoint::read_safetensors(dir / manifest.checkpoints[index + 1].file.path);
+      piece.claimed = checkpoint::read_safetensors(bundle_file(dir, manifest.checkpoints[index + 1].file.path).path);
     pieces.push_back(std::move(piece));
   }
   Profile profile = run_profile(task, pieces, options, manifest.runtime.shards, nullptr, make_replayer);
@@ -248,33 +265,45 @@ Profile profile_task(const Task& task, const ProfileOptions& options, const Sett
   return profile;
 }
 
-ProfileThresholds read_profile_thresholds(const std::filesystem::path& path) {
+RuntimeCoverage read_profile(const std::filesystem::path& path) {
   try {
     const json document = parse_json_document(read_file(path), path.string());
     ObjectReader reader(document, "profile");
     const std::string schema = reader.string("schema");
     if (schema != kProfileSchema)
-      ObjectReader::fail(reader.field("schema"), "expected \"" + std::string(kProfileSchema) + "\", got \"" + schema + "\"");
-    ProfileThresholds profile;
-    profile.task_sha256 = reader.sha256("task_sha256");
+      ObjectReader::fail(reader.field("schema"), "expected \"" + std::string(kProfileSchema) + "\", got \"" + schema +
+                                                     "\" (profiles from an older solver lack per-part thresholds: profile again)");
+    RuntimeCoverage coverage;
+    coverage.source = "profile " + path.string();
+    coverage.task_sha256 = reader.sha256("task_sha256");
+    const json& runtimes = reader.array("runtimes");
+    for (std::size_t i = 0; i < runtimes.size(); ++i)
+      coverage.runtimes.push_back(runtime_from_json(runtimes[i], "profile.runtimes[" + std::to_string(i) + "]"));
     ObjectReader thresholds = reader.object("thresholds");
-    auto positive = [&](std::string_view key) {
-      const double value = thresholds.number(key);
-      if (!(value > 0.0)) ObjectReader::fail(thresholds.field(key), fmt::format("expected a positive number, got {}", value));
+    auto positive = [](ObjectReader& object, std::string_view key) {
+      const double value = object.number(key);
+      if (!(value > 0.0) || !std::isfinite(value))
+        ObjectReader::fail(object.field(key), fmt::format("expected a positive number, got {}", value));
       return value;
     };
-    profile.thresholds = {positive("l1"), positive("l2"), positive("linf"), positive("cosine_distance")};
-    return profile;
+    coverage.thresholds.loss = positive(thresholds, "loss");
+    const json& parts = thresholds.raw("parts");
+    if (!parts.is_object() || parts.empty()) ObjectReader::fail(thresholds.field("parts"), "expected an object of parts");
+    for (const auto& [part, values] : parts.items()) {
+      ObjectReader metrics(values, thresholds.field("parts") + "." + part);
+      coverage.thresholds.parts[part] = {positive(metrics, "l1"), positive(metrics, "l2"), positive(metrics, "linf"),
+                                         positive(metrics, "cosine_distance")};
+    }
+    return coverage;
   } catch (const Error& error) {
     throw Error(ErrorKind::Config, "profile " + path.string() + " cannot be used: " + error.what());
   }
 }
 
-void check_profile_applies(const ProfileThresholds& profile, const std::filesystem::path& profile_path,
-                           const std::filesystem::path& bundle_dir) {
+void check_profile_applies(const RuntimeCoverage& profile, const std::filesystem::path& bundle_dir) {
   const Manifest manifest = read_manifest(bundle_dir);
   if (manifest.task_sha256 != profile.task_sha256)
-    throw Error(ErrorKind::Config, "profile " + profile_path.string() + " was measured for task " + profile.task_sha256 +
+    throw Error(ErrorKind::Config, profile.source + " was measured for task " + profile.task_sha256 +
                                        ", but the bundle is for task " + manifest.task_sha256 +
                                        ": thresholds do not carry over between tasks; profile this task (`solver profile`)");
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,11 +20,12 @@
 #include "common/records.h"
 #include "common/task.h"
 #include "kernels/distance.h"
+#include "proof/state_distance.h"
 #include "proof/verify.h"
 
 namespace solver::proof {
 
-inline constexpr std::string_view kProfileSchema = "solver.profile/1";
+inline constexpr std::string_view kProfileSchema = "solver.profile/2";
 // δ = kProfileSafetyFactor x max(largest spread observed, rounding floor); see docs/profiling.md.
 inline constexpr double kProfileSafetyFactor = 10.0;
 
@@ -47,17 +49,6 @@ struct ProfileOptions {
   std::vector<std::pair<std::string, std::string>> skipped;
 };
 
-// The four metrics as one threshold each. `cosine` holds 1 - cosine similarity, so that every
-// field grows with the difference.
-struct MetricValues {
-  double l1 = 0.0;
-  double l2 = 0.0;
-  double linf = 0.0;
-  double cosine = 0.0;
-};
-
-MetricValues as_spread(const kernels::WeightDistance& distance);
-
 struct PieceReport {
   std::int64_t first_step = 0;
   std::int64_t last_step = 0;
@@ -73,7 +64,7 @@ struct VariationReport {
   RuntimeInfo runtime;
   std::vector<PieceReport> pieces;
   bool bitwise_equal = false;  // every piece
-  MetricValues spread;         // largest over the pieces, vs the reference
+  StateThresholds spread;      // per part and for the losses: largest over the pieces, vs the reference
   double seconds = 0.0;
 };
 
@@ -83,12 +74,12 @@ struct Profile {
   std::string source;  // "bundle" or "task"
   std::vector<VariationReport> variations;  // [0] is the reference
   std::vector<std::pair<std::string, std::string>> skipped;
-  MetricValues parameter_norm;  // the reference's end parameters: l1, l2, linf norms (cosine unused)
+  std::map<std::string, MetricValues> part_norm;  // the reference's end state: each part's l1, l2, linf norms
   std::int64_t longest_piece = 0;
-  MetricValues observed_spread;  // largest over the variations other than the reference
-  MetricValues floor;
+  StateThresholds observed_spread;  // largest over the variations other than the reference
+  StateThresholds floor;
   double safety_factor = kProfileSafetyFactor;
-  MetricValues thresholds;
+  StateThresholds thresholds;
 
   nlohmann::json to_json() const;
 };
@@ -102,16 +93,11 @@ Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& o
 // learning rates the task's seed and schedule give.
 Profile profile_task(const Task& task, const ProfileOptions& options, const SettingReplayerFactory& make_replayer);
 
-// What `solver verify --profile` takes from a profile file.
-struct ProfileThresholds {
-  std::string task_sha256;
-  MetricValues thresholds;
-};
+// What a verifier takes from a profile file: the runtimes it measured and their thresholds.
 // Throws Error(Config) naming the file and field when it is not a profile.
-ProfileThresholds read_profile_thresholds(const std::filesystem::path& path);
+RuntimeCoverage read_profile(const std::filesystem::path& path);
 // Throws Error(Config) when the bundle in `bundle_dir` is for another task than the profile,
 // Error(Input) when the bundle has no readable manifest.
-void check_profile_applies(const ProfileThresholds& profile, const std::filesystem::path& profile_path,
-                           const std::filesystem::path& bundle_dir);
+void check_profile_applies(const RuntimeCoverage& profile, const std::filesystem::path& bundle_dir);
 
 }  // namespace solver::proof

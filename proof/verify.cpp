@@ -1,6 +1,6 @@
 // verify_bundle: judges a bundle, cheapest checks first. Invariant: nothing is replayed until
-// everything that can be checked without training passed (signature, file hashes, checkpoint
-// sequence, hash chain, data order, learning rates, initialisation, update distances): a
+// everything that can be checked without training passed (signature, checkpoint sequence,
+// hash chain, file hashes, data order, learning rates, initialisation, update distances): a
 // replay is the expensive part, and it is only meaningful on a bundle whose claims are
 // consistent. Every failure names what failed (file, step or tensor) with expected vs found.
 // The verifier's random choices derive from one seed that the verdict reports, so anyone can
@@ -18,6 +18,7 @@
 #include <map>
 #include <random>
 
+#include "common/bundle_files.h"
 #include "common/data_order.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -28,6 +29,8 @@
 #include "proof/detail/bundle_paths.h"
 #include "proof/detail/journal.h"
 #include "proof/detail/replay_rules.h"
+#include "proof/detail/state_invariants.h"
+#include "proof/detail/segment_selection.h"
 #include "proof/manifest.h"
 #include "proof/parameters.h"
 
@@ -57,16 +60,22 @@ struct BundleFiles {
 BundleFiles read_bundle(const std::filesystem::path& dir) {
   const std::filesystem::path manifest_path = dir / detail::kManifestFile;
   const std::filesystem::path signature_path = dir / detail::kSignatureFile;
-  if (!std::filesystem::is_regular_file(manifest_path))
+  // Absent is "not a bundle"; present but a symlink, a folder or too large is refused below.
+  if (!std::filesystem::exists(std::filesystem::symlink_status(manifest_path)))
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has no manifest.json" +
                                       (detail::Journal(dir).exists()
                                            ? " (it has a journal: an unfinished run; complete it with `solver run --resume`)"
                                            : ""));
-  if (!std::filesystem::is_regular_file(signature_path))
+  if (!std::filesystem::exists(std::filesystem::symlink_status(signature_path)))
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has manifest.json but no manifest.sig");
   BundleFiles files;
-  files.manifest_text = read_file(manifest_path);
-  files.signature_hex = read_file(signature_path);
+  try {
+    files.manifest_text = read_bundle_file(dir, detail::kManifestFile, kMaxManifestBytes, "manifest");
+    files.signature_hex = read_bundle_file(dir, detail::kSignatureFile, kMaxSignatureBytes, "signature");
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::Input) throw;
+    throw error.with_context("not a bundle: " + dir.string());
+  }
   while (!files.signature_hex.empty() && std::isspace(static_cast<unsigned char>(files.signature_hex.back())))
     files.signature_hex.pop_back();
   files.manifest = parse_manifest(files.manifest_text, manifest_path);
@@ -140,26 +149,28 @@ std::optional<Task> check_task(const std::filesystem::path& dir, const Manifest&
   return task;
 }
 
-// Every listed file: named as its step implies, present, of the recorded size and hash.
+// Every listed file: named as its step implies, a regular file in the bundle (not a symlink),
+// of the recorded size and hash.
 void check_files(const std::filesystem::path& dir, const Manifest& manifest, std::vector<std::string>& failures) {
   auto check = [&](const FileEntry& entry, const std::string& expected_path, const std::string& what) {
     if (entry.path != expected_path) {
       failures.push_back(what + " is stored as " + entry.path + ", expected " + expected_path);
       return;
     }
-    const std::filesystem::path path = dir / entry.path;
-    std::error_code error;
-    const std::uintmax_t size = std::filesystem::file_size(path, error);
-    if (error || !std::filesystem::is_regular_file(path)) {
-      failures.push_back(entry.path + ": missing");
+    BundleFile file;
+    try {
+      file = bundle_file(dir, entry.path);
+    } catch (const Error& error) {
+      if (error.kind() != ErrorKind::Input) throw;
+      failures.push_back(error.what());  // missing, a symlink, or not a regular file: nothing of it is read
       return;
     }
-    if (size != entry.size) {
+    if (file.size != entry.size) {
       failures.push_back(entry.path + ": size mismatch (manifest " + std::to_string(entry.size) + " bytes, file " +
-                         std::to_string(size) + ")");
+                         std::to_string(file.size) + ")");
       return;
     }
-    const std::string actual = sha256_file_hex(path);
+    const std::string actual = sha256_file_hex(file.path);
     if (actual != entry.sha256)
       failures.push_back(entry.path + ": sha256 mismatch (manifest " + entry.sha256 + ", file " + actual + ")");
   };
@@ -270,11 +281,11 @@ void check_commitments(const Manifest& manifest, const VerifyOptions& options, s
 
 // The records of each segment (empty where a segment could not be read; a failure says why).
 std::vector<std::vector<StepRecord>> read_segments(const std::filesystem::path& dir, const Manifest& manifest,
-                                                   std::vector<std::string>& failures) {
+                                                   std::int64_t batch_size, std::vector<std::string>& failures) {
   std::vector<std::vector<StepRecord>> segments;
   for (const SegmentEntry& entry : manifest.segments) {
     try {
-      std::vector<StepRecord> records = decode_segment(read_file(dir / entry.file.path), entry.file.path);
+      std::vector<StepRecord> records = read_bundle_segment(dir, entry, batch_size);
       if (records.front().step != entry.first_step || records.back().step != entry.last_step)
         throw Error(ErrorKind::Input, entry.file.path + ": holds steps " +
                                           steps_text(records.front().step, records.back().step) + ", the manifest says " +
@@ -326,7 +337,7 @@ void check_data_order(const Task& task, const Manifest& manifest, const std::vec
 std::optional<checkpoint::Checkpoint> read_checkpoint(const std::filesystem::path& dir, const CheckpointEntry& entry,
                                                       std::vector<std::string>& failures) {
   try {
-    return checkpoint::read_safetensors(dir / entry.file.path);
+    return checkpoint::read_safetensors(bundle_file(dir, entry.file.path).path);
   } catch (const Error& error) {
     failures.push_back(entry.file.path + ": " + error.what());
     return std::nullopt;
@@ -347,141 +358,156 @@ std::optional<std::string> distance_difference(const kernels::WeightDistance& re
   return std::nullopt;
 }
 
-// Checks the initialisation against ckpt 0, then every recorded update distance against the
-// checkpoint files. Reads each checkpoint once, keeping only the previous one.
-void check_states(const std::filesystem::path& dir, const Manifest& manifest, Replayer& replayer,
-                  std::vector<std::string>& failures) {
-  std::optional<checkpoint::Checkpoint> previous = read_checkpoint(dir, manifest.checkpoints.front(), failures);
+// Everything the checkpoint files show without training, reading each once and keeping only the
+// previous one: each file no larger than a state of the task's model and optimizer can be (so a
+// forged file cannot make the verifier read gigabytes), its layout exactly that state's, step 0
+// the initialisation the task seed gives, the optimizer invariants at every checkpoint, and each
+// recorded update distance. Returns how much each part of the state changed over each segment
+// (empty where a checkpoint could not be read).
+std::vector<PartDistances> check_states(const std::filesystem::path& dir, const Task& task, const Manifest& manifest,
+                                        const checkpoint::Checkpoint& initial, std::vector<std::string>& failures) {
+  const std::uint64_t size_bound = safetensors_size_bound(initial);
+  auto read = [&](const CheckpointEntry& entry) -> std::optional<checkpoint::Checkpoint> {
+    if (entry.file.size > size_bound) {
+      failures.push_back(fmt::format("{}: {} bytes, more than the {} bytes a state of the task's model and optimizer can take",
+                                     entry.file.path, entry.file.size, size_bound));
+      return std::nullopt;
+    }
+    std::optional<checkpoint::Checkpoint> state = read_checkpoint(dir, entry, failures);
+    if (!state) return state;
+    if (const auto difference = layout_difference(initial, *state)) {
+      failures.push_back(entry.file.path + ": not the state of the task's model and optimizer: " + *difference);
+      return std::nullopt;
+    }
+    return state;
+  };
+  std::optional<checkpoint::Checkpoint> previous = read(manifest.checkpoints.front());
   if (previous) {
-    if (const auto difference = first_difference(replayer.initial_state(), *previous))
+    if (const auto difference = first_difference(initial, *previous))
       failures.push_back(std::string("initialisation: step 0 differs from the weights the task seed gives (") +
                          (difference->metadata ? "metadata " : "") + difference->name + ")");
   }
+  std::vector<PartDistances> changes;
   for (std::size_t i = 1; i < manifest.checkpoints.size(); ++i) {
     const CheckpointEntry& entry = manifest.checkpoints[i];
-    std::optional<checkpoint::Checkpoint> current = read_checkpoint(dir, entry, failures);
+    std::optional<checkpoint::Checkpoint> current = read(entry);
+    if (current)
+      detail::check_state_invariants(task, entry.step, *current, previous ? &*previous : nullptr,
+                                     manifest.checkpoints[i - 1].step, failures);
+    changes.emplace_back();
     if (previous && current) {
       const std::string what = "update distance at step " + std::to_string(entry.step) + ": ";
       try {
-        const kernels::WeightDistance recomputed = parameter_distance(previous->tensors, current->tensors);
-        if (const auto difference = distance_difference(*entry.update, recomputed)) failures.push_back(what + *difference);
+        // The parameters' part is the update distance: the same tensors fed in the same order
+        // as parameter_distance feeds them (proof/parameters.h).
+        changes.back() = part_distances(*previous, *current);
+        const auto parameters = changes.back().find("param");
+        if (parameters == changes.back().end()) throw Error(ErrorKind::Input, "the state has no parameters");
+        if (const auto difference = distance_difference(*entry.update, parameters->second)) failures.push_back(what + *difference);
       } catch (const Error& error) {
         failures.push_back(what + "cannot be recomputed: " + error.what());
       }
     }
     previous = std::move(current);
   }
+  return changes;
 }
 
-struct Choice {
-  std::size_t segment = 0;
-  std::string chosen_by;
-};
-
-std::vector<Choice> select_segments(const Manifest& manifest, const VerifyOptions& options, std::uint64_t random_seed) {
-  const std::size_t count = manifest.segments.size();
-  std::vector<Choice> chosen;
-  std::vector<std::size_t> rest;
-  if (options.selection == SegmentSelection::All) {
-    for (std::size_t i = 0; i < count; ++i) chosen.push_back({i, "all"});
-    return chosen;
-  }
-  if (options.selection == SegmentSelection::TopQ) {
-    // Per epoch rather than over the whole run: early epochs' updates dwarf later ones, so a
-    // global top-q would only ever replay the start of training.
-    auto epoch_of = [&](std::size_t segment) { return (manifest.segments[segment].last_step - 1) / manifest.steps_per_epoch; };
-    // Segment i ends at checkpoint i + 1, whose update is the segment's.
-    auto update_of = [&](std::size_t segment) { return manifest.checkpoints[segment + 1].update->l2; };
-    std::map<std::int64_t, std::vector<std::size_t>> by_epoch;
-    for (std::size_t i = 0; i < count; ++i) by_epoch[epoch_of(i)].push_back(i);
-    for (auto& [epoch, members] : by_epoch) {
-      std::ranges::stable_sort(members, std::ranges::greater{}, update_of);
-      for (std::size_t rank = 0; rank < members.size(); ++rank) {
-        if (rank < static_cast<std::size_t>(options.q))
-          chosen.push_back({members[rank], "top-q"});
-        else
-          rest.push_back(members[rank]);
-      }
+// How unusual each segment's change of the training state is against the segments around it:
+// for each part, the log of its l2 change over the median change of that part in the (up to
+// four) nearest other segments, in either direction (a part that froze is as suspect as one that
+// jumped); the segment's score is its largest. Against its neighbours, not the whole run, so
+// that the schedule's slow drift (a warm-up, a decay to zero) is not what stands out. A forger
+// who rewrites one part at one checkpoint (Adam's second moment, so that the parameters then
+// barely move) makes that part's change there a jump, however small the parameters' update; a
+// forger who spreads the rewrite thinly must forge many segments, which the random draws catch.
+std::vector<double> change_scores(const std::vector<PartDistances>& changes) {
+  constexpr std::size_t kNeighbours = 2;  // on each side
+  std::vector<double> scores(changes.size(), 0.0);
+  for (std::size_t i = 0; i < changes.size(); ++i)
+    for (const auto& [part, distance] : changes[i]) {
+      std::vector<double> around;
+      for (std::size_t j = i > kNeighbours ? i - kNeighbours : 0; j <= std::min(i + kNeighbours, changes.size() - 1); ++j)
+        if (j != i && changes[j].contains(part)) around.push_back(changes[j].at(part).l2);
+      if (around.empty()) continue;
+      std::ranges::sort(around);
+      const double baseline = around.size() % 2 == 1 ? around[around.size() / 2]
+                                                     : 0.5 * (around[around.size() / 2 - 1] + around[around.size() / 2]);
+      // A floor a millionth of the baseline keeps a frozen part finite; against a baseline of
+      // zero, any change at all stands out.
+      const double floor = std::max(baseline * 1e-6, std::numeric_limits<double>::min());
+      scores[i] = std::max(scores[i], std::abs(std::log((distance.l2 + floor) / (baseline + floor))));
     }
-    std::ranges::sort(rest);
-  } else {
-    for (std::size_t i = 0; i < count; ++i) rest.push_back(i);
-  }
-  // Drawn after the bundle was committed, from the verifier's seed: a solver cannot know
-  // which segments will be replayed, and the same seed picks the same segments again.
-  const std::size_t draws = std::min(rest.size(), static_cast<std::size_t>(options.random_count));
-  for (std::size_t draw = 0; draw < draws; ++draw) {
-    const std::size_t pick = derive_seed(random_seed, kStreamVerifier, draw) % rest.size();
-    chosen.push_back({rest[pick], "random"});
-    rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(pick));
-  }
-  std::ranges::sort(chosen, {}, &Choice::segment);
-  return chosen;
+  return scores;
 }
 
-// The first metric whose threshold the distance exceeds, as "l2 X > threshold Y"; empty when all hold.
-std::string exceeded_threshold(const kernels::WeightDistance& distance, const VerifyOptions& options) {
-  const std::pair<const char*, std::pair<double, std::optional<double>>> checks[] = {
-      {"l2", {distance.l2, options.delta}},
-      {"l1", {distance.l1, options.delta_l1}},
-      {"linf", {distance.linf, options.delta_linf}},
-      {"1-cosine", {1.0 - distance.cosine, options.delta_cosine}}};
-  for (const auto& [metric, check] : checks) {
-    const auto& [value, threshold] = check;
-    if (threshold && !(value <= *threshold)) return fmt::format("{} {} > threshold {}", metric, value, *threshold);
+// Where two states differ in what has no rounding to forgive: a tensor that is not float32
+// (integer counters), or a metadata entry. nullopt when those are all equal.
+std::optional<std::string> exact_difference(const checkpoint::Checkpoint& expected, const checkpoint::Checkpoint& found) {
+  for (const checkpoint::Tensor& tensor : expected.tensors) {
+    if (tensor.dtype == checkpoint::DType::F32) continue;
+    const checkpoint::Tensor* other = found.find(tensor.name);
+    if (other == nullptr || other->dtype != tensor.dtype || other->shape != tensor.shape || other->data != tensor.data)
+      return "tensor " + tensor.name;
   }
-  return "";
+  if (expected.metadata != found.metadata) return "the metadata";
+  return std::nullopt;
 }
 
 // Replays one segment from its start checkpoint and judges the result against its end.
-SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& manifest, const Choice& choice,
-                             const std::vector<StepRecord>& records, Replayer& replayer, bool bitwise_required,
-                             const VerifyOptions& options, std::vector<std::string>& failures) {
+SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& manifest, const detail::SegmentChoice& choice,
+                             const std::vector<StepRecord>& records, Replayer& replayer, const RuntimeCoverage* coverage,
+                             std::vector<std::string>& failures) {
+  const bool bitwise_required = coverage == nullptr;
   const SegmentEntry& segment = manifest.segments[choice.segment];
   SegmentReport report;
   report.first_step = segment.first_step;
   report.last_step = segment.last_step;
   report.chosen_by = choice.chosen_by;
-  report.threshold = bitwise_required ? 0.0 : options.delta;
-  report.distance.l2 = std::numeric_limits<double>::infinity();  // until a replay measures it
+  report.bitwise_required = bitwise_required;
   const std::string what = "segment steps " + steps_text(segment.first_step, segment.last_step) + ": ";
 
   const auto start = read_checkpoint(dir, manifest.checkpoints[choice.segment], failures);
   const auto claimed = read_checkpoint(dir, manifest.checkpoints[choice.segment + 1], failures);
   if (!start || !claimed) return report;
 
+  const std::size_t failures_before = failures.size();
   const auto began = std::chrono::steady_clock::now();
   Replayer::Result result;
   try {
     result = replayer.replay(*start, records);
   } catch (const Error& error) {
-    // A bundle whose checkpoint the model cannot load is rejected; a broken verifier is not a verdict.
-    if (error.kind() != ErrorKind::Input) throw error.with_context(what + "replay");
+    // A bundle whose checkpoint the model cannot load, or whose model overruns the replay's
+    // budget (docs/bundle-format.md, "Replay budget"), is rejected; a broken verifier is not a verdict.
+    if (error.kind() != ErrorKind::Input && error.kind() != ErrorKind::Budget) throw error.with_context(what + "replay");
     failures.push_back(what + "replay failed: " + error.what());
     return report;
   }
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+  report.replayed = true;
 
   const std::optional<StateDifference> difference = first_difference(*claimed, result.state);
   report.bitwise_equal = !difference;
   try {
-    report.distance = parameter_distance(claimed->tensors, result.state.tensors);
+    report.distances = part_distances(*claimed, result.state);
   } catch (const Error& error) {
-    failures.push_back(what + "the replayed state does not match the claimed checkpoint's parameters: " + error.what());
+    failures.push_back(what + "the replayed state does not have the claimed checkpoint's layout: " + error.what());
     return report;
   }
-  const std::string exceeded = bitwise_required ? "" : exceeded_threshold(report.distance, options);
-  const bool state_passed = bitwise_required ? report.bitwise_equal : exceeded.empty();
-  if (!state_passed) {
-    const std::string tensor = !difference          ? ""
-                               : difference->metadata ? "; metadata entry " + difference->name + " differs"
-                                                      : "; first differing tensor " + difference->name;
-    failures.push_back(!bitwise_required
-                           ? fmt::format("{}replay differs from the claimed checkpoint ({}{})", what, exceeded, tensor)
-                           : fmt::format("{}replay differs from the claimed checkpoint (l2 {}, but the same runtime must "
-                                         "reproduce it bit for bit{})",
-                                         what, report.distance.l2, tensor));
+  const double parameter_l2 = report.distances.contains("param") ? report.distances.at("param").l2 : 0.0;
+  if (bitwise_required) {
+    if (difference)
+      failures.push_back(fmt::format("{}replay differs from the claimed checkpoint (parameters l2 {}, but the same runtime "
+                                     "must reproduce it bit for bit; first differing {}{})",
+                                     what, parameter_l2, difference->metadata ? "metadata entry " : "tensor ", difference->name));
+  } else if (const auto exact = exact_difference(*claimed, result.state)) {
+    failures.push_back(what + "replay differs from the claimed checkpoint in " + *exact +
+                       ", which must be equal on any runtime");
+  } else if (const auto exceeded = coverage->thresholds.exceeded_by(report.distances)) {
+    failures.push_back(fmt::format("{}replay differs from the claimed checkpoint beyond the thresholds of {} ({})", what,
+                                   coverage->source, *exceeded));
   }
+  const bool state_passed = failures.size() == failures_before;
 
   report.losses_match = result.losses.size() == records.size();
   if (!report.losses_match) {
@@ -489,7 +515,7 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
                        std::to_string(records.size()) + " steps");
   } else {
     for (std::size_t i = 0; i < records.size(); ++i)
-      if (!losses_agree(records[i].loss, result.losses[i], bitwise_required)) {
+      if (!losses_agree(records[i].loss, result.losses[i], bitwise_required ? 0.0 : coverage->thresholds.loss)) {
         report.losses_match = false;
         failures.push_back(fmt::format("{}recorded loss at step {} differs from the replay (recorded {}, replayed {})", what,
                                        records[i].step, records[i].loss, result.losses[i]));
@@ -497,18 +523,75 @@ SegmentReport replay_segment(const std::filesystem::path& dir, const Manifest& m
       }
   }
   report.passed = state_passed && report.losses_match;
-  log_debug("proof", "verify: segment steps={} chosen_by={} seconds={:.2f} l2={} bitwise={} passed={}",
-           steps_text(report.first_step, report.last_step), report.chosen_by, report.seconds, report.distance.l2,
-           report.bitwise_equal, report.passed);
+  log_debug("proof", "verify: segment steps={} chosen_by={} seconds={:.2f} parameters l2={} bitwise={} passed={}",
+            steps_text(report.first_step, report.last_step), report.chosen_by, report.seconds, parameter_l2,
+            report.bitwise_equal, report.passed);
   return report;
 }
 
+// What the outcome claims that the records settle without training: the final loss is the last
+// step's, and the training time is a duration.
+void check_outcome(const Manifest& manifest, const std::vector<std::vector<StepRecord>>& segments,
+                   std::vector<std::string>& failures) {
+  const TrainOutcome& outcome = manifest.outcome;
+  if (!segments.empty() && !segments.back().empty() &&
+      outcome.final_loss != static_cast<double>(segments.back().back().loss))
+    failures.push_back(fmt::format("outcome: final_loss {} is not the last step's recorded loss {}", outcome.final_loss,
+                                   segments.back().back().loss));
+  if (!(outcome.train_seconds >= 0.0) || !std::isfinite(outcome.train_seconds))
+    failures.push_back(fmt::format("outcome: train_seconds {} is not a duration", outcome.train_seconds));
+  if (!(outcome.test_accuracy >= 0.0 && outcome.test_accuracy <= 1.0))
+    failures.push_back(fmt::format("outcome: test_accuracy {} is not a share in [0, 1]", outcome.test_accuracy));
+}
+
+// The claimed test accuracy, measured again on the final checkpoint: exactly on the same
+// runtime; within detail::kCrossRuntimeAccuracyTolerance on a covered one.
+void check_test_accuracy(const std::filesystem::path& dir, const Manifest& manifest, Replayer& replayer, bool covered,
+                         std::vector<std::string>& failures) {
+  const std::optional<checkpoint::Checkpoint> final_state = read_checkpoint(dir, manifest.checkpoints.back(), failures);
+  if (!final_state) return;
+  double measured = 0.0;
+  try {
+    measured = replayer.test_accuracy(*final_state);
+  } catch (const Error& error) {
+    if (error.kind() != ErrorKind::Budget) throw error.with_context("measuring the final checkpoint's test accuracy");
+    failures.push_back(std::string("outcome: the test accuracy could not be measured: ") + error.what());
+    return;
+  }
+  const double claimed = manifest.outcome.test_accuracy;
+  if (covered ? !(std::abs(measured - claimed) <= detail::kCrossRuntimeAccuracyTolerance) : measured != claimed)
+    failures.push_back(fmt::format("outcome: test_accuracy is {}, but the final checkpoint scores {} on the test set{}", claimed,
+                                   measured, covered ? "" : " (same runtime: it must be exact)"));
+}
+
+std::string runtime_text(const RuntimeInfo& runtime) {
+  return fmt::format("{} (solver {}, LibTorch {}, {} threads, {} shards{})", runtime.device, runtime.solver_version,
+                     runtime.torch_version, runtime.threads, runtime.shards,
+                     runtime.deterministic ? "" : ", nondeterministic");
+}
+
+// The verifier's coverage that lists both the bundle's runtime and its own, for the bundle's task.
+const RuntimeCoverage* covering(const VerifyOptions& options, const Manifest& manifest, const RuntimeInfo& own) {
+  auto lists = [](const RuntimeCoverage& coverage, const RuntimeInfo& runtime) {
+    return std::ranges::any_of(coverage.runtimes, [&](const RuntimeInfo& listed) { return same_runtime(listed, runtime); });
+  };
+  for (const RuntimeCoverage& coverage : options.coverages)
+    if (coverage.task_sha256 == manifest.task_sha256 && lists(coverage, manifest.runtime) && lists(coverage, own))
+      return &coverage;
+  return nullptr;
+}
+
+json distances_json(const PartDistances& distances) {
+  json parts = json::object();
+  for (const auto& [part, distance] : distances) parts[part] = distance_to_json(distance);
+  return parts;
+}
+
 void check_options(const VerifyOptions& options) {
-  if (options.q < 0) throw Error(ErrorKind::Usage, "verify: q must be >= 0, got " + std::to_string(options.q));
-  if (options.random_count < 0)
-    throw Error(ErrorKind::Usage, "verify: the random segment count must be >= 0, got " + std::to_string(options.random_count));
-  if (!(options.delta >= 0) || !std::isfinite(options.delta))
-    throw Error(ErrorKind::Usage, fmt::format("verify: delta must be a finite number >= 0, got {}", options.delta));
+  detail::check_selection_options(options);
+  if (options.max_threads < 1 || options.max_shards < 1)
+    throw Error(ErrorKind::Usage, fmt::format("verify: the thread and shard caps must be >= 1, got {} and {}",
+                                              options.max_threads, options.max_shards));
 }
 
 }  // namespace
@@ -519,22 +602,27 @@ json Verdict::to_json() const {
     reports.push_back({{"first_step", report.first_step},
                        {"last_step", report.last_step},
                        {"chosen_by", report.chosen_by},
-                       {"distance", distance_to_json(report.distance)},
+                       {"distances", distances_json(report.distances)},
                        {"bitwise_equal", report.bitwise_equal},
                        {"losses_match", report.losses_match},
-                       {"threshold", report.threshold},
+                       {"bitwise_required", report.bitwise_required},
                        {"passed", report.passed},
+                       {"replayed", report.replayed},
                        {"seconds", report.seconds}});
-  return {{"accepted", accepted},
-          {"failures", failures},
-          {"segments", std::move(reports)},
-          {"random_seed", random_seed},
-          {"same_runtime", same_runtime},
-          {"segments_replayed", segments.size()},
-          {"segments_total", segments_total},
-          {"replayed_fraction", replayed_fraction},
-          {"replay_seconds", replay_seconds},
-          {"train_seconds", train_seconds}};
+  json verdict = {{"accepted", accepted},
+                  {"failures", failures},
+                  {"segments", std::move(reports)},
+                  {"random_seed", random_seed},
+                  {"same_runtime", same_runtime},
+                  {"task_checked", task_checked},
+          {"not_covered", not_covered ? json(*not_covered) : json(nullptr)},
+                  {"segments_replayed", segments.size()},
+                  {"segments_total", segments_total},
+                  {"replayed_fraction", replayed_fraction},
+                  {"replay_seconds", replay_seconds},
+                  {"train_seconds", train_seconds}};
+  if (detection) verdict["detection"] = detail::detection_to_json(*detection);
+  return verdict;
 }
 
 Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& options, const ReplayerFactory& make_replayer) {
@@ -547,46 +635,78 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
     verdict.random_seed = (static_cast<std::uint64_t>(random()) << 32) ^ random();
   }
   std::vector<std::string>& failures = verdict.failures;
+  verdict.task_checked = options.expected_task_sha256.has_value();
 
-  // 1-6: the bundle's claims are signed, complete, hashed, ordered, chained and match what was committed.
+  // 1-6: the bundle's claims are signed, ordered, chained, complete, hashed and match what was committed.
   const BundleFiles files = read_bundle(dir);
   const Manifest& manifest = files.manifest;
   verdict.train_seconds = manifest.outcome.train_seconds;
   verdict.segments_total = static_cast<std::int64_t>(manifest.segments.size());
   check_signature(files, options, failures);
   const std::optional<Task> task = check_task(dir, manifest, options, failures);
-  check_files(dir, manifest, failures);
-  if (check_sequence(manifest, failures)) check_chain(manifest, failures);
+  // Structure before hashing: a manifest listing one file 100,000 times is refused by its
+  // sequence, without hashing any file.
+  if (check_sequence(manifest, failures)) {
+    check_chain(manifest, failures);
+    check_files(dir, manifest, failures);
+  }
   check_commitments(manifest, options, failures);
   if (!failures.empty() || !task) return verdict;
 
   // 7-9: what the seed and the files determine without training.
-  const std::vector<std::vector<StepRecord>> segments = read_segments(dir, manifest, failures);
+  const std::vector<std::vector<StepRecord>> segments = read_segments(dir, manifest, task->training.batch_size, failures);
   check_data_order(*task, manifest, segments, failures);
   const Task replay_task = detail::with_bundled_model(*task, dir);
+  check_outcome(manifest, segments, failures);
+  // The runtime is only claimed: the verifier replays within its own caps.
+  const RuntimeInfo& claimed = manifest.runtime;
+  if (claimed.threads < 1 || claimed.shards < 1 || claimed.shards > task->training.batch_size)
+    failures.push_back(fmt::format("runtime: {} threads and {} shards is not a way to train batches of {}", claimed.threads,
+                                   claimed.shards, task->training.batch_size));
+  if (!failures.empty()) return verdict;
+  if (claimed.shards > options.max_shards) {
+    verdict.not_covered = fmt::format("runtime: the bundle splits each step into {} shards, more than this verifier's cap "
+                                      "of {} (--max-shards)", claimed.shards, options.max_shards);
+    return verdict;
+  }
   std::unique_ptr<Replayer> replayer;
   try {
-    replayer = make_replayer(replay_task, manifest.runtime.threads, manifest.runtime.shards);
+    replayer = make_replayer(replay_task, std::min(claimed.threads, options.max_threads), claimed.shards);
   } catch (const Error& error) {
     throw error.with_context("preparing the replay of task " + task->id);
   }
   if (replayer->train_samples() != manifest.train_samples)
     failures.push_back("plan: the manifest says " + std::to_string(manifest.train_samples) +
                        " training samples, the task's dataset has " + std::to_string(replayer->train_samples()));
-  check_states(dir, manifest, *replayer, failures);
-  verdict.same_runtime = same_runtime(manifest.runtime, replayer->runtime());
-  if (!failures.empty()) return verdict;
+  const std::vector<PartDistances> changes = check_states(dir, *task, manifest, replayer->initial_state(), failures);
+  verdict.same_runtime = same_runtime(claimed, replayer->runtime());
+  if (!failures.empty() || !options.replay) return verdict;
+  const RuntimeCoverage* coverage = verdict.same_runtime ? nullptr : covering(options, manifest, replayer->runtime());
+  if (!verdict.same_runtime && coverage == nullptr) {
+    verdict.not_covered = "runtime: the bundle was trained on " + runtime_text(claimed) + "; this verifier replays on " +
+                          runtime_text(replayer->runtime()) +
+                          ", and none of its profiles covers both (profile the task on both with `solver profile` and "
+                          "pass --profile, or verify where the bundle's runtime can be reproduced bit for bit)";
+    return verdict;
+  }
 
   // 10-11: replays of segments chosen after the bundle was committed.
+  std::vector<std::int64_t> epoch_of;  // a segment belongs to the epoch of its last step
+  for (const SegmentEntry& segment : manifest.segments) epoch_of.push_back((segment.last_step - 1) / manifest.steps_per_epoch);
+  const std::vector<detail::SegmentChoice> choices =
+      detail::select_segments(change_scores(changes), epoch_of, options, verdict.random_seed);
+  verdict.detection = detail::detection_of(choices, verdict.segments_total, options);
   std::int64_t replayed_steps = 0;
-  for (const Choice& choice : select_segments(manifest, options, verdict.random_seed)) {
-    SegmentReport report = replay_segment(dir, manifest, choice, segments[choice.segment], *replayer,
-                                          verdict.same_runtime, options, failures);
-    replayed_steps += report.last_step - report.first_step + 1;
+  for (const detail::SegmentChoice& choice : choices) {
+    SegmentReport report = replay_segment(dir, manifest, choice, segments[choice.segment], *replayer, coverage, failures);
+    const bool replayed = report.replayed;
+    if (replayed) replayed_steps += report.last_step - report.first_step + 1;
     verdict.replay_seconds += report.seconds;
     verdict.segments.push_back(std::move(report));
+    if (!replayed) break;  // rejected already; a spent budget would refuse the rest anyway
   }
   verdict.replayed_fraction = static_cast<double>(replayed_steps) / static_cast<double>(manifest.total_steps);
+  if (failures.empty()) check_test_accuracy(dir, manifest, *replayer, coverage != nullptr, failures);
   verdict.accepted = failures.empty();
   return verdict;
 }

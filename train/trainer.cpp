@@ -219,6 +219,8 @@ double step_time_limit_seconds(const BudgetSpec& budget, double max_step_seconds
   return std::min({share, budget.max_wall_seconds, max_step_seconds});
 }
 
+double replay_budget_seconds(const BudgetSpec& budget) { return kReplaySlack * budget.max_wall_seconds; }
+
 struct Trainer::Impl {
   // The model again, for data-parallel shard s > 0 (shard 0 runs on the primary model). Its
   // tensors are in the primary's order; parameters and buffers are copied from the primary at
@@ -244,6 +246,8 @@ struct Trainer::Impl {
   std::int64_t total_steps = 0;
   bool bf16_autocast = false;  // training.precision "bf16"
   std::vector<Replica> replicas;  // shards 1..S-1; empty for one shard
+  double max_replay_seconds;      // TrainerOptions'; 0 = none
+  double replay_seconds = 0.0;    // spent by replay() and evaluate() so far
   detail::StepWatchdog watchdog;  // times each step and each other pass of the model
 
   Impl(const Task& task_, const std::vector<c10::Device>& devices, int threads_, int shards, const TrainerOptions& options)
@@ -251,7 +255,10 @@ struct Trainer::Impl {
         device(devices.front()),
         threads(threads_),
         bf16_autocast(task.training.precision == "bf16"),
-        watchdog(step_time_limit_seconds(task.budget, options.max_step_seconds), options.on_stuck_step) {
+        max_replay_seconds(options.max_replay_seconds),
+        watchdog(max_replay_seconds > 0.0 ? std::min(options.max_step_seconds, max_replay_seconds)
+                                          : step_time_limit_seconds(task.budget, options.max_step_seconds),
+                 options.on_stuck_step) {
     for (const c10::Device& each : devices)
       if (each.is_cuda()) require_usable_cuda(each);
     configure_determinism(threads);
@@ -503,6 +510,24 @@ struct Trainer::Impl {
     return state;
   }
 
+  // Adds what a replay or evaluation took since `started` to the replay budget's account, then
+  // throws Error(Budget) if the budget is spent; `where` says what ran last ("step 12").
+  void charge_replay_budget(Clock::time_point& started, const std::string& where) {
+    const Clock::time_point now = Clock::now();
+    replay_seconds += std::chrono::duration<double>(now - started).count();
+    started = now;
+    if (max_replay_seconds > 0.0 && replay_seconds > max_replay_seconds)
+      throw Error(ErrorKind::Budget, fmt::format("replay budget exceeded: the replays took {:.2f} s by the end of {}, "
+                                                 "over the budget of {} s", replay_seconds, where, max_replay_seconds));
+  }
+
+  // Throws Error(Budget) before `what` runs if the replay budget is already spent.
+  void require_replay_budget(const std::string& what) const {
+    if (max_replay_seconds > 0.0 && replay_seconds > max_replay_seconds)
+      throw Error(ErrorKind::Budget, fmt::format("replay budget exceeded before {}: the replays took {:.2f} s, over the "
+                                                 "budget of {} s; not run", what, replay_seconds, max_replay_seconds));
+  }
+
   // The memory budget is read from /proc only when `sample_memory` (the loop samples it every
   // kMemorySampleInterval, not every step: it is a system call and a parse).
   void enforce_budgets(std::int64_t step, double elapsed_seconds, std::int64_t last_checkpoint, bool sample_memory) const {
@@ -528,6 +553,9 @@ Trainer::Trainer(const Task& task, const TrainerOptions& options) {
   if (!(options.max_step_seconds > 0.0 && options.max_step_seconds <= kMaxStepSeconds))
     throw Error(ErrorKind::Config, fmt::format("max_step_seconds must be > 0 and at most {} (about 11 days), got {}",
                                                kMaxStepSeconds, options.max_step_seconds));
+  // Infinite is allowed: twice a task's huge wall budget bounds nothing, but is no error.
+  if (!(options.max_replay_seconds >= 0.0))
+    throw Error(ErrorKind::Config, fmt::format("max_replay_seconds must be >= 0 (0 = none), got {}", options.max_replay_seconds));
   impl_ = translating_torch_errors(devices.front(), "setting up task " + task.id,
                                    [&] { return std::make_unique<Impl>(task, devices, threads, shards, options); });
 }
@@ -650,15 +678,20 @@ std::vector<float> Trainer::replay(std::span<const StepRecord> steps) {
   Impl& impl = *impl_;
   // All records first: a batch is gathered a step ahead, and only checked indices may be.
   for (const StepRecord& record : steps) impl.check_record(record, "replaying step " + std::to_string(record.step));
+  if (!steps.empty()) impl.require_replay_budget("step " + std::to_string(steps.front().step));
   std::vector<float> losses;
   losses.reserve(steps.size());
   detail::BatchPrefetcher batches(impl.train_data, impl.device, impl.gather_in_background());
   if (!steps.empty()) batches.request(steps.front().indices);
+  Clock::time_point charged_until = Clock::now();
   for (std::size_t i = 0; i < steps.size(); ++i) {
     const std::span<const std::uint32_t> next_indices =
         i + 1 < steps.size() ? std::span<const std::uint32_t>(steps[i + 1].indices) : std::span<const std::uint32_t>();
-    detail::StepWatchdog::Watch watch = impl.watchdog.watch("step " + std::to_string(steps[i].step));
+    const std::string what = "step " + std::to_string(steps[i].step);
+    detail::StepWatchdog::Watch watch = impl.watchdog.watch(what);
     losses.push_back(impl.run_step(steps[i].step, batches, next_indices, steps[i].lr));
+    watch.stop();
+    impl.charge_replay_budget(charged_until, what);
     watch.finish();
   }
   return losses;
@@ -699,18 +732,23 @@ Trainer::Evaluation Trainer::evaluate() {
     std::int64_t correct = 0, labels = 0;
     double loss_sum = 0.0;
     const std::int64_t count = impl.test_data.size(), batch_size = impl.evaluation_batch_size();
+    impl.require_replay_budget("evaluating the test set");
+    Clock::time_point charged_until = Clock::now();
     for (std::int64_t begin = 0; begin < count; begin += batch_size) {
       const std::int64_t samples = std::min(batch_size, count - begin);
       const detail::Batch batch = impl.test_data.slice(begin, samples, impl.device);
-      // A step's limit per training batch of samples: an evaluation batch may be many of them.
-      const double limit_seconds =
-          impl.watchdog.limit_seconds() *
-          std::max(1.0, static_cast<double>(samples) / static_cast<double>(impl.task.training.batch_size));
-      detail::StepWatchdog::Watch watch =
-          impl.watchdog.watch(fmt::format("evaluating test samples {} to {}", begin, begin + samples - 1), limit_seconds);
+      // A step's limit per training batch of samples: an evaluation batch may be many of them,
+      // but not more than a whole replay budget.
+      double limit_seconds = impl.watchdog.limit_seconds() *
+                             std::max(1.0, static_cast<double>(samples) / static_cast<double>(impl.task.training.batch_size));
+      if (impl.max_replay_seconds > 0.0) limit_seconds = std::min(limit_seconds, impl.max_replay_seconds);
+      const std::string what = fmt::format("evaluating test samples {} to {}", begin, begin + samples - 1);
+      detail::StepWatchdog::Watch watch = impl.watchdog.watch(what, limit_seconds);
       const at::Tensor logits = impl.model->forward(batch.inputs);
       correct += logits.argmax(1).eq(batch.labels).sum().item<std::int64_t>();
       loss_sum += at::cross_entropy_loss(logits, batch.labels).item<double>() * static_cast<double>(batch.labels.numel());
+      watch.stop();
+      impl.charge_replay_budget(charged_until, what);
       watch.finish();
       labels += batch.labels.numel();
     }

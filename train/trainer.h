@@ -40,6 +40,13 @@ struct TrainerOptions {
   // The most one step may take, seconds (> 0, at most 1e6): the limit for a task without
   // budget.max_wall_seconds, and a ceiling on the one its budget gives (step_time_limit_seconds).
   double max_step_seconds = 600.0;
+  // A verifier's replay budget (replay_budget_seconds), seconds; 0 = none (training). The most
+  // this Trainer's replay() and evaluate() calls may take together: checked between steps and
+  // evaluation batches, Error(Budget) once exceeded, and at once by every later call. It also
+  // replaces the task's share in the time limit of each pass of the model: min(max_step_seconds,
+  // max_replay_seconds), since one step of a slower verifier may take more than a tenth of the
+  // solver's budget, but not more than the whole replay budget.
+  double max_replay_seconds = 0.0;
   // Called on a watchdog thread, once per step, when a step has run past its time limit and is
   // still running: "step 12 ran past its time limit of 60 s and is still running". LibTorch
   // cannot interrupt the step, so a caller that must not wait for it ends the process here,
@@ -53,8 +60,18 @@ struct TrainerOptions {
 // step cannot have more than the whole run); without, `max_step_seconds`, which caps the limit
 // in both cases. The same limit applies to the other single passes of the model: its trial
 // forward pass, a replayed or traced step; an evaluation batch of n samples gets
-// max(1, n / training.batch_size) times it.
+// max(1, n / training.batch_size) times it. A Trainer with a replay budget (TrainerOptions::
+// max_replay_seconds) uses min(max_step_seconds, that budget) instead, and gives no pass more
+// than that budget.
 double step_time_limit_seconds(const BudgetSpec& budget, double max_step_seconds);
+
+// How long a verifier's replays of a task's bundle may take together, seconds
+// (docs/bundle-format.md, "Replay budget"): kReplaySlack times budget.max_wall_seconds, in which
+// the solver claims to have trained every step; 0 (no budget: only each step's limit applies)
+// for a task without one. The slack lets a verifier slower than the solver's machine replay an
+// honest bundle in full.
+inline constexpr double kReplaySlack = 2.0;
+double replay_budget_seconds(const BudgetSpec& budget);
 
 struct Progress {
   std::int64_t step = 0;
@@ -123,7 +140,9 @@ class Trainer {
   // Runs the given steps from the current state with their recorded indices and learning
   // rates; returns each step's loss. The state afterwards is what state() returns. Throws
   // Error(Input), before running any step, for a record whose batch size or sample indices do
-  // not fit the task; Error(Budget) for a step past the step time limit.
+  // not fit the task; Error(Budget) for a step past the step time limit, and between steps once
+  // the replays have taken longer than TrainerOptions::max_replay_seconds (then before running
+  // any step of a later call).
   std::vector<float> replay(std::span<const StepRecord> steps);
 
   // Runs the forward and backward pass of one recorded step on the current state without
@@ -144,7 +163,8 @@ class Trainer {
     double loss = 0.0;
   };
   // The current model on the held-out test set, in one pass over it. Throws Error(Budget) for
-  // an evaluation batch past the step time limit.
+  // an evaluation batch past the step time limit, and between batches once the replay budget
+  // (TrainerOptions::max_replay_seconds) is spent.
   Evaluation evaluate();
 
  private:

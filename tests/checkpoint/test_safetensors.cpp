@@ -247,6 +247,25 @@ TEST_CASE("Malformed safetensors bytes are rejected with a message naming the pr
   SECTION("metadata that is not strings") { require_input_error(raw_file(R"({"__metadata__":{"step":1200}})", 0), "__metadata__ \"step\" must be a string"); }
 }
 
+TEST_CASE("A checkpoint whose header names a tensor twice is refused when read, though each entry alone is valid", "[checkpoint]") {
+  // A JSON parser keeping either value would see a valid one-tensor checkpoint; which one it
+  // keeps differs between readers, so the file means different states to different verifiers.
+  const std::string first = R"("param.w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]})";
+  const std::string second = R"("param.w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
+  CHECK(decode_safetensors(raw_file("{" + first + "}", 4), "one").tensors.size() == 1);
+  CHECK(decode_safetensors(raw_file("{" + second + "}", 4), "other").tensors.size() == 1);
+  solver::test::ScratchDir scratch("safetensors-duplicate");
+  const std::filesystem::path path = scratch / "step_5.safetensors";
+  solver::write_file_durably(path, raw_file("{" + first + "," + second + "}", 4));
+  try {
+    read_safetensors(path);
+    FAIL("a header naming param.w twice was accepted");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Input);
+    CHECK_THAT(error.what(), Catch::StartsWith(path.string()) && Catch::Contains("key \"param.w\" appears twice in one object"));
+  }
+}
+
 TEST_CASE("A truncated checkpoint file is rejected when read", "[checkpoint]") {
   solver::test::ScratchDir scratch("safetensors-truncated");
   const std::vector<std::byte> bytes = encode_safetensors(sample_checkpoint());

@@ -65,6 +65,24 @@ TEST_CASE("parse_json_document refuses deep manifests and names the document in 
   require_input_error([] { solver::parse_json_document(R"({"a": 1e400})", "huge.json"); }, {"huge.json: not valid JSON"});
 }
 
+TEST_CASE("parse_json_document refuses a key repeated in one object, at any depth, and builds what json::parse builds", "[common]") {
+  require_input_error([] { solver::parse_json_document(R"({"param.w": 1, "param.w": 2})", "header"); },
+                      {"header: key \"param.w\" appears twice in one object"});
+  require_input_error([] { solver::parse_json_document(R"({"a": [{"b": {"c": 1, "d": 2, "c": 3}}]})", "deep.json"); },
+                      {"deep.json: key \"c\" appears twice in one object"});
+  // The same key spelt with an escape is the same key.
+  require_input_error([] { solver::parse_json_document(R"({"ab": 1, "a\u0062": 2})", "escaped.json"); },
+                      {"escaped.json: key \"ab\" appears twice"});
+  // The same key in sibling objects, or an object and its parent, is not a repeat.
+  const std::string text =
+      R"({"a": {"a": 1, "b": [1, 2.5, -3, "x", true, null, {}, []]}, "b": [{"a": 1}, {"a": 2}], "c": 18446744073709551615})";
+  const json parsed = solver::parse_json_document(text, "fine.json");
+  CHECK(parsed == json::parse(text));
+  CHECK(parsed.dump() == json::parse(text).dump());
+  CHECK(solver::parse_json_document("7", "scalar.json") == 7);
+  require_input_error([] { solver::parse_json_document(R"({"a": 1} {"b": 2})", "two.json"); }, {"two.json: not valid JSON"});
+}
+
 TEST_CASE("Values in error messages are shortened however deep or long they are", "[common]") {
   json deep = json::array();
   for (int level = 0; level < 100'000; ++level) {

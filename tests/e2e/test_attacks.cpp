@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <regex>
 #include <span>
 
 #include "checkpoint/safetensors.h"
@@ -121,14 +122,20 @@ int failed_replays(const CommandResult& result) {
 
 double update_l2(const proof::Manifest& manifest, int segment) { return manifest.checkpoints.at(segment + 1).update->l2; }
 
+// What the default selection replays: the top 2 of each epoch, the final segment unless top-q
+// already took it (the verdict's table then names it "final"), and 1 at random.
+int default_replays(const Verification& verification) {
+  const bool final_apart = std::regex_search(verification.result.output, std::regex("steps [0-9]+-[0-9]+ +final "));
+  return 2 * kEpochs + (final_apart ? 1 : 0) + 1;
+}
+
 }  // namespace
 
 TEST_CASE("the honest bundle that the attacks start from is accepted with the default selection", "[e2e][attack]") {
   const Verification honest = run_verify(world().honest, kVerifierSeed);
   CHECK(honest.result.exit_code == 0);
   CHECK(honest.result.output.find("verdict: ACCEPTED") != std::string::npos);
-  // Top-2 in each of the 4 epochs, plus 1 at random.
-  CHECK(honest.segments_replayed == 2 * kEpochs + 1);
+  CHECK(honest.segments_replayed == default_replays(honest));
   CHECK(honest.segments_total == kSegments);
 }
 
@@ -153,7 +160,7 @@ TEST_CASE("infinitesimal-update attack (Fang et al.): checkpoints interpolated t
       forger.replace_checkpoint(i, state);
     }
     forger.reseal();
-    // Tiny: below every honest update, and below the verifier's cross-runtime threshold δ.
+    // Tiny: below every honest update.
     double largest_forged = 0.0, smallest_honest = 1e300;
     for (int segment = 0; segment < kSegments; ++segment) {
       largest_forged = std::max(largest_forged, update_l2(forger.manifest(), segment));
@@ -161,7 +168,6 @@ TEST_CASE("infinitesimal-update attack (Fang et al.): checkpoints interpolated t
     }
     INFO("largest forged update " << largest_forged << ", smallest honest update " << smallest_honest);
     REQUIRE(largest_forged < smallest_honest);
-    REQUIRE(largest_forged < proof::VerifyOptions{}.delta);
 
     const Verification verification = run_verify(bundle, kVerifierSeed);
     check_rejected(verification.result, "initialisation: step 0 differs from the weights the task seed gives");
@@ -179,53 +185,57 @@ TEST_CASE("infinitesimal-update attack (Fang et al.): checkpoints interpolated t
 
     const Verification verification = run_verify(bundle, kVerifierSeed);
     check_rejected(verification.result, "replay differs from the claimed checkpoint");
-    CHECK(verification.segments_replayed == 2 * kEpochs + 1);
+    CHECK(verification.segments_replayed == default_replays(verification));
     CHECK(failed_replays(verification.result) == verification.segments_replayed);
     report("interpolation from the true initialisation to a stolen model", verification);
   }
 }
 
-TEST_CASE("blindfold top-q: honest largest updates in each epoch, the rest interpolated, is caught by the random draws",
+TEST_CASE("blindfold top-q: honest largest updates in each epoch, the rest interpolated, is caught by top-q on the whole state",
           "[e2e][attack]") {
-  // In each epoch the first 2 segments (the default q) are the honest ones; the next 4
-  // checkpoints are replaced by a straight line from the end of those to the next epoch's
-  // start, so the 4 faked updates are smaller than the 2 honest ones and top-q never looks at them.
+  // In each epoch the first 2 segments (the default q) are the honest ones; the checkpoints
+  // after them are replaced by a straight line from the end of those to the next honest
+  // checkpoint, so the faked updates are smaller than the 2 honest ones and a top-q by the
+  // parameters' update never looks at them. The ranking by the whole state's change does: the
+  // line's steady parameter steps beside the honest optimizer state are what stands out. The next honest checkpoint is the next epoch's start, except in the last epoch: the
+  // final segment is always replayed, so the forger computes it honestly and the line ends at its start.
   ScratchDir scratch("attack-blindfold");
   const auto bundle = copy_bundle(world().honest, scratch / "bundle");
   Forger forger(bundle, world().key);
   constexpr int kHonestPerEpoch = 2;
+  auto next_honest_checkpoint = [](int epoch) { return std::min((epoch + 1) * kSegmentsPerEpoch, kSegments - 1); };
   for (int epoch = 0; epoch < kEpochs; ++epoch) {
     const int honest_end = epoch * kSegmentsPerEpoch + kHonestPerEpoch;  // checkpoint index
-    const int next_epoch = (epoch + 1) * kSegmentsPerEpoch;
+    const int next_honest = next_honest_checkpoint(epoch);
     const checkpoint::Checkpoint from = forger.checkpoint_at(honest_end);
-    const checkpoint::Checkpoint to = forger.checkpoint_at(next_epoch);
-    for (int i = honest_end + 1; i < next_epoch; ++i) {
+    const checkpoint::Checkpoint to = forger.checkpoint_at(next_honest);
+    for (int i = honest_end + 1; i < next_honest; ++i) {
       checkpoint::Checkpoint state = forger.checkpoint_at(i);
-      interpolate_parameters(state, from, to, static_cast<float>(i - honest_end) / static_cast<float>(next_epoch - honest_end));
+      interpolate_parameters(state, from, to, static_cast<float>(i - honest_end) / static_cast<float>(next_honest - honest_end));
       forger.replace_checkpoint(i, state);
     }
   }
   forger.reseal();
   for (int epoch = 0; epoch < kEpochs; ++epoch) {
     const int first = epoch * kSegmentsPerEpoch;
-    double smallest_honest = 1e300, largest_forged = 0.0;
+    double smallest_honest = 1e300, largest_other = 0.0;
     for (int segment = first; segment < first + kHonestPerEpoch; ++segment)
       smallest_honest = std::min(smallest_honest, update_l2(forger.manifest(), segment));
     for (int segment = first + kHonestPerEpoch; segment < first + kSegmentsPerEpoch; ++segment)
-      largest_forged = std::max(largest_forged, update_l2(forger.manifest(), segment));
-    INFO("epoch " << epoch << ": smallest honest update " << smallest_honest << ", largest forged " << largest_forged);
-    REQUIRE(smallest_honest > largest_forged);
+      largest_other = std::max(largest_other, update_l2(forger.manifest(), segment));
+    INFO("epoch " << epoch << ": smallest honest update " << smallest_honest << ", largest of the others " << largest_other);
+    REQUIRE(smallest_honest > largest_other);
   }
 
+  // Top-q alone (no random draw) already replays faked segments.
   const Verification top_q_only = run_verify(bundle, {"--seed", "7", "--random", "0"});
-  CHECK(top_q_only.result.exit_code == 0);  // the blind spot that the random draws close
-  CHECK(top_q_only.segments_replayed == kHonestPerEpoch * kEpochs);
+  check_rejected(top_q_only.result, "replay differs from the claimed checkpoint");
+  CHECK(failed_replays(top_q_only.result) >= 1);
   report("blindfold top-q, verified with top-q alone (--random 0)", top_q_only);
 
   const Verification verification = run_verify(bundle, kVerifierSeed);
   check_rejected(verification.result, "replay differs from the claimed checkpoint");
-  CHECK(failed_replays(verification.result) == 1);
-  CHECK(verification.result.output.find("random ") != std::string::npos);
+  CHECK(failed_replays(verification.result) >= failed_replays(top_q_only.result));
   report("blindfold top-q, default selection", verification);
 }
 

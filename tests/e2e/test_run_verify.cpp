@@ -47,6 +47,20 @@ TEST_CASE("solver run trains a small MLP on Fashion-MNIST and solver verify acce
   CHECK(verdict["accepted"] == true);
   CHECK(verdict["random_seed"] == 7);
   CHECK(verdict["same_runtime"] == true);
+  CHECK(verdict["detection"]["faked_fractions"].size() == 3);
+
+  // Every segment replayed: a forger is caught for sure, and the table says so.
+  CHECK(verify.output.find("chance to catch a forger who faked 1 segment: 100%") != std::string::npos);
+  // A probability of 1 instead of a count draws every segment that top-q and the final one left.
+  const CommandResult certain = run_solver({"verify", bundle.string(), "--json", "--catch-probability", "1"});
+  REQUIRE(certain.exit_code == 0);
+  const json certain_verdict = json::parse(certain.output.substr(certain.output.find('{')));
+  CHECK(certain_verdict["segments_replayed"] == 3);
+  CHECK(certain_verdict["detection"]["one_segment"] == 1.0);
+  const CommandResult impossible = run_solver({"verify", bundle.string(), "--catch-probability", "0"});
+  CHECK(impossible.exit_code == 64);
+  CHECK(impossible.output.find("the catch probability must be above 0 and at most 1, got 0") != std::string::npos);
+  CHECK(run_solver({"verify", bundle.string(), "--catch-probability", "0.5", "--random", "2"}).exit_code == 64);
 }
 
 TEST_CASE("solver run with two data-parallel shards writes a bundle that solver verify replays bitwise", "[e2e]") {

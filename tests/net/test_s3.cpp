@@ -462,6 +462,16 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
     CHECK(error->kind() == ErrorKind::Input);
     CHECK_THAT(error->what(), Catch::Contains("ckpt/step_0.safetensors"));
   }
+  SECTION("a bundle holding a symlink to a local file is refused, and nothing of it is uploaded") {
+    write_bundle(scratch / "linked", 13);
+    std::filesystem::create_symlink(setup.file, scratch / "linked" / "notes.txt");
+    proxy.clear_log();
+    const std::optional<Error> error = test::error_of([&] { store.publish(scratch / "linked", "run-2"); });
+    REQUIRE(error);
+    CHECK(error->kind() == ErrorKind::Input);
+    CHECK_THAT(error->what(), Catch::Contains("notes.txt: is a symlink"));
+    CHECK(count_matching(proxy.log(), "^(PUT|POST)") == 0);
+  }
   SECTION("a different bundle under the same name is refused, and nothing of it is uploaded") {
     write_bundle(scratch / "other", 12);
     proxy.clear_log();

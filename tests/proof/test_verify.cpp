@@ -4,9 +4,12 @@
 // not trust the manifest (seeded data order, schedule, initialisation, replay) can catch them.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "checkpoint/safetensors.h"
+#include "common/bundle_files.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
@@ -95,62 +98,85 @@ TEST_CASE("An honest bundle is accepted with every replay bitwise equal", "[proo
     CHECK(report.passed);
     CHECK(report.bitwise_equal);
     CHECK(report.losses_match);
-    CHECK(report.distance.l2 == 0.0);
+    CHECK(report.distances.at("param").l2 == 0.0);
     CHECK(report.chosen_by == "all");
-    CHECK(report.threshold == 0.0);
+    CHECK(report.bitwise_required);
   }
   CHECK(all.replayed_fraction == 1.0);
   CHECK(all.train_seconds == 1.25);
 
-  VerifyOptions sampling;  // the largest update of each of the 3 epochs, plus 1 at random
-  sampling.q = 1;
+  VerifyOptions sampling;  // the final segment, plus 2 of the other 4 at random
+  sampling.selection = SegmentSelection::Random;
+  sampling.random_count = 2;
   const Verdict sampled = fixture.verify(sampling);
   CHECK(sampled.accepted);
-  REQUIRE(sampled.segments.size() == 4);
+  REQUIRE(sampled.segments.size() == 3);
+  CHECK(sampled.segments.back().chosen_by == "final");
   CHECK(sampled.segments_total == 5);
   CHECK(sampled.replayed_fraction < 1.0);
 
   const json report = sampled.to_json();
   CHECK(report.at("accepted") == true);
-  CHECK(report.at("segments").size() == 4);
-  CHECK(report.at("segments_replayed") == 4);
+  CHECK(report.at("segments").size() == 3);
+  CHECK(report.at("segments_replayed") == 3);
   CHECK(report.at("segments_total") == 5);
   CHECK(report.at("random_seed") == sampled.random_seed);
+  // 2 draws among the 4 segments a forger could fake unseen: one faked segment is caught half the time.
+  CHECK(report.at("detection").at("always_replayed") == 1);
+  CHECK(report.at("detection").at("random_draws") == 2);
+  CHECK(report.at("detection").at("one_segment").get<double>() == Approx(0.5));
+  CHECK(all.to_json().at("detection").at("one_segment") == 1.0);
 }
 
-TEST_CASE("Top-q replays the largest updates of each epoch, then random ones among the rest", "[proof]") {
+TEST_CASE("Top-q replays the most unusual changes of each epoch and the final segment, then random ones among the rest", "[proof]") {
   // The toy run has 8 steps per epoch; segments belong to the epoch of their last step:
   // epoch 0 holds steps 1-5, epoch 1 steps 6-10 and 11-15, epoch 2 steps 16-20 and 21-23.
+  // The toy's only float part is its parameters, so a segment's score is how far the log of
+  // its update (the manifest's) lies from the log of the median update of the (up to) two
+  // segments on each side.
   Fixture fixture;
   const Manifest manifest = read_manifest(fixture.dir());
   REQUIRE(manifest.steps_per_epoch == 8);
-  auto update_ending_at = [&](std::int64_t step) {
-    for (const CheckpointEntry& entry : manifest.checkpoints)
-      if (entry.step == step) return entry.update->l2;
+  std::vector<double> updates;
+  for (std::size_t i = 1; i < manifest.checkpoints.size(); ++i) updates.push_back(manifest.checkpoints[i].update->l2);
+  auto score_of = [&](std::size_t segment) {
+    std::vector<double> around;
+    for (std::size_t j = segment >= 2 ? segment - 2 : 0; j <= std::min(segment + 2, updates.size() - 1); ++j)
+      if (j != segment) around.push_back(updates[j]);
+    std::ranges::sort(around);
+    const std::size_t middle = around.size() / 2;
+    const double median = around.size() % 2 == 1 ? around[middle] : 0.5 * (around[middle - 1] + around[middle]);
+    return std::abs(std::log(updates[segment] / median));
+  };
+  auto score_ending_at = [&](std::int64_t step) {
+    for (std::size_t i = 1; i < manifest.checkpoints.size(); ++i)
+      if (manifest.checkpoints[i].step == step) return score_of(i - 1);
     FAIL("no checkpoint at step " << step);
     return 0.0;
   };
-  const std::int64_t larger_in_epoch_1 = update_ending_at(10) > update_ending_at(15) ? 6 : 11;
-  const std::int64_t larger_in_epoch_2 = update_ending_at(20) > update_ending_at(23) ? 16 : 21;
+  const std::int64_t larger_in_epoch_1 = score_ending_at(10) > score_ending_at(15) ? 6 : 11;
+  const std::int64_t larger_in_epoch_2 = score_ending_at(20) > score_ending_at(23) ? 16 : 21;
 
   VerifyOptions options;
   options.q = 1;
   options.random_count = 0;
   const Verdict top = fixture.verify(options);
   CHECK(top.accepted);
-  std::vector<std::int64_t> first_steps;
-  for (const SegmentReport& report : top.segments) {
-    CHECK(report.chosen_by == "top-q");
-    first_steps.push_back(report.first_step);
-  }
-  CHECK(first_steps == std::vector<std::int64_t>{1, larger_in_epoch_1, larger_in_epoch_2});
+  std::vector<std::int64_t> top_q_first_steps;
+  std::vector<std::int64_t> final_first_steps;
+  for (const SegmentReport& report : top.segments)
+    (report.chosen_by == "final" ? final_first_steps : top_q_first_steps).push_back(report.first_step);
+  CHECK(top_q_first_steps == std::vector<std::int64_t>{1, larger_in_epoch_1, larger_in_epoch_2});
+  // The last segment (steps 21-23) is replayed whatever its update, once.
+  CHECK(final_first_steps == (larger_in_epoch_2 == 21 ? std::vector<std::int64_t>{} : std::vector<std::int64_t>{21}));
+  CHECK(top.segments.size() == 3 + final_first_steps.size());
   CHECK(top.segments_total == 5);
 
-  options.random_count = 5;  // more than the 2 left: each is drawn once
+  options.random_count = 5;  // more than are left: each is drawn once
   const Verdict topped_up = fixture.verify(options);
   REQUIRE(topped_up.segments.size() == 5);
   CHECK(std::count_if(topped_up.segments.begin(), topped_up.segments.end(),
-                      [](const SegmentReport& r) { return r.chosen_by == "random"; }) == 2);
+                      [](const SegmentReport& r) { return r.chosen_by == "random"; }) == 5 - static_cast<long>(top.segments.size()));
 
   options.q = 2;  // each epoch has at most 2 segments: top-q takes them all
   options.random_count = 1;
@@ -159,16 +185,46 @@ TEST_CASE("Top-q replays the largest updates of each epoch, then random ones amo
   for (const SegmentReport& report : everything.segments) CHECK(report.chosen_by == "top-q");
 }
 
-TEST_CASE("On another runtime an honest bundle passes under the distance threshold", "[proof]") {
+// A coverage as `solver profile` would give for the toy task on one and two threads.
+RuntimeCoverage toy_coverage(const Task& task, double l2 = 1e-3, double linf = 1.0) {
+  RuntimeCoverage coverage;
+  coverage.task_sha256 = task_sha256(task);
+  coverage.runtimes = {test::toy_runtime(1), test::toy_runtime(2)};
+  coverage.thresholds.parts["param"] = {1.0, l2, linf, 1.0};
+  coverage.thresholds.loss = 1e-3;
+  coverage.source = "toy profile";
+  return coverage;
+}
+
+TEST_CASE("On another runtime a bundle is judged only when one of the verifier's profiles covers both runtimes", "[proof]") {
   Fixture fixture;
   VerifyOptions options;
   options.selection = SegmentSelection::All;
   int replays = 0;
-  const Verdict verdict = verify_bundle(fixture.dir(), options, test::toy_replayer_factory(&replays, test::toy_runtime(2)));
-  CHECK(verdict.accepted);
-  CHECK_FALSE(verdict.same_runtime);
-  REQUIRE_FALSE(verdict.segments.empty());
-  CHECK(verdict.segments.front().threshold == options.delta);
+  const auto two_threads = test::toy_replayer_factory(&replays, test::toy_runtime(2));
+
+  const Verdict unjudged = verify_bundle(fixture.dir(), options, two_threads);
+  CHECK_FALSE(unjudged.accepted);
+  CHECK(unjudged.failures.empty());
+  REQUIRE(unjudged.not_covered);
+  CHECK_THAT(*unjudged.not_covered, Contains("none of its profiles covers both"));
+  CHECK(replays == 0);
+  CHECK(unjudged.to_json().at("not_covered") == *unjudged.not_covered);
+
+  options.coverages = {toy_coverage(fixture.task)};
+  options.coverages[0].runtimes = {test::toy_runtime(1)};  // the bundle's runtime only: no bound on the pair
+  CHECK(verify_bundle(fixture.dir(), options, two_threads).not_covered);
+  options.coverages = {toy_coverage(test::toy_task(8))};  // measured on another task
+  CHECK(verify_bundle(fixture.dir(), options, two_threads).not_covered);
+
+  options.coverages = {toy_coverage(fixture.task)};
+  const Verdict judged = verify_bundle(fixture.dir(), options, two_threads);
+  INFO(all_failures(judged));
+  CHECK(judged.accepted);
+  CHECK_FALSE(judged.not_covered);
+  CHECK_FALSE(judged.same_runtime);
+  REQUIRE_FALSE(judged.segments.empty());
+  CHECK_FALSE(judged.segments.front().bitwise_required);
 }
 
 TEST_CASE("verify builds its replayer with the bundle's shard count, and another shard count is another runtime", "[proof]") {
@@ -185,11 +241,50 @@ TEST_CASE("verify builds its replayer with the bundle's shard count, and another
     return toy(task, threads, shards);
   });
   CHECK(shards_asked == std::vector<int>{1});
-  CHECK(verdict.accepted);
   CHECK_FALSE(verdict.same_runtime);
+  CHECK(verdict.not_covered);
 }
 
-TEST_CASE("On another runtime each threshold a profile sets must hold, not only l2", "[proof]") {
+TEST_CASE("The bundle's thread and shard counts are capped by the verifier, not trusted", "[proof]") {
+  test::ScratchDir scratch{"verify-caps"};
+  const Task task = test::toy_task();
+  const SigningKey solver = SigningKey::generate();
+  test::ToyRun run;
+  run.runtime.threads = 4096;
+  REQUIRE(test::write_toy_bundle(scratch.path(), task, solver, run));
+  int replays = 0;
+  std::vector<int> threads_asked;
+  const ReplayerFactory toy = test::toy_replayer_factory(&replays);
+  const ReplayerFactory recording = [&](const Task& bundle_task, int threads, int shards) {
+    threads_asked.push_back(threads);
+    return toy(bundle_task, threads, shards);
+  };
+  VerifyOptions options;
+  options.max_threads = 3;
+  const Verdict capped = verify_bundle(scratch.path(), options, recording);
+  CHECK(threads_asked == std::vector<int>{3});
+  CHECK(capped.not_covered);  // 3 threads is not the bundle's runtime
+
+  test::ScratchDir sharded{"verify-shards"};
+  run.runtime.threads = 1;
+  run.runtime.shards = 8;  // the toy's batch of 8 split eight ways: a real way to train it
+  REQUIRE(test::write_toy_bundle(sharded.path(), task, solver, run));
+  options.max_shards = 4;
+  threads_asked.clear();
+  const Verdict too_many = verify_bundle(sharded.path(), options, recording);
+  REQUIRE(too_many.not_covered);
+  CHECK_THAT(*too_many.not_covered, Contains("8 shards, more than this verifier's cap of 4"));
+  CHECK(threads_asked.empty());  // refused before any replayer was built
+
+  test::ScratchDir impossible{"verify-impossible-shards"};
+  run.runtime.shards = 9;  // more shards than samples in a batch
+  REQUIRE(test::write_toy_bundle(impossible.path(), task, solver, run));
+  const Verdict rejected = verify_bundle(impossible.path(), options, recording);
+  CHECK_FALSE(rejected.accepted);
+  CHECK_THAT(all_failures(rejected), Contains("runtime: 1 threads and 9 shards is not a way to train batches of 8"));
+}
+
+TEST_CASE("On another runtime each threshold of every part must hold, and what has no rounding must be equal", "[proof]") {
   Fixture fixture;
   checkpoint::Checkpoint state = checkpoint::read_safetensors(fixture.dir() / "ckpt/step_10.safetensors");
   std::vector<float> weights = weights_of(state);
@@ -201,23 +296,38 @@ TEST_CASE("On another runtime each threshold a profile sets must hold, not only 
   options.selection = SegmentSelection::All;
   int replays = 0;
   const auto other_runtime = test::toy_replayer_factory(&replays, test::toy_runtime(2));
+  options.coverages = {toy_coverage(fixture.task)};
   CHECK(verify_bundle(fixture.dir(), options, other_runtime).accepted);
 
-  options.delta_linf = 1e-5;
+  options.coverages = {toy_coverage(fixture.task, 1e-3, 1e-5)};
   const Verdict verdict = verify_bundle(fixture.dir(), options, other_runtime);
   CHECK_FALSE(verdict.accepted);
-  CHECK_THAT(all_failures(verdict), Contains("segment steps 6-10: replay differs from the claimed checkpoint (linf ") &&
+  CHECK_THAT(all_failures(verdict), Contains("segment steps 6-10: replay differs from the claimed checkpoint beyond the "
+                                             "thresholds of toy profile (param: linf ") &&
                                         Contains("> threshold 1e-05"));
+
+  // The toy's optimizer counter is an integer: no threshold forgives a change to it.
+  Fixture counter;
+  checkpoint::Checkpoint forged = checkpoint::read_safetensors(counter.dir() / "ckpt/step_15.safetensors");
+  for (checkpoint::Tensor& tensor : forged.tensors)
+    if (tensor.name == "optim.step") tensor.data[1] = std::byte{1};
+  checkpoint::write_safetensors(counter.dir() / "ckpt/step_15.safetensors", forged);
+  reseal(counter.dir(), counter.forger);
+  options.coverages = {toy_coverage(counter.task, 1e9, 1e9)};
+  const Verdict integer = verify_bundle(counter.dir(), options, other_runtime);
+  CHECK_FALSE(integer.accepted);
+  CHECK_THAT(all_failures(integer), Contains("replay differs from the claimed checkpoint in tensor optim.step, which must be "
+                                             "equal on any runtime"));
 }
 
 TEST_CASE("The same random seed gives the same verdict and segment choice", "[proof]") {
   Fixture fixture;
   VerifyOptions options;
-  options.q = 1;  // one per epoch: 3 of the 5 segments...
-  options.random_count = 1;  // ...and one of the other 2, as the seed says
+  options.q = 0;  // the final segment...
+  options.random_count = 2;  // ...and two of the other 4, as the seed says
   const Verdict first = fixture.verify(options);
-  REQUIRE(first.segments.size() == 4);
-  CHECK(std::count_if(first.segments.begin(), first.segments.end(), [](const SegmentReport& r) { return r.chosen_by == "top-q"; }) == 3);
+  REQUIRE(first.segments.size() == 3);
+  CHECK(std::count_if(first.segments.begin(), first.segments.end(), [](const SegmentReport& r) { return r.chosen_by == "random"; }) == 2);
 
   options.random_seed = first.random_seed;  // drawn and reported by the first verdict
   for (int again = 0; again < 2; ++again) {
@@ -235,7 +345,7 @@ TEST_CASE("The same random seed gives the same verdict and segment choice", "[pr
   options.random_count = 2;
   options.random_seed = 42;
   const Verdict random = fixture.verify(options);
-  CHECK(random.segments.size() == 2);
+  CHECK(random.segments.size() == 3);  // and the final segment
   CHECK(random.random_seed == 42);
 }
 
@@ -292,12 +402,12 @@ TEST_CASE("A changed weight that the forger re-hashed and re-signed is caught by
   reseal(fixture.dir(), fixture.forger);
 
   const Verdict verdict = fixture.verify_all();
-  fixture.expect_rejected(verdict, "segment steps 6-10: replay differs from the claimed checkpoint (l2 ");
+  fixture.expect_rejected(verdict, "segment steps 6-10: replay differs from the claimed checkpoint (parameters l2 ");
   CHECK_THAT(all_failures(verdict), Contains("but the same runtime must reproduce it bit for bit; first differing tensor param.w)"));
   CHECK(fixture.replays == 5);
 }
 
-TEST_CASE("Forged checkpoint metadata is caught by replay even with every tensor intact", "[proof]") {
+TEST_CASE("Forged checkpoint metadata is caught by the step counters before any replay, even with every tensor intact", "[proof]") {
   Fixture fixture;
   checkpoint::Checkpoint state = checkpoint::read_safetensors(fixture.dir() / "ckpt/step_10.safetensors");
   state.metadata["optimizer_step"] = "99";  // would change bias correction for the next segment
@@ -305,8 +415,8 @@ TEST_CASE("Forged checkpoint metadata is caught by replay even with every tensor
   reseal(fixture.dir(), fixture.forger);
 
   const Verdict verdict = fixture.verify_all();
-  fixture.expect_rejected(verdict, "segment steps 6-10: replay differs from the claimed checkpoint (l2 0, but the same "
-                                   "runtime must reproduce it bit for bit; metadata entry optimizer_step differs)");
+  fixture.expect_rejected(verdict, "invariant at step 10: step counters: metadata optimizer_step is \"99\", expected 10");
+  CHECK(fixture.replays == 0);
 }
 
 TEST_CASE("A swapped batch index is caught by the seeded data order", "[proof]") {
@@ -430,6 +540,120 @@ TEST_CASE("A recorded update distance that the files do not give is rejected", "
   write_signed_manifest(fixture.dir(), manifest, fixture.forger);
   fixture.expect_rejected(fixture.verify(), "update distance at step 15: recorded l2 ");
   CHECK(fixture.replays == 0);
+}
+
+TEST_CASE("A checkpoint that is a symlink is rejected naming it, and nothing of its target reaches the verdict", "[proof]") {
+  Fixture fixture;
+  test::ScratchDir outside("verify-outside");
+  const fs::path checkpoint = fixture.dir() / "ckpt/step_10.safetensors";
+  const std::string expected = "ckpt/step_10.safetensors: is a symlink (bundle files must be regular files inside the bundle)";
+  SECTION("to an identical copy outside the bundle") {
+    fs::copy_file(checkpoint, outside / "step_10.safetensors");
+    fs::remove(checkpoint);
+    fs::create_symlink(outside / "step_10.safetensors", checkpoint);
+    fixture.expect_rejected(fixture.verify_all(), expected);
+    CHECK(fixture.replays == 0);
+  }
+  SECTION("to a local file of the same size") {
+    const std::string secret(fs::file_size(checkpoint), 's');
+    test::write_text(outside / "secret", secret);
+    fs::remove(checkpoint);
+    fs::create_symlink(outside / "secret", checkpoint);
+    const Verdict verdict = fixture.verify_all();
+    fixture.expect_rejected(verdict, expected);
+    CHECK(verdict.to_json().dump().find(sha256_hex(secret)) == std::string::npos);
+  }
+  SECTION("a folder of the bundle that is a symlink") {
+    fs::rename(fixture.dir() / "segments", outside / "segments");
+    fs::create_directory_symlink(outside / "segments", fixture.dir() / "segments");
+    fixture.expect_rejected(fixture.verify_all(), "segments/steps_1-5.json: segments is a symlink");
+  }
+  SECTION("manifest.json: not a bundle") {
+    fs::rename(fixture.dir() / "manifest.json", outside / "manifest.json");
+    fs::create_symlink(outside / "manifest.json", fixture.dir() / "manifest.json");
+    int replays = 0;
+    CHECK_THROWS_WITH(verify_bundle(fixture.dir(), {}, test::toy_replayer_factory(&replays)),
+                      Contains("not a bundle") && Contains("manifest.json: is a symlink"));
+  }
+}
+
+TEST_CASE("A checkpoint whose header names a tensor twice is rejected, though a parser keeping the last one sees the honest file", "[proof]") {
+  Fixture fixture;
+  const fs::path path = fixture.dir() / "ckpt/step_10.safetensors";
+  const std::string honest = read_file(path);
+  std::uint64_t length = 0;
+  std::memcpy(&length, honest.data(), sizeof length);
+  json decoy = json::parse(honest.substr(sizeof length, length)).at("param.w");  // the same bytes, read as U8
+  const std::int64_t bytes = decoy["data_offsets"][1].get<std::int64_t>() - decoy["data_offsets"][0].get<std::int64_t>();
+  decoy["dtype"] = "U8";
+  decoy["shape"] = json::array({bytes});
+  const std::vector<std::byte> forged =
+      test::with_header_entry(std::as_bytes(std::span(honest.data(), honest.size())), "\"param.w\":" + decoy.dump());
+  write_file_durably(path, forged);
+  Manifest manifest = read_manifest(fixture.dir());
+  manifest.checkpoints[2].file.size = forged.size();
+  manifest.checkpoints[2].file.sha256 = sha256_hex(forged);
+  test::rechain_and_sign(fixture.dir(), manifest, fixture.forger);
+
+  fixture.expect_rejected(fixture.verify_all(), "key \"param.w\" appears twice in one object");
+}
+
+TEST_CASE("The checkpoint sequence is checked before any file is hashed", "[proof]") {
+  // 1,000 entries naming step 0's file, each recording a wrong hash: hashing any of them would
+  // add a sha256 mismatch to the failures.
+  Fixture fixture;
+  Manifest manifest = read_manifest(fixture.dir());
+  CheckpointEntry repeated = manifest.checkpoints.front();
+  repeated.file.sha256 = sha256_hex("not step 0");
+  manifest.checkpoints.assign(1000, repeated);
+  test::rechain_and_sign(fixture.dir(), manifest, fixture.forger);
+
+  const Verdict verdict = fixture.verify_all();
+  fixture.expect_rejected(verdict, "checkpoints: expected step 5 after 0, found 0 (missing or reordered)");
+  CHECK_THAT(all_failures(verdict), !Contains("mismatch"));
+  CHECK(fixture.replays == 0);
+}
+
+TEST_CASE("A manifest, signature or segment file larger than its cap is refused before it is read", "[proof]") {
+  Fixture fixture;
+  int replays = 0;
+  SECTION("manifest.json over 32 MiB (sparse: the bytes need not exist to be refused)") {
+    fs::resize_file(fixture.dir() / "manifest.json", kMaxManifestBytes + 1);
+    CHECK_THROWS_WITH(verify_bundle(fixture.dir(), {}, test::toy_replayer_factory(&replays)),
+                      Contains("not a bundle") &&
+                          Contains("manifest.json: 33554433 bytes, more than the 33554432 a manifest may hold"));
+  }
+  SECTION("manifest.sig padded past 512 bytes with whitespace a lax reader would strip") {
+    test::write_text(fixture.dir() / "manifest.sig", read_file(fixture.dir() / "manifest.sig") + std::string(600, ' '));
+    CHECK_THROWS_WITH(verify_bundle(fixture.dir(), {}, test::toy_replayer_factory(&replays)),
+                      Contains("not a bundle") && Contains("manifest.sig: 729 bytes, more than the 512 a signature may hold"));
+  }
+  SECTION("a segment padded past what its steps can take, re-hashed and re-signed") {
+    // 5 steps of batch 8: at most 256 + 5 * (128 + 11 * 8) = 1336 bytes.
+    const fs::path segment = fixture.dir() / "segments/steps_6-10.json";
+    const std::string text = read_file(segment);
+    REQUIRE(text.size() < 1336);
+    test::write_text(segment, text + std::string(1337 - text.size(), ' '));
+    reseal(fixture.dir(), fixture.forger);
+    fixture.expect_rejected(fixture.verify_all(),
+                            "segments/steps_6-10.json: 1337 bytes, more than the 1336 a segment of that many steps may hold");
+    CHECK(fixture.replays == 0);
+  }
+}
+
+TEST_CASE("The verdict says whether the bundle's task was checked against the one the verifier expects", "[proof]") {
+  Fixture fixture;
+  const Verdict unchecked = fixture.verify();
+  CHECK(unchecked.accepted);
+  CHECK_FALSE(unchecked.task_checked);
+  CHECK(unchecked.to_json().at("task_checked") == false);
+
+  VerifyOptions expecting;
+  expecting.expected_task_sha256 = task_sha256(fixture.task);
+  const Verdict checked = fixture.verify(expecting);
+  CHECK(checked.accepted);
+  CHECK(checked.task_checked);
+  CHECK(checked.to_json().at("task_checked") == true);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -59,6 +60,7 @@ checkpoint::Checkpoint toy_initial_state(std::uint64_t seed) {
   }
   checkpoint::Tensor steps{"optim.step", checkpoint::DType::I64, {1}, std::vector<std::byte>(sizeof(std::int64_t))};
   state.tensors = {std::move(w), std::move(steps)};
+  state.metadata = {{"step", "0"}, {"optimizer_step", "0"}};
   return state;
 }
 
@@ -80,6 +82,7 @@ float toy_step(checkpoint::Checkpoint& state, std::span<const std::uint32_t> ind
   std::memcpy(&count, counter, sizeof count);
   ++count;
   std::memcpy(counter, &count, sizeof count);
+  state.metadata["step"] = state.metadata["optimizer_step"] = std::to_string(count);
   return loss;
 }
 
@@ -107,7 +110,7 @@ std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir
     if (step % task.checkpoint_every == 0 || step == total) writer.add_checkpoint(step, state, static_cast<double>(step));
     if (run.crash_after_step == step) return std::nullopt;
   }
-  return writer.finish(proof::TrainOutcome{0.5, loss, 1.25});
+  return writer.finish(proof::TrainOutcome{toy_test_accuracy(state), loss, 1.25});
 }
 
 ToyReplayer::Result ToyReplayer::replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) {
@@ -115,6 +118,11 @@ ToyReplayer::Result ToyReplayer::replay(const checkpoint::Checkpoint& start, std
   Result result{start, {}};
   for (const StepRecord& record : steps) result.losses.push_back(toy_step(result.state, record.indices, record.lr));
   return result;
+}
+
+double toy_test_accuracy(const checkpoint::Checkpoint& state) {
+  const std::span<const float> w = state.find("param.w")->as_f32();
+  return static_cast<double>(std::ranges::count_if(w, [](float value) { return value >= 0.0f; })) / static_cast<double>(w.size());
 }
 
 proof::ReplayerFactory toy_replayer_factory(int* replays, RuntimeInfo runtime) {

@@ -29,6 +29,8 @@ RuntimeInfo toy_runtime(int threads = 1);
 checkpoint::Checkpoint toy_initial_state(std::uint64_t seed);
 // One step on `state` with the batch's samples; returns the batch's loss before the update.
 float toy_step(checkpoint::Checkpoint& state, std::span<const std::uint32_t> indices, double lr);
+// The toy's stand-in for a test accuracy: the share of w's elements that are not negative.
+double toy_test_accuracy(const checkpoint::Checkpoint& state);
 
 struct ToyRun {
   bool resume = false;
@@ -49,6 +51,7 @@ class ToyReplayer final : public proof::Replayer {
   std::int64_t train_samples() const override { return kToySamples; }
   checkpoint::Checkpoint initial_state() override { return toy_initial_state(task_.seed); }
   Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) override;
+  double test_accuracy(const checkpoint::Checkpoint& state) override { return toy_test_accuracy(state); }
 
  private:
   Task task_;

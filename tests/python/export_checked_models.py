@@ -20,10 +20,16 @@ Every model maps [B, 1, 28, 28] float images to [B, 10] logits. KIND is one of:
                      (whose functional code loops over the input's shape), pooling, a ModuleList
                      (iterating it is unrolled when scripting), GELU, LayerNorm, Dropout,
                      log_softmax
-  slow:N             an allowed model whose forward pass on real images makes 5 N passes over
-                     buffers of B * B * 65536 floats (1 s or so for a batch of 32 on a 2-core
-                     machine per N, at memory speed, not BLAS's), and skips them on the zeros
-                     of the trainer's trial pass
+  linear             an honest model: flatten, then one linear layer (Linear28); slow:N and
+                     hangs start from the same parameters, so a forger can swap either in for
+                     it in a bundle trained with it
+  hangs              an allowed model whose forward pass on real images runs two nested loops
+                     of 2^20 turns each (2^40 in all: days), and skips them on the zeros of the
+                     trainer's trial pass
+  slow:N             an allowed model whose forward pass in a training step on real images
+                     makes 5 N passes over buffers of B * B * 65536 floats (1 s or so for a
+                     batch of 32 on a 2-core machine per N, at memory speed, not BLAS's), and
+                     skips them on the zeros of the trainer's trial pass and in evaluation
 """
 import sys
 from typing import List, Tuple
@@ -151,6 +157,18 @@ class Layers(nn.Module):
         return F.log_softmax(self.out(self.dropout(x)), dim=-1)
 
 
+class Hangs(Linear28):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.out(images.flatten(1))
+        if bool(images.abs().sum() > 0):  # real images; the trainer's trial pass feeds zeros
+            turns = 0
+            for _ in range(1048576):
+                for _ in range(1048576):
+                    turns += 1
+            logits = logits + turns * 0
+        return logits
+
+
 class Burn(nn.Module):
     """Five passes over B * B * 65536 floats, adding nothing to the logits."""
 
@@ -168,7 +186,9 @@ class Slow(Linear28):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.out(images.flatten(1))
-        if bool(images.abs().sum() > 0):  # real images; the trainer's trial pass feeds zeros
+        # Training steps on real images: the trainer's trial pass feeds zeros, and an evaluation
+        # batch of 1000 images would ask for 1000 * 1000 * 65536 floats.
+        if self.training and bool(images.abs().sum() > 0):
             for burn in self.burns:
                 logits = burn(logits)
         return logits
@@ -181,7 +201,7 @@ def build(kind: str) -> nn.Module:
         define_unknown_op()
     models = {"reads_file": ReadsFile, "reads_file_nested": ReadsFileNested, "while_loop": WhileLoop,
               "foreign_op": ForeignOp, "unknown_op": UnknownOp, "names_device": NamesDevice, "setstate": SetState,
-              "layers": Layers}
+              "layers": Layers, "linear": Linear28, "hangs": Hangs}
     if kind not in models:
         sys.exit(f"unknown kind {kind!r}; expected one of {', '.join(models)} or slow:N")
     return models[kind]()

@@ -2,8 +2,8 @@
 // Debian's PyTorch (tests/python/export_checked_models.py) that read a file, loop forever, call
 // operators outside aten and prim, name a GPU or run code while loading are refused before any of
 // their code runs, naming the operator and where; an honest model with the usual layers trains and replays
-// bitwise; and a step that stalls past its time limit is reported while it runs and ends
-// training with Error(Budget).
+// bitwise; a step that stalls past its time limit is reported while it runs and ends
+// training with Error(Budget); and replays past a verifier's replay budget stop between steps.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <span>
@@ -229,4 +230,74 @@ TEST_CASE("A step still running past its time limit is reported while it runs, a
   // Reported while the step was still running.
   CHECK(report_seconds[0] >= training_started + limit);
   CHECK(report_seconds[0] < training_ended);
+}
+
+TEST_CASE("Replays past the replay budget stop between steps with Error(Budget), and later replays and evaluations do not run",
+          "[torch][torchscript]") {
+  CHECK(train::replay_budget_seconds(BudgetSpec{0, 30.0, 0}) == 60.0);  // twice the wall budget
+  CHECK(train::replay_budget_seconds(BudgetSpec{}) == 0.0);  // no wall budget: only each step's limit
+
+  const ScratchDir dir("replay-budget");
+  const Task task = script_task(exported_model(dir, "slow:1"));
+  // Honest records of the task's first steps, and what a step of this model takes here now.
+  train::Trainer trainer(task, kTwoThreadsOnCpu);
+  const checkpoint::Checkpoint initial = trainer.state(0);
+  std::vector<StepRecord> records;
+  train::TrainHooks hooks;
+  hooks.on_step = [&](StepRecord&& record) { records.push_back(std::move(record)); };
+  const auto calibration_started = std::chrono::steady_clock::now();
+  trainer.train(0, hooks);
+  const double step_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - calibration_started).count() / records.size();
+
+  // A budget of one and a half steps: the second step of a replay ends past it (the first may
+  // too, on a noisy machine).
+  const double budget = std::round(step_seconds * 1.5 * 100) / 100;
+  train::TrainerOptions options = kTwoThreadsOnCpu;
+  options.max_replay_seconds = budget;
+  train::Trainer replayer(task, options);
+  replayer.load_state(initial);
+  try {
+    replayer.replay(records);
+    FAIL("the replay of " << records.size() << " steps ended within a budget of " << budget << " s");
+  } catch (const Error& error) {
+    INFO("message: " << error.what());
+    CHECK(error.kind() == ErrorKind::Budget);
+    CHECK_THAT(error.what(), Catch::StartsWith("replay budget exceeded: the replays took "));
+    CHECK_THAT(error.what(), Catch::Contains(fmt::format("over the budget of {} s", budget)));
+    const std::string message = error.what();
+    CHECK((message.find("by the end of step 1,") != std::string::npos ||
+           message.find("by the end of step 2,") != std::string::npos));
+  }
+
+  // Spent: a later replay or evaluation refuses before running any of the model.
+  const auto refused_started = std::chrono::steady_clock::now();
+  try {
+    replayer.replay(std::span(records).subspan(4));
+    FAIL("a replay ran after the budget was spent");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Budget);
+    CHECK_THAT(error.what(), Catch::StartsWith("replay budget exceeded before step 5: the replays took "));
+    CHECK_THAT(error.what(), Catch::EndsWith(fmt::format("over the budget of {} s; not run", budget)));
+  }
+  try {
+    replayer.evaluate();
+    FAIL("an evaluation ran after the budget was spent");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Budget);
+    CHECK_THAT(error.what(), Catch::StartsWith("replay budget exceeded before evaluating the test set"));
+  }
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - refused_started).count() < step_seconds / 2);
+
+  for (const double bad : {-1.0, std::numeric_limits<double>::quiet_NaN()}) {
+    train::TrainerOptions invalid = kTwoThreadsOnCpu;
+    invalid.max_replay_seconds = bad;
+    try {
+      train::Trainer refused(task, invalid);
+      FAIL("max_replay_seconds " << bad << " was accepted");
+    } catch (const Error& error) {
+      CHECK(error.kind() == ErrorKind::Config);
+      CHECK_THAT(error.what(), Catch::Contains("max_replay_seconds must be >= 0 (0 = none)"));
+    }
+  }
 }
