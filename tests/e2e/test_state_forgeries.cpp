@@ -200,3 +200,32 @@ TEST_CASE("state forgeries: a lied outcome is measured again and rejected", "[e2
     check_rejected(verdict.result, lie.reason);
   }
 }
+
+TEST_CASE("state forgeries: a checkpoint padded with a tensor or a header the task's state does not have is refused before it is read",
+          "[e2e][forgery]") {
+  ScratchDir scratch{"state-forgery-padded"};
+  const auto extra = copy_bundle(world().honest, scratch / "extra-tensor");
+  {
+    Forger forger(extra, world().key);
+    checkpoint::Checkpoint state = forger.checkpoint_at(12);
+    // 64 MB of zeros in a tensor no model of the task has: the verifier would hold it in memory.
+    state.tensors.push_back({"buffer.padding", checkpoint::DType::F32, {16 << 20}, std::vector<std::byte>(std::size_t{64} << 20)});
+    forger.replace_checkpoint(12, state);
+    forger.reseal();
+  }
+  const Verification padded = run_verify(extra, kVerifierSeed);
+  check_rejected(padded.result, "ckpt/step_60.safetensors: ");
+  CHECK(padded.result.output.find("bytes a state of the task's model and optimizer can take") != std::string::npos);
+  CHECK(padded.segments_replayed == 0);
+
+  const auto header = copy_bundle(world().honest, scratch / "huge-header");
+  {
+    Forger forger(header, world().key);
+    checkpoint::Checkpoint state = forger.checkpoint_at(12);
+    state.metadata["note"] = std::string(std::size_t{50} << 20, 'x');  // a 50 MB header
+    forger.replace_checkpoint(12, state);
+    forger.reseal();
+  }
+  const Verification huge = run_verify(header, kVerifierSeed);
+  check_rejected(huge.result, "bytes a state of the task's model and optimizer can take");
+}
