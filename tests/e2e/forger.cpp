@@ -60,6 +60,24 @@ Verification run_verify(const std::filesystem::path& bundle, const std::vector<s
   return verification;
 }
 
+const HonestBundle& honest_bundle() {
+  static HonestBundle* honest = [] {
+    auto* made = new HonestBundle;
+    made->key = make_key(made->dir.path());
+    made->bundle = made->dir / "bundle";
+    made->task = write_task(made->dir.path(), "honest", small_task("forgery-target", 60, 20));
+    const CommandResult run =
+        run_solver({"run", made->task.string(), "--out", made->bundle.string(), "--key", made->key.string()});
+    REQUIRE(run.exit_code == 0);
+    return made;
+  }();
+  return *honest;
+}
+
+std::filesystem::path copy_of_honest_bundle(const ScratchDir& scratch) {
+  return copy_bundle(honest_bundle().bundle, scratch / "bundle");
+}
+
 void check_rejected(const CommandResult& result, const std::string& reason) {
   CHECK(result.exit_code == 1);
   CHECK(result.output.find("verdict: REJECTED") != std::string::npos);

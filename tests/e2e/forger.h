@@ -17,6 +17,18 @@
 
 namespace solver::test {
 
+// One honest `solver run` bundle for forgers to start from (60 steps of small_task, a checkpoint
+// every 20), trained once per test process.
+struct HonestBundle {
+  ScratchDir dir{"forgery-source"};
+  std::filesystem::path key;
+  std::filesystem::path task;
+  std::filesystem::path bundle;
+};
+const HonestBundle& honest_bundle();
+// A copy of it in scratch/bundle.
+std::filesystem::path copy_of_honest_bundle(const ScratchDir& scratch);
+
 // Copies the bundle folder `from` to a new folder `to` and returns `to`.
 std::filesystem::path copy_bundle(const std::filesystem::path& from, const std::filesystem::path& to);
 

@@ -17,30 +17,6 @@ using namespace solver::test;
 
 namespace {
 
-struct HonestBundle {
-  ScratchDir dir{"forgery-source"};
-  std::filesystem::path key;
-  std::filesystem::path bundle;
-};
-
-// One honest bundle for every forger: 60 steps, checkpoints every 20.
-const HonestBundle& honest_bundle() {
-  static HonestBundle* honest = [] {
-    auto* made = new HonestBundle;
-    made->key = make_key(made->dir.path());
-    made->bundle = made->dir / "bundle";
-    const auto task = write_task(made->dir.path(), "honest", small_task("forgery-target", 60, 20));
-    const CommandResult run = run_solver({"run", task.string(), "--out", made->bundle.string(), "--key", made->key.string()});
-    REQUIRE(run.exit_code == 0);
-    return made;
-  }();
-  return *honest;
-}
-
-std::filesystem::path copy_of_honest_bundle(const ScratchDir& scratch) {
-  return copy_bundle(honest_bundle().bundle, scratch / "bundle");
-}
-
 CommandResult verify_all(const std::filesystem::path& bundle) {
   return run_solver({"verify", bundle.string(), "--segments", "all"});
 }

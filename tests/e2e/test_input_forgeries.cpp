@@ -21,32 +21,6 @@ using nlohmann::json;
 
 namespace {
 
-struct HonestBundle {
-  ScratchDir dir{"input-forgery-source"};
-  std::filesystem::path key;
-  std::filesystem::path task;
-  std::filesystem::path bundle;
-};
-
-// One honest bundle for every forger: 60 steps, checkpoints every 20.
-const HonestBundle& honest_bundle() {
-  static HonestBundle* honest = [] {
-    auto* made = new HonestBundle;
-    made->key = make_key(made->dir.path());
-    made->bundle = made->dir / "bundle";
-    made->task = write_task(made->dir.path(), "honest", small_task("input-forgery-target", 60, 20));
-    const CommandResult run =
-        run_solver({"run", made->task.string(), "--out", made->bundle.string(), "--key", made->key.string()});
-    REQUIRE(run.exit_code == 0);
-    return made;
-  }();
-  return *honest;
-}
-
-std::filesystem::path copy_of_honest_bundle(const ScratchDir& scratch) {
-  return copy_bundle(honest_bundle().bundle, scratch / "bundle");
-}
-
 // A file of `size` bytes that no bundle holds, outside the bundle.
 std::string write_local_file(const std::filesystem::path& path, std::size_t size) {
   std::string bytes(size, '\0');
