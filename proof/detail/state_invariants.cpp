@@ -116,19 +116,30 @@ void check_adam(const Task& task, std::int64_t step, const checkpoint::Checkpoin
     const auto v = floats(state, slot + ".exp_avg_sq");
     if (!m || !v) continue;  // the layout check reports a missing slot
     const std::string m_name = slot + ".exp_avg", v_name = slot + ".exp_avg_sq";
+    // Each bound as a test of one element, so that a branch-free pass over every element (which
+    // the compiler vectorizes) can tell whether any is broken; only then are they named.
+    const auto negative = [](double vi) { return !(vi >= 0.0); };
+    // Cauchy-Schwarz on m_t: m^2 <= (1-b1)^2/(1-b2) * sum_j (b1^2/b2)^j * v.
+    const auto beyond_second = [&](double mi, double vi) { return mi * mi > k_total * vi * (1.0 + kSlack) + kTiny; };
+    // Clipped directions have |d| <= C, so |m| <= C (1 - b1^t) and v <= C^2 (1 - b2^t).
+    const auto m_beyond_clip = [&](double mi) { return clipped && std::abs(mi) > m_limit * (1.0 + kSlack) + kTiny; };
+    const auto v_beyond_clip = [&](double vi) { return clipped && vi > v_limit * (1.0 + kSlack) + kTiny; };
+    bool broken = false;
     for (std::size_t i = 0; i < m->size(); ++i) {
       const double mi = (*m)[i], vi = (*v)[i];
-      if (!(vi >= 0.0)) findings.add("second moment >= 0", fmt::format("{}[{}] is {}", v_name, i, vi));
-      // Cauchy-Schwarz on m_t: m^2 <= (1-b1)^2/(1-b2) * sum_j (b1^2/b2)^j * v.
-      if (mi * mi > k_total * vi * (1.0 + kSlack) + kTiny)
+      broken |= negative(vi) | beyond_second(mi, vi) | m_beyond_clip(mi) | v_beyond_clip(vi);
+    }
+    for (std::size_t i = 0; broken && i < m->size(); ++i) {
+      const double mi = (*m)[i], vi = (*v)[i];
+      if (negative(vi)) findings.add("second moment >= 0", fmt::format("{}[{}] is {}", v_name, i, vi));
+      if (beyond_second(mi, vi))
         findings.add("first moment within the second (Cauchy-Schwarz)",
                      fmt::format("{}[{}] = {} but {}[{}] = {} allows |m| <= {}", m_name, i, mi, v_name, i, vi,
                                  std::sqrt(k_total * vi)));
-      // Clipped directions have |d| <= C, so |m| <= C (1 - b1^t) and v <= C^2 (1 - b2^t).
-      if (clipped && std::abs(mi) > m_limit * (1.0 + kSlack) + kTiny)
+      if (m_beyond_clip(mi))
         findings.add("first moment within the clip", fmt::format("|{}[{}]| = {} > C (1 - beta1^t) = {}", m_name, i,
                                                                  std::abs(mi), m_limit));
-      if (clipped && vi > v_limit * (1.0 + kSlack) + kTiny)
+      if (v_beyond_clip(vi))
         findings.add("second moment within the clip", fmt::format("{}[{}] = {} > C^2 (1 - beta2^t) = {}", v_name, i, vi,
                                                                   v_limit));
     }
@@ -138,24 +149,34 @@ void check_adam(const Task& task, std::int64_t step, const checkpoint::Checkpoin
     const auto p0 = floats(*previous, parameter.name);
     if (!m0 || !v0 || !p0) continue;
     const std::span<const float> p = parameter.as_f32();
-    bool slots_moved = false, slots_zero = true, parameter_moved = false;
-    for (std::size_t i = 0; i < m->size(); ++i) {
-      const double mi = (*m)[i], vi = (*v)[i], m0i = (*m0)[i], v0i = (*v0)[i];
-      slots_moved = slots_moved || mi != m0i || vi != v0i;
-      slots_zero = slots_zero && mi == 0.0 && vi == 0.0;
-      parameter_moved = parameter_moved || p[i] != (*p0)[i];
-      // v only ever gains non-negative terms: v_t >= b2^k v_s.
+    // v only ever gains non-negative terms: v_t >= b2^k v_s.
+    const auto decays_too_fast = [&](double vi, double v0i) {
+      return vi < b2k * v0i * (1.0 - window_rounding) - kTiny;
+    };
+    // The window's own terms obey Cauchy-Schwarz too:
+    // (m_t - b1^k m_s)^2 <= (1-b1)^2/(1-b2) * sum_{j<k} (b1^2/b2)^j * (v_t - b2^k v_s).
+    const auto window_beyond_second = [&](double mi, double vi, double m0i, double v0i) {
       const double decayed = b2k * v0i;
-      if (vi < decayed * (1.0 - window_rounding) - kTiny)
-        findings.add("second moment decays no faster than beta2",
-                     fmt::format("{}[{}] fell from {} at step {} to {}, below beta2^{} times it ({})", v_name, i, v0i,
-                                 previous_step, vi, k, decayed));
-      if (!every_step_updates) continue;
-      // The window's own terms obey Cauchy-Schwarz too:
-      // (m_t - b1^k m_s)^2 <= (1-b1)^2/(1-b2) * sum_{j<k} (b1^2/b2)^j * (v_t - b2^k v_s).
       const double m_gain = std::max(0.0, std::abs(mi - b1k * m0i) - window_rounding * (std::abs(mi) + b1k * std::abs(m0i)));
       const double v_gain = vi - decayed + window_rounding * (vi + decayed);
-      if (m_gain * m_gain > k_window * std::max(0.0, v_gain) * (1.0 + kSlack) + kTiny)
+      return every_step_updates && m_gain * m_gain > k_window * std::max(0.0, v_gain) * (1.0 + kSlack) + kTiny;
+    };
+    bool slots_moved = false, slots_zero = true, parameter_moved = false;
+    broken = false;
+    for (std::size_t i = 0; i < m->size(); ++i) {
+      const double mi = (*m)[i], vi = (*v)[i], m0i = (*m0)[i], v0i = (*v0)[i];
+      slots_moved |= (mi != m0i) | (vi != v0i);
+      slots_zero &= (mi == 0.0) & (vi == 0.0);
+      parameter_moved |= p[i] != (*p0)[i];
+      broken |= decays_too_fast(vi, v0i) | window_beyond_second(mi, vi, m0i, v0i);
+    }
+    for (std::size_t i = 0; broken && i < m->size(); ++i) {
+      const double mi = (*m)[i], vi = (*v)[i], m0i = (*m0)[i], v0i = (*v0)[i];
+      if (decays_too_fast(vi, v0i))
+        findings.add("second moment decays no faster than beta2",
+                     fmt::format("{}[{}] fell from {} at step {} to {}, below beta2^{} times it ({})", v_name, i, v0i,
+                                 previous_step, vi, k, b2k * v0i));
+      if (window_beyond_second(mi, vi, m0i, v0i))
         findings.add("first moment's change within the second's (Cauchy-Schwarz over the steps since the last checkpoint)",
                      fmt::format("{}[{}] went from {} to {} while {}[{}] went from {} to {}", m_name, i, m0i, mi, v_name, i,
                                  v0i, vi));
