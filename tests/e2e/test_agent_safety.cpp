@@ -127,6 +127,14 @@ TEST_CASE("agent: configuration mistakes exit 78 naming what is wrong, and one w
              78, "config.limits.cache_gb: expected 0 to 1e+06 GB, got 1e+30");
   check_exit(run_command(agent_argv(agent_config(dir.path(), "slow", nowhere, {"solve"}, {{"poll", {{"min_seconds", 1e300}}}}), key)),
              78, "config.poll.min_seconds");
+  // A verifier's threshold comes from profiles it chose, never from a fixed delta a forger can rely on.
+  check_exit(run_command(agent_argv(agent_config(dir.path(), "delta", nowhere, {"verify"}, {{"verify", {{"delta", 0.001}}}}), key)),
+             78, "config.verify.delta: no longer read");
+  write_text(dir / "old-profile.json", R"({"schema": "solver.profile/1", "task_sha256": "00"})");
+  check_exit(run_command(agent_argv(agent_config(dir.path(), "profiles", nowhere, {"verify"},
+                                                 {{"verify", {{"profiles", {(dir / "old-profile.json").string()}}}}}),
+                                    key)),
+             78, "cannot be used");
   // A work dir that cannot be made (root may write anywhere, so a file stands in the way).
   write_text(dir / "a-file", "not a folder");
   check_exit(run_command(agent_argv(agent_config(dir.path(), "blocked", nowhere, {"solve"},
