@@ -92,12 +92,13 @@ std::optional<std::string> layout_difference(const checkpoint::Checkpoint& expec
 }
 
 std::uint64_t safetensors_size_bound(const checkpoint::Checkpoint& layout) {
-  checkpoint::Checkpoint header_only = layout;
+  // The same names, dtypes and metadata without the data (a copy of the state would double it).
+  checkpoint::Checkpoint header_only;
+  header_only.metadata = layout.metadata;
   std::uint64_t data_bytes = 0;
-  for (checkpoint::Tensor& tensor : header_only.tensors) {
+  for (const checkpoint::Tensor& tensor : layout.tensors) {
     data_bytes += tensor.data.size();
-    tensor.shape = {0};
-    tensor.data.clear();
+    header_only.tensors.push_back({tensor.name, tensor.dtype, {0}, {}});
   }
   const std::uint64_t header_bytes = checkpoint::encode_safetensors(header_only).size();
   return data_bytes + 2 * header_bytes + 4096;

@@ -29,14 +29,13 @@ double geometric_sum(double x, std::int64_t n) {
 // The first element that breaks each rule, and how many do; reported once per rule.
 class Findings {
  public:
-  Findings(std::int64_t step, std::vector<std::string>& failures) : step_(step), failures_(failures) {}
-  ~Findings() {
+  explicit Findings(std::int64_t step) : step_(step) {}
+
+  void report(std::vector<std::string>& failures) const {
     for (const auto& [rule, finding] : first_)
-      failures_.push_back(fmt::format("invariant at step {}: {}: {}{}", step_, rule, finding.text,
-                                      finding.count > 1 ? fmt::format(" (and {} more)", finding.count - 1) : ""));
+      failures.push_back(fmt::format("invariant at step {}: {}: {}{}", step_, rule, finding.text,
+                                     finding.count > 1 ? fmt::format(" (and {} more)", finding.count - 1) : ""));
   }
-  Findings(const Findings&) = delete;
-  Findings& operator=(const Findings&) = delete;
 
   void add(const std::string& rule, const std::string& text) {
     Finding& finding = first_[rule];
@@ -49,7 +48,6 @@ class Findings {
     std::int64_t count = 0;
   };
   std::int64_t step_;
-  std::vector<std::string>& failures_;
   std::map<std::string, Finding> first_;
 };
 
@@ -234,7 +232,7 @@ void check_sgd_momentum(const Task& task, std::int64_t step, const checkpoint::C
 void check_state_invariants(const Task& task, std::int64_t step, const checkpoint::Checkpoint& state,
                             const checkpoint::Checkpoint* previous, std::int64_t previous_step,
                             std::vector<std::string>& failures) {
-  Findings findings(step, failures);
+  Findings findings(step);
   check_counters(step, state, findings);
   check_finite(state, findings);
   const std::string& kind = task.training.optimizer.kind;
@@ -242,6 +240,7 @@ void check_state_invariants(const Task& task, std::int64_t step, const checkpoin
     check_adam(task, step, state, previous, previous_step, findings);
   else if (kind == "sgd" && task.training.optimizer.momentum != 0.0)
     check_sgd_momentum(task, step, state, previous, previous_step, findings);
+  findings.report(failures);
 }
 
 }  // namespace solver::proof::detail
