@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "agent/commands.h"
+#include "agent/exit_status.h"
 #include "common/files.h"
 #include "common/keys.h"
 #include "common/log.h"

@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "agent/commands.h"
-#include "agent/signals.h"
+#include "cli/commands.h"
+#include "cli/signals.h"
 #include "agent/training_job.h"
 #include "common/error.h"
 #include "common/keys.h"

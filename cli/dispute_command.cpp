@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "agent/replayer.h"
 #include "proof/dispute.h"
 

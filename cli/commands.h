@@ -9,21 +9,11 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/exit_status.h"
 #include "common/keys.h"
 #include "common/task.h"
 
 namespace solver::agent {
-
-// Exit statuses shared by every command (docs/cli.md).
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitRejected = 1;     // verify: the bundle was checked and rejected
-inline constexpr int kExitNotCovered = 3;   // verify: the bundle's runtime is not one this verifier can judge
-inline constexpr int kExitBadInput = 2;     // a task, bundle, checkpoint or data file was bad; a budget was exceeded
-inline constexpr int kExitUsage = 64;       // the command line was wrong
-inline constexpr int kExitGpu = 69;         // the requested GPU is unavailable
-inline constexpr int kExitInternal = 70;    // a bug in solver
-inline constexpr int kExitTemporary = 75;   // a server was unreachable or erred: try again later
-inline constexpr int kExitConfig = 78;      // configuration (e.g. the key file) is wrong
 
 // The task `solver run` trains when given none: configs/tasks/fashion-mnist-mlp.json,
 // embedded at build time.

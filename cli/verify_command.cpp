@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "agent/replayer.h"
 #include "common/task.h"
 #include "proof/profile.h"

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "agent/replayer.h"
 #include "common/error.h"
 #include "common/files.h"

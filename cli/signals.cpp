@@ -1,4 +1,4 @@
-#include "agent/signals.h"
+#include "cli/signals.h"
 
 #include <signal.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include <exception>
 #include <iostream>
 
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/version.h"
@@ -18,22 +18,6 @@ namespace {
 
 using namespace solver;
 using namespace solver::agent;
-
-int exit_status_for(const Error& error) {
-  switch (error.kind()) {
-    case ErrorKind::Usage: return kExitUsage;
-    case ErrorKind::Config: return kExitConfig;
-    case ErrorKind::Cuda: return kExitGpu;
-    case ErrorKind::Internal: return kExitInternal;
-    case ErrorKind::Network: return error.retryable() ? kExitTemporary : kExitBadInput;  // unreachable vs a refusal
-    case ErrorKind::Input:
-    case ErrorKind::Io:
-    case ErrorKind::Budget:
-    case ErrorKind::Capacity:
-    case ErrorKind::Verification: return kExitBadInput;
-  }
-  return kExitInternal;
-}
 
 int version_command(bool json) {
   const int gpus = kernels::cuda_device_count();

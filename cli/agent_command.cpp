@@ -7,9 +7,9 @@
 #include <cstdio>
 
 #include "agent/agent_config.h"
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "agent/daemon.h"
-#include "agent/signals.h"
+#include "cli/signals.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/json_reader.h"

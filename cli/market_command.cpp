@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "agent/commands.h"
-#include "agent/signals.h"
+#include "cli/commands.h"
+#include "cli/signals.h"
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/task.h"

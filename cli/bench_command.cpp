@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "agent/agent_config.h"
-#include "agent/commands.h"
+#include "cli/commands.h"
 #include "agent/stores.h"
 #include "common/log.h"
 
