@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <optional>
 
+#include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/json_reader.h"
@@ -46,38 +46,16 @@ std::vector<std::string> strings(ObjectReader& reader, std::string_view key, con
   return values;
 }
 
-// The CUDA index a device name names: 0 for "cuda", N for "cuda:N" (up to 4 digits), nullopt for
-// "cpu" and -1 for anything else.
-std::optional<int> cuda_index(std::string_view name) {
-  if (name == "cpu") return std::nullopt;
-  if (name == "cuda") return 0;
-  const std::string_view digits = name.starts_with("cuda:") ? name.substr(5) : std::string_view();
-  if (digits.empty() || digits.size() > 4 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    return -1;
-  return std::stoi(std::string(digits));
-}
-
-// The device names of the config's entries ("cuda:0,cuda:1" is one slot over two GPUs).
-std::vector<std::string_view> device_names(const std::vector<std::string>& entries) {
-  std::vector<std::string_view> names;
+// Each entry a device list (common/device.h): one slot, training data parallel when it names
+// several. Checked here so that a typo fails at startup, not at the first claimed task.
+void check_device_entries(ObjectReader& reader, const std::vector<std::string>& entries) {
   for (const std::string& entry : entries) {
-    std::string_view rest = entry;
-    while (true) {
-      names.push_back(rest.substr(0, rest.find(',')));
-      if (names.back().size() == rest.size()) break;
-      rest.remove_prefix(names.back().size() + 1);
+    try {
+      parse_device_list(entry);
+    } catch (const Error& error) {
+      ObjectReader::fail(reader.field("devices"), error.what());
     }
   }
-  return names;
-}
-
-// "cpu", "cuda" or "cuda:N", or a comma list of them: one slot training data parallel over
-// several devices. Checked here so that a typo fails at startup, not at the first claimed task.
-void check_device_entries(ObjectReader& reader, const std::vector<std::string>& entries) {
-  for (const std::string_view name : device_names(entries))
-    if (cuda_index(name) == -1)
-      ObjectReader::fail(reader.field("devices"), "expected cpu, cuda or cuda:N, or a comma list of them (one slot over "
-                                                  "several GPUs), got \"" + std::string(name) + "\"");
 }
 
 // A number of `unit` within [0, max]: anything larger is a typo, and would overflow the conversion.
@@ -122,7 +100,9 @@ bool AgentConfig::has_role(const std::string& role) const {
 
 int cuda_devices_needed(const AgentConfig& config) {
   int needed = 0;
-  for (const std::string_view name : device_names(config.devices)) needed = std::max(needed, cuda_index(name).value_or(-1) + 1);
+  for (const std::string& entry : config.devices)
+    for (const Device& device : parse_device_list(entry))
+      if (device.is_cuda()) needed = std::max(needed, device.index + 1);
   return needed;
 }
 

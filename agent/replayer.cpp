@@ -14,33 +14,10 @@ class TrainerReplayer final : public proof::Replayer {
   std::int64_t train_samples() const override { return trainer_.train_samples(); }
   // Captured before any replay, so it is the initialisation the task seed gives.
   checkpoint::Checkpoint initial_state() override { return initial_state_; }
-
-  Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) override {
-    trainer_.load_state(start);
-    Result result;
-    result.losses = trainer_.replay(steps);
-    result.state = trainer_.state(steps.empty() ? 0 : steps.back().step);
-    return result;
-  }
-
-  double test_accuracy(const checkpoint::Checkpoint& state) override {
-    trainer_.load_state(state);
-    return trainer_.evaluate().accuracy;
-  }
-
- private:
-  train::Trainer trainer_;
-  checkpoint::Checkpoint initial_state_;
-};
-
-class TrainerStepReplayer final : public proof::StepReplayer {
- public:
-  TrainerStepReplayer(const Task& task, const train::TrainerOptions& options) : trainer_(task, options) {}
-
-  RuntimeInfo runtime() const override { return trainer_.runtime(); }
   void load_state(const checkpoint::Checkpoint& state) override { trainer_.load_state(state); }
-  float run_step(const StepRecord& record) override { return trainer_.replay(std::span(&record, 1)).front(); }
+  std::vector<float> run_steps(std::span<const StepRecord> steps) override { return trainer_.replay(steps); }
   checkpoint::Checkpoint state(std::int64_t step) const override { return trainer_.state(step); }
+  double test_accuracy() override { return trainer_.evaluate().accuracy; }
 
   std::vector<checkpoint::Tensor> trace_step(const StepRecord& record) override {
     std::vector<checkpoint::Tensor> trace;
@@ -53,24 +30,18 @@ class TrainerStepReplayer final : public proof::StepReplayer {
 
  private:
   train::Trainer trainer_;
+  checkpoint::Checkpoint initial_state_;
 };
 
 }  // namespace
 
-proof::StepReplayerFactory trainer_step_replayer_factory() {
-  return [](const Task& task, const std::string& device, int threads, int shards) -> std::unique_ptr<proof::StepReplayer> {
-    return std::make_unique<TrainerStepReplayer>(
-        task, train::TrainerOptions{.device = device, .threads = threads, .shards = shards, .on_stuck_step = end_process_for_stuck_step});
-  };
-}
-
-proof::ReplayerFactory trainer_replayer_factory(std::string device, StuckStepHandler on_stuck_step) {
-  return [device = std::move(device), on_stuck_step = std::move(on_stuck_step)](
-             const Task& task, int threads, int shards) -> std::unique_ptr<proof::Replayer> {
+proof::ReplayerFactory trainer_replayer_factory(StuckStepHandler on_stuck_step) {
+  return [on_stuck_step = std::move(on_stuck_step)](const Task& task,
+                                                    const proof::ReplaySetting& setting) -> std::unique_ptr<proof::Replayer> {
     // The one place a replay's budget comes from: the task's (docs/bundle-format.md, "Replay budget").
-    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{.device = device,
-                                                                         .threads = threads,
-                                                                         .shards = shards,
+    return std::make_unique<TrainerReplayer>(task, train::TrainerOptions{.device = setting.device,
+                                                                         .threads = setting.threads,
+                                                                         .shards = setting.shards,
                                                                          .max_replay_seconds = train::replay_budget_seconds(task.budget),
                                                                          .on_stuck_step = on_stuck_step});
   };

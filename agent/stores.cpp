@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/json_reader.h"
 #include "net/ipfs.h"
-#include "net/s3.h"
+#include "net/s3_store.h"
 
 namespace solver::agent {
 namespace {

@@ -78,13 +78,13 @@ void TrainingJob::record_stuck_step(const Error& reason) const {
   }
 }
 
-TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
-  TrainingOutcome outcome;
-  outcome.first_step = start_step_;
-  outcome.total_steps = trainer_.total_steps();
+TrainingRun TrainingJob::run(train::TrainHooks hooks) {
+  TrainingRun run;
+  run.first_step = start_step_;
+  run.total_steps = trainer_.total_steps();
   const auto on_step = std::move(hooks.on_step);
   hooks.on_step = [&](StepRecord&& record) {
-    outcome.final_loss = record.loss;
+    run.outcome.final_loss = record.loss;
     if (on_step) on_step(StepRecord(record));
     if (writer_) writer_->record_step(std::move(record));
   };
@@ -98,25 +98,25 @@ TrainingOutcome TrainingJob::run(train::TrainHooks hooks) {
     };
   }
 
-  outcome.last_step = trainer_.train(start_step_, hooks);
-  outcome.train_seconds = seconds_so_far();
-  outcome.finished = outcome.last_step == outcome.total_steps;
-  if (!outcome.finished) {
+  run.last_step = trainer_.train(start_step_, hooks);
+  run.seconds = seconds_so_far();
+  // The bundle's training time counts every run of it, not only this one.
+  run.outcome.train_seconds = (writer_ ? writer_->earlier_train_seconds() : 0.0) + run.seconds;
+  run.finished = run.last_step == run.total_steps;
+  if (!run.finished) {
     // Flush queued checkpoints into the journal; the steps after the last one are retrained on resume.
     if (writer_) writer_->flush();
-    return outcome;
+    return run;
   }
   const train::Trainer::Evaluation evaluation = trainer_.evaluate();
-  outcome.test_accuracy = evaluation.accuracy;
-  outcome.test_loss = evaluation.loss;
-  if (writer_)  // the bundle's training time counts every run of it, not only the last
-    outcome.manifest = writer_->finish(proof::TrainOutcome{outcome.test_accuracy, outcome.final_loss,
-                                                           writer_->earlier_train_seconds() + outcome.train_seconds});
-  return outcome;
+  run.outcome.test_accuracy = evaluation.accuracy;
+  run.test_loss = evaluation.loss;
+  if (writer_) run.manifest = writer_->finish(run.outcome);
+  return run;
 }
 
-std::vector<proof::WrittenCheckpoint> TrainingJob::written_checkpoints() const {
-  return writer_ ? writer_->written_checkpoints() : std::vector<proof::WrittenCheckpoint>{};
+std::vector<CheckpointCommitment> TrainingJob::written_checkpoints() const {
+  return writer_ ? writer_->written_checkpoints() : std::vector<CheckpointCommitment>{};
 }
 
 }  // namespace solver::agent

@@ -27,14 +27,16 @@ class SigningKey;
 
 namespace solver::agent {
 
-struct TrainingOutcome {
+// What one TrainingJob::run() did.
+struct TrainingRun {
   bool finished = false;         // false: stopped early by should_stop; the bundle stays resumable
   std::int64_t first_step = 0;   // where this run started (the resume point)
   std::int64_t last_step = 0;
   std::int64_t total_steps = 0;
-  float final_loss = 0.0f;
-  double train_seconds = 0.0;  // this run's; the manifest's counts earlier runs of a resumed bundle too
-  double test_accuracy = 0.0;               // when finished (next-token accuracy for a gpt)
+  double seconds = 0.0;          // this run's training time
+  // The manifest's outcome: the last step's loss; when finished, the test accuracy (next-token
+  // accuracy for a gpt); the training time of every run of a resumed bundle, this one's included.
+  proof::TrainOutcome outcome;
   double test_loss = 0.0;                   // when finished: mean cross-entropy on the test set
   std::optional<proof::Manifest> manifest;  // when finished with a proof
 };
@@ -71,10 +73,10 @@ class TrainingJob {
   // Trains from start_step() to the end, or until hooks.should_stop says stop (then pending
   // checkpoint writes are flushed, the journal is current, and the outcome is not finished).
   // Throws what the trainer throws: Error(Budget) for a step that ended past its time limit.
-  TrainingOutcome run(train::TrainHooks hooks);
+  TrainingRun run(train::TrainHooks hooks);
 
   // The checkpoints written and journaled so far. Safe from any thread while run() runs.
-  std::vector<proof::WrittenCheckpoint> written_checkpoints() const;
+  std::vector<CheckpointCommitment> written_checkpoints() const;
 
  private:
   // The trainer's options, with the job's stuck-step handler.

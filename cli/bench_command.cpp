@@ -8,11 +8,16 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "cli/commands.h"
+#include "agent/exit_status.h"
+#include "cli/command.h"
+#include "cli/common.h"
+#include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/log.h"
@@ -27,8 +32,16 @@
 #include "kernels/stress.h"
 #include "train/benchmark.h"
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
+
+struct BenchOptions {
+  bool quick = false;  // seconds instead of minutes: smaller sizes, fewer repeats
+  bool json = false;
+  std::string device;                  // where matmul and training run; "": cuda:0 if LibTorch sees a GPU, else cpu
+  std::filesystem::path disk_dir = ".";  // the disk test's folder: where `solver run` writes runs/
+  std::optional<std::filesystem::path> save_file;  // also write the JSON here (the agent's bench_file)
+};
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
@@ -108,11 +121,8 @@ struct GpuMeasurements {
   MeasuredGpuPeaks peaks;
 };
 
-// The CUDA ordinal of "cuda" or "cuda:N", for the kernels (LibTorch has already checked the name).
-int cuda_ordinal(const std::string& device) {
-  const std::size_t colon = device.find(':');
-  return colon == std::string::npos ? 0 : std::stoi(device.substr(colon + 1));
-}
+// The CUDA ordinal of "cuda" or "cuda:N", for the kernels.
+int cuda_ordinal(const std::string& device) { return parse_device(device).index; }
 
 // NCCL's all-reduce across every GPU CUDA sees, when there are two or more; otherwise, or when
 // NCCL cannot run, the reason there is no figure (a missing NCCL is not a failed bench).
@@ -161,14 +171,14 @@ BenchReport measure(const BenchOptions& options) {
   report.quick = options.quick;
   report.host = hardware::read_host_info();
   report.inventory = hardware::read_gpu_inventory();
-  report.torch_cuda_devices = train::cuda_device_count();
+  report.torch_cuda_devices = train::torch_cuda_device_count();
   const std::string device = !options.device.empty() ? options.device : report.torch_cuda_devices > 0 ? "cuda:0" : "cpu";
-  log_info("agent", "bench: {} mode, matmul and training on {}; this takes {}", options.quick ? "quick" : "full", device,
+  log_info("bench", "bench: {} mode, matmul and training on {}; this takes {}", options.quick ? "quick" : "full", device,
            options.quick ? "about 15 s on 2 cores" : "about 40 s on 2 cores");
 
   // The GPU first: a requested GPU that is unusable fails the command before minutes of CPU work.
   if (device != "cpu") {
-    log_debug("agent", "bench: GPU matmul and memory on {}", device);
+    log_debug("bench", "bench: GPU matmul and memory on {}", device);
     GpuMeasurements gpu;
     gpu.matmul_fp32 = train::measure_matmul({device, "fp32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_tf32 = train::measure_matmul({device, "tf32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
@@ -177,7 +187,7 @@ BenchReport measure(const BenchOptions& options) {
     gpu.properties = kernels::cuda_device_properties(cuda_ordinal(device));
     gpu.stream = kernels::measure_stream_cuda(cuda_ordinal(device), plan.gpu_memory_bytes, plan.gpu_memory_repeats);
     gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
-    log_debug("agent", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
+    log_debug("bench", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
     gpu.stress = kernels::run_stress_cuda(cuda_ordinal(device), plan.gpu_stress_seconds);
     if (gpu.stress.mismatched_values > 0)
       log_error("bench", "{}: {} of {} stress results were wrong: this GPU computes wrong under load (heat, power, clocks "
@@ -192,23 +202,23 @@ BenchReport measure(const BenchOptions& options) {
                                     : "--device cpu";
   }
 
-  log_debug("agent", "bench: CPU matmul");
+  log_debug("bench", "bench: CPU matmul");
   report.cpu_matmul = train::measure_matmul({"cpu", "fp32", plan.cpu_matmul_n, plan.cpu_matmul_repeats, 0});
-  log_debug("agent", "bench: memory bandwidth");
+  log_debug("bench", "bench: memory bandwidth");
   report.memory =
       hardware::measure_memory_bandwidth({hardware::stream_array_bytes(report.host, plan.memory_array_bytes), 0, plan.memory_repeats});
-  log_debug("agent", "bench: SHA-256");
+  log_debug("bench", "bench: SHA-256");
   report.sha256 = hardware::measure_sha256(plan.sha256_bytes, plan.sha256_repeats);
-  log_debug("agent", "bench: disk write in {}", options.disk_dir.string());
+  log_debug("bench", "bench: disk write in {}", options.disk_dir.string());
   report.disk = hardware::measure_disk_write({options.disk_dir, plan.disk_bytes});
-  log_debug("agent", "bench: training throughput on {}", device);
+  log_debug("bench", "bench: training throughput on {}", device);
   report.training = train::measure_training_throughput(
       parse_embedded_default_task(), {device, 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
   if (device != "cpu")
     report.cpu_training = train::measure_training_throughput(
         parse_embedded_default_task(), {"cpu", 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
   const GptPlan& gpt = device == "cpu" ? plan.cpu_gpt : plan.gpu_gpt;
-  log_debug("agent", "bench: reference gpt on {}", device);
+  log_debug("bench", "bench: reference gpt on {}", device);
   report.gpt_model = gpt.model;
   // On a GPU the transformer trains as GPU tasks should (bf16 autocast); LibTorch's CPU bf16
   // kernels are slower than its fp32 ones, so the CPU trains in fp32.
@@ -581,8 +591,7 @@ Json report_json(const BenchReport& report) {
   return json;
 }
 
-}  // namespace
-
+// Measures this machine (docs/benchmarks.md) and prints a table or JSON.
 int bench_command(const BenchOptions& options) {
   const BenchReport report = measure(options);
   if (options.save_file) {
@@ -595,7 +604,24 @@ int bench_command(const BenchOptions& options) {
   } else {
     print_table(report);
   }
-  return kExitOk;
+  return agent::kExitOk;
 }
 
-}  // namespace solver::agent
+}  // namespace
+
+Command add_bench_command(CLI::App& parent) {
+  auto options = std::make_shared<BenchOptions>();
+  CLI::App* command = parent.add_subcommand("bench", "Measure this machine: matmul, memory, SHA-256, disk, training, GPUs");
+  command->add_flag("--quick", options->quick, "Fewer repeats, smaller sizes: about 15 s on 2 cores instead of 40");
+  command->add_flag("--json", options->json, "Print the figures as JSON");
+  command->add_option("--device", options->device,
+                      "Where matmul and training run: cpu, cuda or cuda:N (default: cuda:0 when LibTorch sees a GPU, else cpu)");
+  command->add_option("--save", options->save_file,
+                      "Also write the figures as JSON to this file; `solver agent` sends them when it registers "
+                      "(its default: <work_dir>/bench.json)");
+  command->add_option("--dir", options->disk_dir, "Folder for the disk test (default: the current folder)")
+      ->check(CLI::ExistingDirectory);
+  return {command, [options] { return bench_command(*options); }};
+}
+
+}  // namespace solver::cli

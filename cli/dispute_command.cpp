@@ -4,13 +4,26 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
 
-#include "cli/commands.h"
+#include "agent/exit_status.h"
 #include "agent/replayer.h"
+#include "cli/command.h"
 #include "proof/dispute.h"
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
+
+struct DisputeCommandOptions {
+  std::filesystem::path bundle_a;
+  std::filesystem::path bundle_b;
+  std::string device = "cpu";  // a GPU here also traces the divergent step on the CPU
+  int threads = 0;             // 0: bundle A's thread count
+  double delta = 1e-3;
+  bool json = false;
+};
 
 std::string end_state_text(const proof::DisputeSide& side, double delta) {
   if (side.same_runtime) return side.end_state_matches ? "bit for bit" : fmt::format("differs (l2 {:.3g})", side.distance.l2);
@@ -63,8 +76,6 @@ void print_table(const proof::DisputeReport& report, double delta) {
   for (const auto& reason : report.reasons) std::printf("  - %s\n", reason.c_str());
 }
 
-}  // namespace
-
 int dispute_command(const DisputeCommandOptions& options) {
   proof::DisputeOptions dispute;
   dispute.device = options.device;
@@ -72,14 +83,28 @@ int dispute_command(const DisputeCommandOptions& options) {
   if (options.device != "cpu") dispute.second_device = "cpu";
   dispute.threads = options.threads;
   dispute.delta = options.delta;
-  const proof::DisputeReport report = proof::dispute_bundles(options.bundle_a, options.bundle_b, dispute,
-                                                             trainer_replayer_factory(options.device),
-                                                             trainer_step_replayer_factory());
+  const proof::DisputeReport report =
+      proof::dispute_bundles(options.bundle_a, options.bundle_b, dispute, agent::trainer_replayer_factory());
   if (options.json)
     std::printf("%s\n", report.to_json().dump(2).c_str());
   else
     print_table(report, options.delta);
-  return report.supported == "neither" ? kExitRejected : kExitOk;
+  return report.supported == "neither" ? agent::kExitRejected : agent::kExitOk;
 }
 
-}  // namespace solver::agent
+}  // namespace
+
+Command add_dispute_command(CLI::App& parent) {
+  auto options = std::make_shared<DisputeCommandOptions>();
+  CLI::App* command =
+      parent.add_subcommand("dispute", "Referee two bundles of the same task: the first divergent checkpoint, step and layer");
+  command->add_option("bundle_a", options->bundle_a, "One side's bundle folder")->required();
+  command->add_option("bundle_b", options->bundle_b, "The other side's bundle folder")->required();
+  command->add_option("--device", options->device, "Device to replay on: cpu, cuda or cuda:N (a GPU also traces on the CPU)")->capture_default_str();
+  command->add_option("--threads", options->threads, "Intra-op threads for the replay (default: bundle A's)")->check(CLI::Range(1, 256));
+  command->add_option("--delta", options->delta, "l2 threshold between states or traces from different runtimes")->check(CLI::NonNegativeNumber)->capture_default_str();
+  command->add_flag("--json", options->json, "Print the report as JSON");
+  return {command, [options] { return dispute_command(*options); }};
+}
+
+}  // namespace solver::cli

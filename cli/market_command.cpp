@@ -2,11 +2,18 @@
 // command-line client for submitters (docs/market-protocol.md, docs/cli.md).
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
-#include "cli/commands.h"
+#include "agent/exit_status.h"
+#include "cli/command.h"
+#include "cli/common.h"
 #include "cli/signals.h"
 #include "common/keys.h"
 #include "common/log.h"
@@ -14,10 +21,31 @@
 #include "market/server.h"
 #include "net/market_client.h"
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
 
 using nlohmann::json;
+
+struct MarketServeOptions {
+  std::filesystem::path db = "market.db";
+  std::string host = "127.0.0.1";
+  int port = 8470;  // 0: any free port
+  std::int64_t lease_seconds = 300;
+  std::int64_t fault_hold_seconds = 60;
+};
+
+// What submit, status and cancel share.
+struct MarketClientCommandOptions {
+  std::string market_url;                         // empty: default_market_url()
+  std::optional<std::filesystem::path> key_file;  // empty: default_key_path()
+  bool json = false;
+};
+
+// The market URL: $SOLVER_MARKET, else http://127.0.0.1:8470.
+std::string default_market_url() {
+  if (const char* url = std::getenv("SOLVER_MARKET"); url != nullptr && *url != '\0') return url;
+  return "http://127.0.0.1:8470";
+}
 
 net::MarketClientOptions client_options(const MarketClientCommandOptions& options) {
   net::MarketClientOptions client;
@@ -78,13 +106,7 @@ void print_task_details(const json& status) {
                 text_or_dash(verdict.value("verifier", json())).substr(0, 12).c_str(), text_or_dash(verdict.value("reason", json())).c_str());
 }
 
-}  // namespace
-
-std::string default_market_url() {
-  if (const char* url = std::getenv("SOLVER_MARKET"); url != nullptr && *url != '\0') return url;
-  return "http://127.0.0.1:8470";
-}
-
+// Serves until SIGINT or SIGTERM, then stops cleanly; prints the bound URL on stdout.
 int market_serve_command(const MarketServeOptions& options) {
   market::MarketServerOptions server_options;
   server_options.db_path = options.db;
@@ -99,7 +121,7 @@ int market_serve_command(const MarketServeOptions& options) {
   std::printf("%s\n", server.url().c_str());
   std::fflush(stdout);
   server.serve_forever(&StopSignals::flag());
-  return kExitOk;
+  return agent::kExitOk;
 }
 
 int market_submit_command(const MarketClientCommandOptions& options, const std::filesystem::path& task_file) {
@@ -107,9 +129,9 @@ int market_submit_command(const MarketClientCommandOptions& options, const std::
   const SigningKey key = SigningKey::load(options.key_file.value_or(default_key_path()));
   net::MarketClient client(client_options(options), key);
   const std::string task_id = client.submit_task(task_to_json(task));
-  log_info("agent", "submitted task {} ({}) to {}", task_id, task.id, client_options(options).base_url);
+  log_info("market", "submitted task {} ({}) to {}", task_id, task.id, client_options(options).base_url);
   std::printf("%s\n", task_id.c_str());
-  return kExitOk;
+  return agent::kExitOk;
 }
 
 int market_status_command(const MarketClientCommandOptions& options, const std::optional<std::string>& task_id) {
@@ -123,7 +145,7 @@ int market_status_command(const MarketClientCommandOptions& options, const std::
   } else {
     print_task_table(result);
   }
-  return kExitOk;
+  return agent::kExitOk;
 }
 
 int market_cancel_command(const MarketClientCommandOptions& options, const std::string& task_id) {
@@ -131,7 +153,66 @@ int market_cancel_command(const MarketClientCommandOptions& options, const std::
   net::MarketClient client(client_options(options), key);
   client.cancel_task(task_id);
   std::printf("cancelled %s\n", task_id.c_str());
-  return kExitOk;
+  return agent::kExitOk;
 }
 
-}  // namespace solver::agent
+void add_market_client_options(CLI::App& command, MarketClientCommandOptions& options) {
+  command.add_option("--market", options.market_url, "Market URL (default: $SOLVER_MARKET or http://127.0.0.1:8470)");
+  command.add_option("--key", options.key_file, "Key that signs the requests (default: $SOLVER_KEY or ~/.config/solver/solver.key)");
+}
+
+Command add_market_serve_command(CLI::App& market) {
+  auto options = std::make_shared<MarketServeOptions>();
+  CLI::App* command = market.add_subcommand("serve", "Run the market server until SIGINT or SIGTERM (prints its URL)");
+  command->add_option("--db", options->db, "SQLite database file")->capture_default_str();
+  command->add_option("--host", options->host, "Address to listen on")->capture_default_str();
+  command->add_option("--port", options->port, "Port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  command->add_option("--fault-hold-seconds", options->fault_hold_seconds,
+                      "A worker's first hold after repeated failures not down to their tasks; doubles after")
+      ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
+  command->add_option("--lease-seconds", options->lease_seconds, "How long a claim lasts without a heartbeat")
+      ->check(CLI::Range(1, 86400))
+      ->capture_default_str();
+  return {command, [options] { return market_serve_command(*options); }};
+}
+
+Command add_market_submit_command(CLI::App& market) {
+  auto options = std::make_shared<MarketClientCommandOptions>();
+  auto task_file = std::make_shared<std::filesystem::path>();
+  CLI::App* command = market.add_subcommand("submit", "Validate a task file and submit it; prints the task id");
+  command->add_option("task", *task_file, "Task file (JSON, docs/task-format.md)")->required();
+  add_market_client_options(*command, *options);
+  return {command, [options, task_file] { return market_submit_command(*options, *task_file); }};
+}
+
+Command add_market_status_command(CLI::App& market) {
+  auto options = std::make_shared<MarketClientCommandOptions>();
+  auto task_id = std::make_shared<std::optional<std::string>>();
+  CLI::App* command = market.add_subcommand("status", "Show one task, or list all");
+  command->add_option("task_id", *task_id, "Task id (default: all tasks)");
+  command->add_flag("--json", options->json, "Print the market's JSON");
+  add_market_client_options(*command, *options);
+  return {command, [options, task_id] { return market_status_command(*options, *task_id); }};
+}
+
+Command add_market_cancel_command(CLI::App& market) {
+  auto options = std::make_shared<MarketClientCommandOptions>();
+  auto task_id = std::make_shared<std::string>();
+  CLI::App* command = market.add_subcommand("cancel", "Cancel a queued or running task you submitted");
+  command->add_option("task_id", *task_id, "Task id")->required();
+  add_market_client_options(*command, *options);
+  return {command, [options, task_id] { return market_cancel_command(*options, *task_id); }};
+}
+
+}  // namespace
+
+Command add_market_command(CLI::App& parent) {
+  CLI::App* command = parent.add_subcommand("market", "The reference market: serve it, submit tasks, follow and cancel them");
+  command->require_subcommand(1);
+  const std::vector<Command> subcommands = {add_market_serve_command(*command), add_market_submit_command(*command),
+                                            add_market_status_command(*command), add_market_cancel_command(*command)};
+  return {command, [subcommands] { return run_chosen(subcommands); }};
+}
+
+}  // namespace solver::cli

@@ -5,33 +5,37 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
 
-#include "cli/commands.h"
+#include "agent/exit_status.h"
 #include "agent/replayer.h"
+#include "cli/command.h"
+#include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "proof/profile.h"
 #include "train/benchmark.h"
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
 
-// The CUDA index a device name asks for: "cuda" is cuda:0. Throws Error(Usage) for other names.
-int cuda_index(const std::string& device) {
-  if (device == "cuda") return 0;
-  const std::string prefix = "cuda:";
-  if (device.starts_with(prefix) && device.size() > prefix.size() &&
-      std::all_of(device.begin() + static_cast<std::ptrdiff_t>(prefix.size()), device.end(),
-                  [](char c) { return c >= '0' && c <= '9'; }) &&
-      device.size() - prefix.size() <= 4)
-    return std::stoi(device.substr(prefix.size()));
-  throw Error(ErrorKind::Usage, "profile: unknown device \"" + device + "\" (expected cpu, cuda or cuda:N)");
-}
+struct ProfileCommandOptions {
+  std::filesystem::path target;    // a bundle folder, or a task file
+  int segments = 3;                // bundle: segments replayed (first, middle, last)
+  int steps = 100;                 // steps per piece
+  std::vector<int> threads{1, 2, 4};       // the first is the reference's
+  std::vector<std::string> devices;        // empty: cpu and every CUDA device LibTorch sees
+  std::filesystem::path out = "profile.json";
+  bool json = false;
+};
 
 // Splits the devices asked for (or, when none are, cpu and every GPU) into the usable ones
 // and the ones LibTorch cannot see, which are reported rather than failed on.
 void choose_devices(const std::vector<std::string>& requested, proof::ProfileOptions& options) {
-  const int gpus = train::cuda_device_count();
+  const int gpus = train::torch_cuda_device_count();
   const std::string none_seen = gpus == 0 ? "LibTorch sees no CUDA device (this LibTorch build or this machine has none)"
                                           : fmt::format("LibTorch sees {} CUDA device(s)", gpus);
   options.devices.clear();
@@ -42,7 +46,7 @@ void choose_devices(const std::vector<std::string>& requested, proof::ProfileOpt
     return;
   }
   for (const std::string& device : requested) {
-    if (device == "cpu" || cuda_index(device) < gpus)
+    if (const Device parsed = parse_device(device); !parsed.is_cuda() || parsed.index < gpus)
       options.devices.push_back(device);
     else
       options.skipped.emplace_back(device, none_seen);
@@ -103,17 +107,13 @@ void print_table(const proof::Profile& profile, const std::filesystem::path& out
   std::printf("written to %s; use it with `solver verify BUNDLE --profile %s`\n", out.string().c_str(), out.string().c_str());
 }
 
-}  // namespace
-
 int profile_command(const ProfileCommandOptions& options) {
   proof::ProfileOptions profile_options;
   profile_options.segments = options.segments;
   profile_options.steps = options.steps;
   profile_options.threads = options.threads;
   choose_devices(options.devices, profile_options);
-  const proof::SettingReplayerFactory make_replayer = [](const Task& task, const proof::ReplaySetting& setting) {
-    return trainer_replayer_factory(setting.device)(task, setting.threads, setting.shards);
-  };
+  const proof::ReplayerFactory make_replayer = agent::trainer_replayer_factory();
 
   const proof::Profile profile = std::filesystem::is_directory(options.target)
                                      ? proof::profile_bundle(options.target, profile_options, make_replayer)
@@ -124,7 +124,29 @@ int profile_command(const ProfileCommandOptions& options) {
     std::printf("%s", text.c_str());
   else
     print_table(profile, options.out);
-  return kExitOk;
+  return agent::kExitOk;
 }
 
-}  // namespace solver::agent
+}  // namespace
+
+Command add_profile_command(CLI::App& parent) {
+  auto options = std::make_shared<ProfileCommandOptions>();
+  CLI::App* command = parent.add_subcommand("profile", "Measure how far honest replays drift apart; derive the distance thresholds");
+  command->add_option("target", options->target, "A bundle folder, or a task file (JSON)")->required();
+  command->add_option("--segments", options->segments, "Bundle: how many segments to replay (first, middle, last, ...)")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  command->add_option("--steps", options->steps, "Steps per replayed piece (a task: steps trained from its initialisation)")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  command->add_option("--threads-list", options->threads, "Thread counts to compare; the first is the reference's")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  command->add_option("--devices", options->devices, "Devices to compare, e.g. cpu,cuda:0 (default: cpu and every GPU LibTorch sees)")
+      ->delimiter(',');
+  command->add_option("--out", options->out, "Where to write the profile")->capture_default_str();
+  command->add_flag("--json", options->json, "Print the profile as JSON");
+  return {command, [options] { return profile_command(*options); }};
+}
+
+}  // namespace solver::cli

@@ -5,7 +5,7 @@
 
 #include <array>
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
 
 std::atomic<bool> stop_requested{false};
@@ -42,4 +42,4 @@ const std::atomic<bool>& StopSignals::flag() { return stop_requested; }
 
 std::atomic<bool>& StopSignals::reload_flag() { return reload_requested; }
 
-}  // namespace solver::agent
+}  // namespace solver::cli

@@ -7,7 +7,7 @@
 
 #include <atomic>
 
-namespace solver::agent {
+namespace solver::cli {
 
 class StopSignals {
  public:
@@ -25,4 +25,4 @@ class StopSignals {
   static std::atomic<bool>& reload_flag();
 };
 
-}  // namespace solver::agent
+}  // namespace solver::cli

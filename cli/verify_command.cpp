@@ -4,17 +4,43 @@
 // a --profile file is unusable or was measured for another task.
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
-#include "cli/commands.h"
+#include "agent/exit_status.h"
 #include "agent/replayer.h"
+#include "cli/command.h"
 #include "common/task.h"
 #include "proof/profile.h"
 #include "proof/verify.h"
 
-namespace solver::agent {
+namespace solver::cli {
 namespace {
+
+struct VerifyCommandOptions {
+  std::filesystem::path bundle_dir;
+  std::string segments = "top-q";  // top-q | random | all
+  int q = 2;
+  int random_count = 1;
+  std::optional<double> catch_probability;  // instead of random_count: draws enough to catch...
+  double faked_fraction = 0.1;              // ...a forger who faked this share of the segments
+  std::optional<std::uint64_t> random_seed;
+  // `solver profile` outputs: the runtimes each covers, with its thresholds (bundles from other
+  // runtimes than this verifier's are judged only when one covers them)
+  std::vector<std::filesystem::path> profile_files;
+  int max_threads = 4;  // caps on the bundle's runtime.threads and runtime.shards
+  int max_shards = 64;
+  std::string task_file;                   // require the bundle to be for this task; empty: any
+  std::optional<std::string> expected_key;  // require this solver public key (hex)
+  std::string device = "cpu";
+  bool json = false;
+};
 
 proof::SegmentSelection parse_selection(const std::string& name) {
   if (name == "all") return proof::SegmentSelection::All;
@@ -35,7 +61,7 @@ proof::SegmentSelection parse_selection(const std::string& name) {
     std::printf("verdict: REJECTED\n  - %s\n", failure.c_str());
   }
   std::fflush(stdout);
-  std::_Exit(kExitRejected);
+  std::_Exit(agent::kExitRejected);
 }
 
 // A chance just under 1 is not shown as a certainty.
@@ -104,8 +130,6 @@ void print_table(const proof::Verdict& verdict) {
   for (const auto& failure : verdict.failures) std::printf("  - %s\n", failure.c_str());
 }
 
-}  // namespace
-
 int verify_command(const VerifyCommandOptions& options) {
   proof::VerifyOptions verify;
   verify.selection = parse_selection(options.segments);
@@ -121,17 +145,56 @@ int verify_command(const VerifyCommandOptions& options) {
   verify.max_threads = options.max_threads;
   verify.max_shards = options.max_shards;
   verify.expected_public_key = options.expected_key;
-  if (options.task_file) verify.expected_task_sha256 = task_sha256(load_task_file(*options.task_file));
+  verify.device = options.device;
+  if (!options.task_file.empty()) verify.expected_task_sha256 = task_sha256(load_task_file(options.task_file));
 
-  const StuckStepHandler reject_stuck = [json = options.json](const Error& reason) { reject_for_stuck_step(reason, json); };
+  const agent::StuckStepHandler reject_stuck = [json = options.json](const Error& reason) { reject_for_stuck_step(reason, json); };
   const proof::Verdict verdict =
-      proof::verify_bundle(options.bundle_dir, verify, trainer_replayer_factory(options.device, reject_stuck));
+      proof::verify_bundle(options.bundle_dir, verify, agent::trainer_replayer_factory(reject_stuck));
   if (options.json) {
     std::printf("%s\n", verdict.to_json().dump(2).c_str());
   } else {
     print_table(verdict);
   }
-  return verdict.accepted ? kExitOk : verdict.not_covered ? kExitNotCovered : kExitRejected;
+  return verdict.accepted ? agent::kExitOk : verdict.not_covered ? agent::kExitNotCovered : agent::kExitRejected;
 }
 
-}  // namespace solver::agent
+}  // namespace
+
+Command add_verify_command(CLI::App& parent) {
+  auto options = std::make_shared<VerifyCommandOptions>();
+  CLI::App* command = parent.add_subcommand("verify", "Check a proof-of-learning bundle and replay parts of it");
+  command->add_option("bundle", options->bundle_dir, "Bundle folder")->required();
+  command->add_option("--segments", options->segments, "Which segments to replay: top-q, random or all")
+      ->check(CLI::IsMember({"top-q", "random", "all"}))
+      ->capture_default_str();
+  command->add_option("--q", options->q, "top-q: how many of the largest updates of each epoch to replay")->check(CLI::Range(0, 1000000))->capture_default_str();
+  CLI::Option* random = command->add_option("--random", options->random_count, "How many further segments to replay at random")
+                            ->check(CLI::Range(0, 1000000))
+                            ->capture_default_str();
+  CLI::Option* catch_probability = command
+                                       ->add_option("--catch-probability", options->catch_probability,
+                                                    "Instead of --random: draw enough segments to catch, with this probability, a forger "
+                                                    "who faked --faked-fraction of them (above 0, at most 1)")
+                                       ->excludes(random);
+  command->add_option("--faked-fraction", options->faked_fraction, "The share of segments faked, for --catch-probability (above 0, at most 1)")
+      ->needs(catch_probability)
+      ->capture_default_str();
+  command->add_option("--seed", options->random_seed, "The verifier's random seed (default: drawn, and printed)");
+  command->add_option("--profile", options->profile_files,
+                      "A `solver profile` output (repeatable): bundles from the runtimes it measured are judged within "
+                      "its thresholds; without one, only bundles from this verifier's own runtime are judged");
+  command->add_option("--max-threads", options->max_threads, "Replay with at most this many threads, whatever the bundle claims")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  command->add_option("--max-shards", options->max_shards, "Judge bundles of at most this many shards per step")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  command->add_option("--task", options->task_file, "Require the bundle to be for this task file");
+  command->add_option("--expect-key", options->expected_key, "Require this solver public key (hex)");
+  command->add_option("--device", options->device, "Device to replay on: cpu, cuda or cuda:N")->capture_default_str();
+  command->add_flag("--json", options->json, "Print the verdict as JSON");
+  return {command, [options] { return verify_command(*options); }};
+}
+
+}  // namespace solver::cli

@@ -1,6 +1,7 @@
 #include "common/bundle_files.h"
 
 #include <algorithm>
+#include <cctype>
 #include <iterator>
 
 #include "common/error.h"
@@ -65,6 +66,12 @@ std::string read_bundle_file(const std::filesystem::path& bundle_dir, std::strin
   return read_file(file.path);
 }
 
+std::string read_bundle_signature(const std::filesystem::path& bundle_dir) {
+  std::string signature = read_bundle_file(bundle_dir, kSignatureFile, kMaxSignatureBytes, "signature");
+  while (!signature.empty() && std::isspace(static_cast<unsigned char>(signature.back()))) signature.pop_back();
+  return signature;
+}
+
 std::vector<BundleFile> list_bundle_files(const std::filesystem::path& bundle_dir) {
   std::vector<BundleFile> files;
   std::error_code error;
@@ -87,13 +94,18 @@ std::vector<BundleFile> list_bundle_files(const std::filesystem::path& bundle_di
 
 std::vector<BundleFile> list_finished_bundle(const std::filesystem::path& bundle_dir) {
   try {
-    bundle_file(bundle_dir, "manifest.json");
-    bundle_file(bundle_dir, "manifest.sig");
+    bundle_file(bundle_dir, kManifestFile);
+    bundle_file(bundle_dir, kSignatureFile);
     return list_bundle_files(bundle_dir);
   } catch (const Error& error) {
     if (error.kind() != ErrorKind::Input) throw;
     throw error.with_context(bundle_dir.string() + " is not a finished bundle");
   }
+}
+
+void require_plain_bundle_name(std::string_view name) {
+  if (!is_plain_relative_path(name) || name.find('/') != std::string_view::npos || name.starts_with('.'))
+    throw Error(ErrorKind::Internal, "bundle name \"" + std::string(name) + "\" is not a plain folder name");
 }
 
 }  // namespace solver

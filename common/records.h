@@ -1,6 +1,8 @@
-// Plain records shared by the trainer (which produces them) and the proof (which stores
-// and checks them). No torch, no I/O.
+// Plain records that cross the libraries: the trainer produces them, the proof stores and
+// checks them, the market protocol carries them. No torch, no I/O.
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -27,6 +29,21 @@ struct RuntimeInfo {
   // Data-parallel shards each step's batch is split into (docs/gpu.md). It, not the number of
   // devices the shards ran on, changes the bits: S shards on one device equal S on S devices.
   int shards = 1;
+};
+
+// A checkpoint committed by its hash: what the bundle writer journals, the agent sends the
+// market while training (net::Heartbeat) and a verifier holds the bundle to (VerifyOptions).
+struct CheckpointCommitment {
+  std::int64_t step = 0;
+  std::string sha256;  // of the checkpoint's file
+};
+
+// A verifier's judgement of a bundle in brief, as the market records it (POST
+// /v1/verifications/{job_id}/verdict): proof::Verdict::summary() makes one from a verification.
+struct VerdictSummary {
+  bool accepted = false;
+  std::string reason;  // one sentence: why it was rejected, or what was checked
+  nlohmann::json report = nlohmann::json::object();
 };
 
 }  // namespace solver

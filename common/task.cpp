@@ -1,7 +1,9 @@
 #include "common/task.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -17,6 +19,25 @@ using nlohmann::json;
 
 void require(bool condition, const std::string& field, const std::string& message) {
   if (!condition) ObjectReader::fail(field, message);
+}
+
+// The names of a choice for an error message: "mlp, cnn, gpt or torchscript".
+template <std::size_t N>
+std::string alternatives(const std::array<std::string_view, N>& names) {
+  std::string text;
+  for (std::size_t i = 0; i < N; ++i) text += std::string(i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(names[i]);
+  return text;
+}
+
+// The choice the string at `key` names: the enum value at its name's place in `names`.
+template <typename Choice, std::size_t N>
+Choice read_choice(ObjectReader& reader, std::string_view key, const std::array<std::string_view, N>& names,
+                   std::string_view what) {
+  const std::string name = reader.string(key);
+  const auto found = std::find(names.begin(), names.end(), name);
+  if (found == names.end())
+    ObjectReader::fail(reader.field(key), "unknown " + std::string(what) + " \"" + name + "\" (expected " + alternatives(names) + ")");
+  return static_cast<Choice>(found - names.begin());
 }
 
 std::string resolve_location(const std::string& location, const std::filesystem::path& base_dir) {
@@ -60,35 +81,75 @@ GptSpec read_gpt(ObjectReader& reader) {
   return gpt;
 }
 
+// "size" only when declared, so tasks written before it existed keep their hash.
+json file_ref_json(const FileRef& file) {
+  json ref{{"location", file.location}, {"sha256", file.sha256}};
+  if (file.size) ref["size"] = *file.size;
+  return ref;
+}
+
+// A model kind: the dataset format it trains on, and its own fields of task.model, read and
+// written. One entry per kind, in ModelKind's order.
+struct ModelKindEntry {
+  ModelKind kind;
+  DatasetFormat trains_on;
+  void (*read)(ObjectReader& reader, ModelSpec& model, const std::filesystem::path& base_dir);
+  void (*write)(const ModelSpec& model, json& out);
+  FileRef ModelSpec::*file;  // the module file the model is loaded from (task_files); nullptr for a built-in
+};
+
+constexpr ModelKindEntry kModelKindTable[] = {
+    {ModelKind::Mlp, DatasetFormat::Idx,
+     [](ObjectReader& reader, ModelSpec& model, const std::filesystem::path&) { model.hidden = reader.positive_integers("hidden"); },
+     [](const ModelSpec& model, json& out) { out["hidden"] = model.hidden; }, nullptr},
+    {ModelKind::Cnn, DatasetFormat::Idx,
+     [](ObjectReader& reader, ModelSpec& model, const std::filesystem::path&) {
+       model.channels = reader.positive_integers("channels");
+       require(model.channels.size() <= 4, reader.field("channels"),
+               "at most 4 conv blocks (each halves the image), got " + std::to_string(model.channels.size()));
+     },
+     [](const ModelSpec& model, json& out) { out["channels"] = model.channels; }, nullptr},
+    {ModelKind::Gpt, DatasetFormat::Tokens,
+     [](ObjectReader& reader, ModelSpec& model, const std::filesystem::path&) { model.gpt = read_gpt(reader); },
+     [](const ModelSpec& model, json& out) {
+       const GptSpec& gpt = model.gpt;
+       out.update({{"vocab_size", gpt.vocab_size}, {"context", gpt.context}, {"layers", gpt.layers},
+                   {"heads", gpt.heads}, {"embed", gpt.embed}});
+     },
+     nullptr},
+    {ModelKind::TorchScript, DatasetFormat::Idx,
+     [](ObjectReader& reader, ModelSpec& model, const std::filesystem::path& base_dir) {
+       model.file = read_file_ref(reader.object("file"), base_dir);
+     },
+     [](const ModelSpec& model, json& out) { out["file"] = file_ref_json(model.file); }, &ModelSpec::file},
+};
+
+constexpr bool in_model_kind_order() {
+  for (std::size_t i = 0; i < std::size(kModelKindTable); ++i)
+    if (static_cast<std::size_t>(kModelKindTable[i].kind) != i) return false;
+  return std::size(kModelKindTable) == kModelKinds.size();
+}
+static_assert(in_model_kind_order(), "kModelKindTable: one entry per model kind, in ModelKind's order");
+
+const ModelKindEntry& entry_of(ModelKind kind) { return kModelKindTable[static_cast<std::size_t>(kind)]; }
+
 ModelSpec read_model(ObjectReader reader, const std::filesystem::path& base_dir) {
   ModelSpec model;
-  model.kind = reader.string("kind");
-  if (model.kind == "mlp") {
-    model.hidden = reader.positive_integers("hidden");
-  } else if (model.kind == "cnn") {
-    model.channels = reader.positive_integers("channels");
-    require(model.channels.size() <= 4, reader.field("channels"), "at most 4 conv blocks (each halves the image), got " + std::to_string(model.channels.size()));
-  } else if (model.kind == "gpt") {
-    model.gpt = read_gpt(reader);
-  } else if (model.kind == "torchscript") {
-    model.file = read_file_ref(reader.object("file"), base_dir);
-  } else {
-    ObjectReader::fail(reader.field("kind"), "unknown model \"" + model.kind + "\" (expected mlp, cnn, gpt or torchscript)");
-  }
+  model.kind = read_choice<ModelKind>(reader, "kind", kModelKinds, "model");
+  entry_of(model.kind).read(reader, model, base_dir);
   reader.finish();
   return model;
 }
 
 DatasetSpec read_dataset(ObjectReader reader, const std::filesystem::path& base_dir) {
   DatasetSpec dataset;
-  dataset.format = reader.string("format");
-  if (dataset.format == "tokens") {
+  dataset.format = read_choice<DatasetFormat>(reader, "format", kDatasetFormats, "format");
+  if (dataset.format == DatasetFormat::Tokens) {
     dataset.train_tokens = read_file_ref(reader.object("train"), base_dir);
     dataset.test_tokens = read_file_ref(reader.object("test"), base_dir);
     reader.finish();
     return dataset;
   }
-  require(dataset.format == "idx", reader.field("format"), "unknown format \"" + dataset.format + "\" (expected idx or tokens)");
   dataset.train_images = read_file_ref(reader.object("train_images"), base_dir);
   dataset.train_labels = read_file_ref(reader.object("train_labels"), base_dir);
   dataset.test_images = read_file_ref(reader.object("test_images"), base_dir);
@@ -106,25 +167,23 @@ DatasetSpec read_dataset(ObjectReader reader, const std::filesystem::path& base_
 
 OptimizerSpec read_optimizer(ObjectReader reader) {
   OptimizerSpec optimizer;
-  optimizer.kind = reader.string("kind");
+  optimizer.kind = read_choice<OptimizerKind>(reader, "kind", kOptimizerKinds, "optimizer");
   optimizer.lr = reader.number("lr");
   require(optimizer.lr > 0, reader.field("lr"), "must be positive, got " + std::to_string(optimizer.lr));
   optimizer.weight_decay = reader.number_or("weight_decay", 0.0);
   require(optimizer.weight_decay >= 0, reader.field("weight_decay"), "must be >= 0");
-  if (optimizer.kind == "sgd") {
+  if (optimizer.kind == OptimizerKind::Sgd) {
     optimizer.momentum = reader.number_or("momentum", 0.0);
     optimizer.nesterov = reader.boolean_or("nesterov", false);
     require(optimizer.momentum >= 0 && optimizer.momentum < 1, reader.field("momentum"), "must be in [0, 1)");
     require(!optimizer.nesterov || optimizer.momentum > 0, reader.field("nesterov"), "needs momentum > 0");
-  } else if (optimizer.kind == "adam" || optimizer.kind == "adamw") {
+  } else {
     optimizer.beta1 = reader.number_or("beta1", 0.9);
     optimizer.beta2 = reader.number_or("beta2", 0.999);
     optimizer.eps = reader.number_or("eps", 1e-8);
     require(optimizer.beta1 >= 0 && optimizer.beta1 < 1, reader.field("beta1"), "must be in [0, 1)");
     require(optimizer.beta2 >= 0 && optimizer.beta2 < 1, reader.field("beta2"), "must be in [0, 1)");
     require(optimizer.eps > 0, reader.field("eps"), "must be positive");
-  } else {
-    ObjectReader::fail(reader.field("kind"), "unknown optimizer \"" + optimizer.kind + "\" (expected sgd, adam or adamw)");
   }
   reader.finish();
   return optimizer;
@@ -132,19 +191,17 @@ OptimizerSpec read_optimizer(ObjectReader reader) {
 
 ScheduleSpec read_schedule(ObjectReader reader) {
   ScheduleSpec schedule;
-  schedule.kind = reader.string("kind");
+  schedule.kind = read_choice<ScheduleKind>(reader, "kind", kScheduleKinds, "schedule");
   schedule.warmup_steps = reader.integer_or("warmup_steps", 0);
   require(schedule.warmup_steps >= 0, reader.field("warmup_steps"), "must be >= 0");
-  if (schedule.kind == "cosine") {
+  if (schedule.kind == ScheduleKind::Cosine) {
     schedule.min_lr = reader.number_or("min_lr", 0.0);
     require(schedule.min_lr >= 0, reader.field("min_lr"), "must be >= 0");
-  } else if (schedule.kind == "step") {
+  } else if (schedule.kind == ScheduleKind::Step) {
     schedule.step_size = reader.integer("step_size");
     schedule.gamma = reader.number_or("gamma", 0.1);
     require(schedule.step_size > 0, reader.field("step_size"), "must be positive");
     require(schedule.gamma > 0, reader.field("gamma"), "must be positive");
-  } else if (schedule.kind != "constant") {
-    ObjectReader::fail(reader.field("kind"), "unknown schedule \"" + schedule.kind + "\" (expected constant, cosine or step)");
   }
   reader.finish();
   return schedule;
@@ -162,9 +219,7 @@ TrainingSpec read_training(ObjectReader reader) {
           "set exactly one of epochs and steps, each a positive integer");
   training.grad_clip_norm = reader.number_or("grad_clip_norm", 0.0);
   require(training.grad_clip_norm >= 0, reader.field("grad_clip_norm"), "must be >= 0 (0 turns clipping off)");
-  if (reader.has("precision")) training.precision = reader.string("precision");
-  require(training.precision == "fp32" || training.precision == "bf16", reader.field("precision"),
-          "unknown precision \"" + training.precision + "\" (expected fp32 or bf16)");
+  if (reader.has("precision")) training.precision = read_choice<Precision>(reader, "precision", kPrecisions, "precision");
   reader.finish();
   return training;
 }
@@ -181,13 +236,6 @@ BudgetSpec read_budget(ObjectReader reader) {
   return budget;
 }
 
-// "size" only when declared, so tasks written before it existed keep their hash.
-json file_ref_json(const FileRef& file) {
-  json ref{{"location", file.location}, {"sha256", file.sha256}};
-  if (file.size) ref["size"] = *file.size;
-  return ref;
-}
-
 }  // namespace
 
 Task parse_task(const json& input, const std::filesystem::path& base_dir) {
@@ -197,10 +245,10 @@ Task parse_task(const json& input, const std::filesystem::path& base_dir) {
   task.seed = reader.unsigned_integer("seed");
   task.model = read_model(reader.object("model"), base_dir);
   task.dataset = read_dataset(reader.object("dataset"), base_dir);
-  // A gpt reads token windows and nothing else reads them.
-  require((task.model.kind == "gpt") == (task.dataset.format == "tokens"), "task.dataset.format",
-          "\"" + task.dataset.format + "\" does not fit model.kind \"" + task.model.kind +
-              "\" (gpt trains on tokens, the other models on idx)");
+  const DatasetFormat trains_on = entry_of(task.model.kind).trains_on;
+  require(task.dataset.format == trains_on, "task.dataset.format",
+          fmt::format("\"{}\" does not fit model.kind \"{}\", which trains on {}", name_of(task.dataset.format),
+                      name_of(task.model.kind), name_of(trains_on)));
   task.training = read_training(reader.object("training"));
   {
     ObjectReader proof = reader.object("proof");
@@ -223,19 +271,12 @@ Task load_task_file(const std::filesystem::path& path) {
 }
 
 json task_to_json(const Task& task) {
-  json model = {{"kind", task.model.kind}};
-  if (task.model.kind == "mlp") model["hidden"] = task.model.hidden;
-  if (task.model.kind == "cnn") model["channels"] = task.model.channels;
-  if (task.model.kind == "torchscript") model["file"] = file_ref_json(task.model.file);
-  if (task.model.kind == "gpt") {
-    const GptSpec& gpt = task.model.gpt;
-    model.update({{"vocab_size", gpt.vocab_size}, {"context", gpt.context}, {"layers", gpt.layers},
-                  {"heads", gpt.heads}, {"embed", gpt.embed}});
-  }
+  json model = {{"kind", std::string(name_of(task.model.kind))}};
+  entry_of(task.model.kind).write(task.model, model);
 
   const DatasetSpec& data = task.dataset;
-  json dataset = {{"format", data.format}};
-  if (data.format == "tokens") {
+  json dataset = {{"format", std::string(name_of(data.format))}};
+  if (data.format == DatasetFormat::Tokens) {
     dataset.update({{"train", file_ref_json(data.train_tokens)}, {"test", file_ref_json(data.test_tokens)}});
   } else {
     dataset.update({{"train_images", file_ref_json(data.train_images)},
@@ -246,8 +287,8 @@ json task_to_json(const Task& task) {
   }
 
   const OptimizerSpec& opt = task.training.optimizer;
-  json optimizer = {{"kind", opt.kind}, {"lr", opt.lr}, {"weight_decay", opt.weight_decay}};
-  if (opt.kind == "sgd") {
+  json optimizer = {{"kind", std::string(name_of(opt.kind))}, {"lr", opt.lr}, {"weight_decay", opt.weight_decay}};
+  if (opt.kind == OptimizerKind::Sgd) {
     optimizer["momentum"] = opt.momentum;
     optimizer["nesterov"] = opt.nesterov;
   } else {
@@ -256,9 +297,9 @@ json task_to_json(const Task& task) {
     optimizer["eps"] = opt.eps;
   }
   const ScheduleSpec& sched = task.training.schedule;
-  json schedule = {{"kind", sched.kind}, {"warmup_steps", sched.warmup_steps}};
-  if (sched.kind == "cosine") schedule["min_lr"] = sched.min_lr;
-  if (sched.kind == "step") {
+  json schedule = {{"kind", std::string(name_of(sched.kind))}, {"warmup_steps", sched.warmup_steps}};
+  if (sched.kind == ScheduleKind::Cosine) schedule["min_lr"] = sched.min_lr;
+  if (sched.kind == ScheduleKind::Step) {
     schedule["step_size"] = sched.step_size;
     schedule["gamma"] = sched.gamma;
   }
@@ -269,7 +310,7 @@ json task_to_json(const Task& task) {
   if (task.training.epochs > 0) training["epochs"] = task.training.epochs;
   if (task.training.steps > 0) training["steps"] = task.training.steps;
   // Written only when not the default, so that tasks from before the field existed keep their hash.
-  if (task.training.precision != "fp32") training["precision"] = task.training.precision;
+  if (task.training.precision != Precision::Fp32) training["precision"] = std::string(name_of(task.training.precision));
 
   return {{"id", task.id},
           {"seed", task.seed},
@@ -292,16 +333,20 @@ std::int64_t total_steps(const Task& task, std::int64_t train_sample_count) {
   return task.training.epochs * (train_sample_count / task.training.batch_size);
 }
 
+std::int64_t next_checkpoint_step(std::int64_t step, std::int64_t every, std::int64_t total_steps) {
+  return std::min((step / every + 1) * every, total_steps);
+}
+
 double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total) {
   const ScheduleSpec& schedule = training.schedule;
   const double base = training.optimizer.lr;
   if (step <= schedule.warmup_steps) return base * static_cast<double>(step) / static_cast<double>(schedule.warmup_steps);
-  if (schedule.kind == "cosine") {
+  if (schedule.kind == ScheduleKind::Cosine) {
     const double span = static_cast<double>(std::max<std::int64_t>(1, total - schedule.warmup_steps));
     const double progress = static_cast<double>(step - schedule.warmup_steps) / span;
     return schedule.min_lr + 0.5 * (base - schedule.min_lr) * (1.0 + std::cos(std::numbers::pi * progress));
   }
-  if (schedule.kind == "step") {
+  if (schedule.kind == ScheduleKind::Step) {
     const auto decays = (step - 1 - schedule.warmup_steps) / schedule.step_size;
     return base * std::pow(schedule.gamma, static_cast<double>(decays));
   }
@@ -316,14 +361,14 @@ bool is_remote_location(std::string_view location) {
 std::vector<std::pair<FileRef*, std::string>> task_files(Task& task) {
   DatasetSpec& data = task.dataset;
   std::vector<std::pair<FileRef*, std::string>> files;
-  if (data.format == "tokens")
+  if (data.format == DatasetFormat::Tokens)
     files = {{&data.train_tokens, "dataset.train"}, {&data.test_tokens, "dataset.test"}};
   else
     files = {{&data.train_images, "dataset.train_images"},
              {&data.train_labels, "dataset.train_labels"},
              {&data.test_images, "dataset.test_images"},
              {&data.test_labels, "dataset.test_labels"}};
-  if (task.model.kind == "torchscript") files.emplace_back(&task.model.file, "model.file");
+  if (FileRef ModelSpec::*file = entry_of(task.model.kind).file) files.emplace_back(&(task.model.*file), "model.file");
   return files;
 }
 

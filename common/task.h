@@ -8,6 +8,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -39,11 +40,40 @@ struct GptSpec {
   std::int64_t embed = 0;  // a multiple of heads
 };
 
+// The choices a task makes, each spelt in the task's JSON by its name in the table beside it
+// (in the enum's order; name_of gives it). Only parse_task and task_to_json read or write the
+// names: the code switches on the enums.
+
+// The built-in models and a TorchScript module. Adding a kind: its name here, its entry in
+// common/task.cpp's table (its fields, its dataset format) and its builder in train/models.cpp.
+enum class ModelKind { Mlp, Cnn, Gpt, TorchScript };
 // Every model kind a task may name; the agent advertises them all and the market matches on them.
 inline constexpr std::array<std::string_view, 4> kModelKinds = {"mlp", "cnn", "gpt", "torchscript"};
 
+// "idx": MNIST-style images and labels, optionally gzip-compressed. "tokens": flat
+// little-endian uint16 files (nanoGPT's .bin).
+enum class DatasetFormat { Idx, Tokens };
+inline constexpr std::array<std::string_view, 2> kDatasetFormats = {"idx", "tokens"};
+
+enum class OptimizerKind { Sgd, Adam, AdamW };
+inline constexpr std::array<std::string_view, 3> kOptimizerKinds = {"sgd", "adam", "adamw"};
+
+enum class ScheduleKind { Constant, Cosine, Step };
+inline constexpr std::array<std::string_view, 3> kScheduleKinds = {"constant", "cosine", "step"};
+
+// Bf16 autocasts the forward pass and the loss as torch.autocast does (matmuls and
+// convolutions in bf16; weights and optimizer state stay fp32).
+enum class Precision { Fp32, Bf16 };
+inline constexpr std::array<std::string_view, 2> kPrecisions = {"fp32", "bf16"};
+
+constexpr std::string_view name_of(ModelKind kind) { return kModelKinds[static_cast<std::size_t>(kind)]; }
+constexpr std::string_view name_of(DatasetFormat format) { return kDatasetFormats[static_cast<std::size_t>(format)]; }
+constexpr std::string_view name_of(OptimizerKind kind) { return kOptimizerKinds[static_cast<std::size_t>(kind)]; }
+constexpr std::string_view name_of(ScheduleKind kind) { return kScheduleKinds[static_cast<std::size_t>(kind)]; }
+constexpr std::string_view name_of(Precision precision) { return kPrecisions[static_cast<std::size_t>(precision)]; }
+
 struct ModelSpec {
-  std::string kind;               // "mlp", "cnn", "gpt" or "torchscript"
+  ModelKind kind = ModelKind::Mlp;
   std::vector<std::int64_t> hidden;    // mlp: widths of the hidden layers
   std::vector<std::int64_t> channels;  // cnn: output channels of each conv block
   GptSpec gpt;                    // gpt
@@ -51,15 +81,15 @@ struct ModelSpec {
 };
 
 struct DatasetSpec {
-  std::string format;  // "idx" (MNIST-style, optionally gzip-compressed) or "tokens"
+  DatasetFormat format = DatasetFormat::Idx;
   FileRef train_images, train_labels, test_images, test_labels;  // idx
-  FileRef train_tokens, test_tokens;  // tokens: flat little-endian uint16 files (nanoGPT's .bin)
+  FileRef train_tokens, test_tokens;  // tokens
   double normalize_mean = 0.0;  // idx: pixels are scaled to [0, 1], then (x - mean) / std
   double normalize_std = 1.0;
 };
 
 struct OptimizerSpec {
-  std::string kind;  // "sgd", "adam" or "adamw"
+  OptimizerKind kind = OptimizerKind::Sgd;
   double lr = 0.0;
   double momentum = 0.0;  // sgd
   bool nesterov = false;  // sgd
@@ -68,7 +98,7 @@ struct OptimizerSpec {
 };
 
 struct ScheduleSpec {
-  std::string kind = "constant";  // "constant", "cosine" or "step"
+  ScheduleKind kind = ScheduleKind::Constant;
   std::int64_t warmup_steps = 0;  // linear warm-up from lr/warmup to lr
   double min_lr = 0.0;            // cosine: the floor reached at the last step
   std::int64_t step_size = 0;     // step: multiply by gamma every step_size steps
@@ -82,9 +112,7 @@ struct TrainingSpec {
   std::int64_t epochs = 0;  // exactly one of epochs and steps is set
   std::int64_t steps = 0;
   double grad_clip_norm = 0.0;  // 0 = no clipping
-  // "fp32" or "bf16": bf16 autocasts the forward pass and the loss as torch.autocast does
-  // (matmuls and convolutions in bf16; weights and optimizer state stay fp32).
-  std::string precision = "fp32";
+  Precision precision = Precision::Fp32;
 };
 
 struct BudgetSpec {  // 0 = no limit
@@ -118,6 +146,10 @@ std::string canonical_json(const nlohmann::json& json);
 
 // Total optimizer steps of the run, given the number of training samples.
 std::int64_t total_steps(const Task& task, std::int64_t train_sample_count);
+// The checkpoint schedule of a run of `total_steps` steps with a checkpoint every `every` (> 0)
+// steps: steps 0, every, 2 every, ... and the last step, so the last interval may be shorter.
+// Returns the step of the first checkpoint after `step` (0 <= step < total_steps).
+std::int64_t next_checkpoint_step(std::int64_t step, std::int64_t every, std::int64_t total_steps);
 // The learning rate used by 1-based step `step` of a run of `total` steps.
 double learning_rate_at(const TrainingSpec& training, std::int64_t step, std::int64_t total);
 

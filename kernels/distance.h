@@ -44,7 +44,9 @@ WeightDistance weight_distance_cpu(std::span<const float> a, std::span<const flo
 
 // True when this build has CUDA kernels and a usable GPU driver with at least one device.
 bool cuda_available();
-// Number of CUDA devices; 0 without a driver or without CUDA in this build.
+// Number of CUDA devices the CUDA runtime sees; 0 without a driver or without CUDA in this
+// build. What the kernels can use: a CPU-only LibTorch sees none of them, so training asks
+// train::torch_cuda_device_count() instead.
 int cuda_device_count();
 
 // The CUDA kernel: a and b are device pointers to n floats. Blocks until done.

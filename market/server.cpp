@@ -227,7 +227,7 @@ struct MarketServer::Impl {
     entry.task_sha256 = task_sha256(task);
     entry.task_id = sha256_hex(entry.task_sha256 + call.key).substr(0, 16);
     entry.submitter = call.key;
-    entry.model_kind = task.model.kind;
+    entry.model_kind = name_of(task.model.kind);
     entry.max_memory_mb = task.budget.max_memory_mb;
     const bool created = store.submit_task(entry, call.now);
     return {created ? 201 : 200, {{"task_id", entry.task_id}, {"task_sha256", entry.task_sha256}}};
@@ -286,7 +286,7 @@ struct MarketServer::Impl {
       return {200, {{"state", "declined"}}};
     });
     post(std::string("/v1/verifications/") + kJobId + "/verdict", [this](Call& call) -> Reply {
-      const net::Verdict verdict = net::parse_verdict(call.body, "body");
+      const VerdictSummary verdict = net::parse_verdict(call.body, "body");
       store.record_verdict(call.id, call.key, verdict, call.now);
       return {200, {{"state", verdict.accepted ? "verified" : "rejected"}}};
     });

@@ -347,8 +347,8 @@ struct Store::Impl {
     return static_cast<int>(due.size()) + jobs;
   }
 
-  std::vector<net::CheckpointCommitment> commitments_of(const std::string& lease_id) {
-    std::vector<net::CheckpointCommitment> commitments;
+  std::vector<CheckpointCommitment> commitments_of(const std::string& lease_id) {
+    std::vector<CheckpointCommitment> commitments;
     Statement rows = query("SELECT step, sha256 FROM commitments WHERE lease_id = ? ORDER BY step", lease_id);
     while (rows.next()) commitments.push_back({rows.integer(0), rows.text(1)});
     return commitments;
@@ -484,7 +484,7 @@ net::HeartbeatReply Store::heartbeat(const std::string& task_id, const std::stri
   impl_->require_active(task, lease, now);
 
   // A commitment is final: the same step with another hash would let a solver rewrite its bundle.
-  for (const net::CheckpointCommitment& commitment : beat.checkpoints) {
+  for (const CheckpointCommitment& commitment : beat.checkpoints) {
     Statement existing = impl_->query("SELECT sha256 FROM commitments WHERE lease_id = ? AND step = ?", lease.lease_id, commitment.step);
     if (existing.next()) {
       if (existing.text(0) != commitment.sha256)
@@ -610,7 +610,7 @@ void Store::decline_verification(const std::string& job_id, const std::string& k
   log_info("market", "verification job {} declined by {}…: {}", job_id, short_key(key), reason);
 }
 
-void Store::record_verdict(const std::string& job_id, const std::string& key, const net::Verdict& verdict, std::int64_t now) {
+void Store::record_verdict(const std::string& job_id, const std::string& key, const VerdictSummary& verdict, std::int64_t now) {
   std::lock_guard lock(impl_->mutex);
   impl_->expire_due(now);
   Impl::Transaction transaction(*impl_);

@@ -97,7 +97,7 @@ class Store {
   // The verifier cannot judge this bundle (its runtime is not one the verifier covers): the job
   // ends without a verdict, the task goes to another verifier, never back to `key`.
   void decline_verification(const std::string& job_id, const std::string& key, const std::string& reason, std::int64_t now);
-  void record_verdict(const std::string& job_id, const std::string& key, const net::Verdict& verdict, std::int64_t now);
+  void record_verdict(const std::string& job_id, const std::string& key, const VerdictSummary& verdict, std::int64_t now);
 
   // Returns tasks whose lease has passed to the queue (or fails them after max_attempts) and
   // frees verification jobs whose lease has passed. Returns how many leases and jobs expired.

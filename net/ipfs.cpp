@@ -424,8 +424,8 @@ void IpfsClient::fetch_directory(const std::string& cid, const std::filesystem::
 
 IpfsStore::IpfsStore(IpfsOptions options) : client_(std::move(options)) {}
 
-std::string IpfsStore::publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) {
-  const std::string cid = client_.add_directory(bundle_dir, /*include_hidden=*/false);
+std::string IpfsStore::publish(const BundleListing& bundle, const std::string& bundle_name) {
+  const std::string cid = client_.add_directory(bundle.dir, /*include_hidden=*/false);
   log_info("net", "ipfs: bundle {} published as ipfs://{}", bundle_name, cid);
   return "ipfs://" + cid;
 }

@@ -81,7 +81,7 @@ class IpfsClient {
 class IpfsStore final : public BundleStore {
  public:
   explicit IpfsStore(IpfsOptions options);
-  std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
+  std::string publish(const BundleListing& bundle, const std::string& bundle_name) override;
   // `address` is ipfs://CID; `dest_dir` must not exist yet, or be empty. The bundle is written to a
   // sibling temporary folder and renamed into place once every file and folder checked out.
   void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;

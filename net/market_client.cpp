@@ -157,7 +157,7 @@ std::optional<VerificationJob> MarketClient::claim_verification() {
                     [&] { return parse_verification_job(ObjectReader(reply.body, "reply").raw("job"), "job"); });
 }
 
-void MarketClient::post_verdict(const std::string& job_id, const Verdict& verdict) {
+void MarketClient::post_verdict(const std::string& job_id, const VerdictSummary& verdict) {
   const json body = to_json(verdict);
   call("POST", "/v1/verifications/" + url_encode(job_id) + "/verdict", &body);
 }

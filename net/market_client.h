@@ -59,7 +59,7 @@ class MarketClient {
   void fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, Fault fault);
   void cancel_task(const std::string& task_id);
   std::optional<VerificationJob> claim_verification();  // nullopt: nothing to verify now
-  void post_verdict(const std::string& job_id, const Verdict& verdict);
+  void post_verdict(const std::string& job_id, const VerdictSummary& verdict);
   // Gives a job back unjudged: this verifier cannot judge the bundle (why: `reason`).
   void decline_verification(const std::string& job_id, const std::string& reason);
   nlohmann::json task_status(const std::string& task_id);  // the status object of GET /v1/tasks/{id}

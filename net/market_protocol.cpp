@@ -226,7 +226,7 @@ json to_json(const VerificationJob& job) {
           {"lease_seconds", job.lease_seconds}};
 }
 
-json to_json(const Verdict& verdict) {
+json to_json(const VerdictSummary& verdict) {
   return {{"accepted", verdict.accepted}, {"reason", verdict.reason}, {"report", verdict.report.is_null() ? json::object() : verdict.report}};
 }
 
@@ -325,9 +325,9 @@ VerificationJob parse_verification_job(const json& value, const std::string& nam
   return job;
 }
 
-Verdict parse_verdict(const json& value, const std::string& name) {
+VerdictSummary parse_verdict(const json& value, const std::string& name) {
   ObjectReader reader(value, name);
-  Verdict verdict;
+  VerdictSummary verdict;
   verdict.accepted = reader.boolean("accepted");
   verdict.reason = text_or_empty(reader, "reason");
   if (reader.has("report")) verdict.report = reader.raw("report");

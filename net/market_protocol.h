@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/records.h"
 #include "net/http.h"
 
 namespace solver {
@@ -79,11 +80,6 @@ RequestCheck verify_request(const SignedHeaders& headers, std::string_view metho
 enum class Fault { Task, Worker, Unknown };
 std::string_view fault_name(Fault fault);
 
-struct CheckpointCommitment {
-  std::int64_t step = 0;
-  std::string sha256;
-};
-
 struct WorkerProfile {
   std::string name;
   std::vector<std::string> roles;  // "solve", "verify"
@@ -131,12 +127,6 @@ struct VerificationJob {
   std::int64_t lease_seconds = 0;
 };
 
-struct Verdict {
-  bool accepted = false;
-  std::string reason;
-  nlohmann::json report = nlohmann::json::object();
-};
-
 nlohmann::json to_json(const CheckpointCommitment& commitment);
 nlohmann::json to_json(const WorkerProfile& profile);
 nlohmann::json to_json(const Lease& lease);
@@ -145,7 +135,7 @@ nlohmann::json to_json(const HeartbeatReply& reply);
 nlohmann::json to_json(const Completion& completion);
 nlohmann::json to_json(const FailureReport& report);
 nlohmann::json to_json(const VerificationJob& job);
-nlohmann::json to_json(const Verdict& verdict);
+nlohmann::json to_json(const VerdictSummary& verdict);
 
 CheckpointCommitment parse_commitment(const nlohmann::json& json, const std::string& name);
 WorkerProfile parse_worker_profile(const nlohmann::json& json, const std::string& name);
@@ -155,7 +145,7 @@ HeartbeatReply parse_heartbeat_reply(const nlohmann::json& json, const std::stri
 Completion parse_completion(const nlohmann::json& json, const std::string& name);
 FailureReport parse_failure_report(const nlohmann::json& json, const std::string& name);
 VerificationJob parse_verification_job(const nlohmann::json& json, const std::string& name);
-Verdict parse_verdict(const nlohmann::json& json, const std::string& name);
+VerdictSummary parse_verdict(const nlohmann::json& json, const std::string& name);
 // A decline's body, {reason}: why the verifier cannot judge the bundle.
 std::string parse_decline_reason(const nlohmann::json& json, const std::string& name);
 

@@ -1,5 +1,5 @@
 // S3: a client for the calls a bundle store needs (PutObject, multipart uploads, HeadObject,
-// GetObject, ListObjectsV2), signed with SigV4, and S3Store, the bundle store on top of it.
+// GetObject, ListObjectsV2), signed with SigV4. net/s3_store.h keeps bundles with it.
 //
 // Uploads stream files from disk. A file larger than one part goes up as a multipart upload
 // whose parts travel in parallel, each retried; the upload is aborted when a part fails for
@@ -7,8 +7,8 @@
 // attempt, even after a restart, resumes it: a small record next to the bundle (or in
 // S3Config::state_dir) holds the UploadId, and ListParts says which parts are already there.
 // Every object carries its whole-file SHA-256 as x-amz-meta-sha256 (S3's own multipart
-// checksums are composite), which publish() uses to skip what is already there and fetch()
-// checks after downloading.
+// checksums are composite), which S3Store::publish() uses to skip what is already there and
+// get_object_to_file checks after downloading.
 //
 // Secrets never reach a log line or an error message: at most the access key id's first four
 // characters do.
@@ -27,7 +27,6 @@
 #include "net/http.h"
 #include "net/retry.h"
 #include "net/sigv4.h"
-#include "net/store.h"
 
 namespace solver::net {
 
@@ -156,24 +155,6 @@ class S3Client {
   S3Config config_;
   std::string scheme_;
   std::string host_;  // host[:port] of the endpoint
-};
-
-// Bundles in S3 at s3://bucket/<prefix>/<bundle name>/<file>.
-class S3Store : public BundleStore {
- public:
-  explicit S3Store(S3Config config);  // resolved, as for S3Client
-
-  // Uploads every file of a finished bundle (one with manifest.json) whose object is missing or
-  // differs in size or x-amz-meta-sha256, manifest.sig and manifest.json last, so that a reader
-  // who sees the manifest sees a whole bundle; the files the manifest lists are checked against
-  // it first. Returns "s3://bucket/prefix/bundle_name" once a listing shows every file there.
-  std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
-  // Downloads every object under the address into dest_dir, then checks each file the
-  // manifest lists (size and SHA-256): Error(Input) when one is missing or differs.
-  void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
-
- private:
-  S3Client client_;
 };
 
 }  // namespace solver::net

@@ -30,14 +30,12 @@ void copy_bundle(const std::vector<BundleFile>& files, const std::filesystem::pa
 
 DirectoryStore::DirectoryStore(std::filesystem::path root) : root_(std::filesystem::absolute(std::move(root))) {}
 
-std::string DirectoryStore::publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) {
-  const std::vector<BundleFile> files = list_finished_bundle(bundle_dir);
-  if (bundle_name.empty() || bundle_name.find('/') != std::string::npos || bundle_name.starts_with("."))
-    throw Error(ErrorKind::Internal, "bundle name \"" + bundle_name + "\" is not a plain folder name");
+std::string DirectoryStore::publish(const BundleListing& bundle, const std::string& bundle_name) {
+  const std::vector<BundleFile> files = list_finished_bundle(bundle.dir);
+  require_plain_bundle_name(bundle_name);
   const std::filesystem::path target = root_ / bundle_name;
-  const std::string manifest_sha256 = sha256_file_hex(bundle_dir / "manifest.json");
-  if (std::filesystem::exists(target / "manifest.json")) {
-    if (sha256_file_hex(target / "manifest.json") != manifest_sha256)
+  if (std::filesystem::exists(target / kManifestFile)) {
+    if (sha256_file_hex(target / kManifestFile) != bundle.manifest.sha256)
       throw Error(ErrorKind::Input, "store " + root_.string() + " already holds a different bundle named " + bundle_name);
     return target.string();  // published before: nothing to do
   }

@@ -6,15 +6,19 @@
 #include <filesystem>
 #include <string>
 
+#include "common/bundle_files.h"
+
 namespace solver::net {
 
 class BundleStore {
  public:
   virtual ~BundleStore() = default;
-  // Publishes a finished bundle directory and returns its address (a path, ipfs://CID, s3://bucket/prefix).
-  // Idempotent: publishing the same bundle again returns the same address and duplicates nothing.
-  // Throws Error(Network, retryable=true) while the store is unreachable; nothing is reported published that is not.
-  virtual std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) = 0;
+  // Publishes the finished bundle in bundle.dir and returns its address (a path, ipfs://CID,
+  // s3://bucket/prefix). The listing's sizes and hashes are taken as they are: the bundle's
+  // writer computed them. Idempotent: publishing the same bundle again returns the same address
+  // and duplicates nothing. Throws Error(Network, retryable=true) while the store is
+  // unreachable; nothing is reported published that is not.
+  virtual std::string publish(const BundleListing& bundle, const std::string& bundle_name) = 0;
   // Copies the bundle at `address` into `dest_dir` (created), checking what it can against the
   // address. A bundle of more than `max_bytes` in all is refused, or cut off where it passes
   // them (Error(Input)): the address may come from a stranger.
@@ -27,7 +31,7 @@ class BundleStore {
 class DirectoryStore final : public BundleStore {
  public:
   explicit DirectoryStore(std::filesystem::path root);
-  std::string publish(const std::filesystem::path& bundle_dir, const std::string& bundle_name) override;
+  std::string publish(const BundleListing& bundle, const std::string& bundle_name) override;
   void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
 
  private:

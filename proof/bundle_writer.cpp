@@ -29,9 +29,7 @@ namespace {
 
 using detail::checkpoint_path;
 using detail::Journal;
-using detail::kManifestFile;
 using detail::kModelFile;
-using detail::kSignatureFile;
 using detail::segment_path;
 
 std::vector<checkpoint::Tensor> take_parameters(checkpoint::Checkpoint& state) {
@@ -48,7 +46,7 @@ Manifest bundle_header(const Task& task, const SigningKey& key, const BundlePlan
   manifest.task_sha256 = sha256_hex(canonical_json(manifest.task));
   manifest.solver_public_key = key.public_key_hex();
   // Built-in models are defined by their spec; a TorchScript module by its file (copied later).
-  manifest.model_sha256 = task.model.kind == "torchscript" ? task.model.file.sha256
+  manifest.model_sha256 = task.model.kind == ModelKind::TorchScript ? task.model.file.sha256
                                                            : sha256_hex(canonical_json(manifest.task.at("model")));
   manifest.runtime = plan.runtime;
   manifest.seed = task.seed;
@@ -95,11 +93,11 @@ struct BundleWriter::Impl {
 
   // Any thread: the journaled checkpoints, for commitments sent while training runs.
   mutable std::mutex written_mutex;
-  std::vector<WrittenCheckpoint> written;
+  std::vector<CheckpointCommitment> written;
 
   void note_written(const CheckpointEntry& entry) {
     const std::lock_guard lock(written_mutex);
-    written.push_back(WrittenCheckpoint{entry.step, entry.file.sha256});
+    written.push_back(entry.commitment());
   }
 
   // Last member: destroyed first, so queued jobs finish while the state they use still exists.
@@ -137,7 +135,7 @@ struct BundleWriter::Impl {
 
   // Copies the TorchScript module into the bundle, so a verifier needs nothing else to replay.
   void copy_model(const Task& task) {
-    if (task.model.kind != "torchscript") return;
+    if (task.model.kind != ModelKind::TorchScript) return;
     const std::filesystem::path source = checked_local_file(task.model.file, "task.model.file");
     const std::string bytes = read_file(source);
     write_file_durably(dir / kModelFile, bytes);
@@ -323,7 +321,7 @@ void BundleWriter::flush() { impl_->writer.wait(); }
 
 double BundleWriter::earlier_train_seconds() const { return impl_->earlier_train_seconds; }
 
-std::vector<WrittenCheckpoint> BundleWriter::written_checkpoints() const {
+std::vector<CheckpointCommitment> BundleWriter::written_checkpoints() const {
   const std::lock_guard lock(impl_->written_mutex);
   return impl_->written;
 }

@@ -30,12 +30,6 @@ struct BundlePlan {  // what the trainer knows before step 1
   std::int64_t total_steps = 0;
 };
 
-// A checkpoint on disk and in the journal: what the agent commits to the market while training.
-struct WrittenCheckpoint {
-  std::int64_t step = 0;
-  std::string sha256;
-};
-
 class BundleWriter {
  public:
   // Starts a bundle in `dir`, which must not hold another bundle unless `resume` is set.
@@ -56,9 +50,9 @@ class BundleWriter {
   void add_checkpoint(std::int64_t step, checkpoint::Checkpoint state, double train_seconds);
   // Waits until every queued checkpoint is written and journaled. Rethrows a write error.
   void flush();
-  // The checkpoints journaled so far (including those found on resume), oldest first.
-  // Safe to call from any thread while training runs.
-  std::vector<WrittenCheckpoint> written_checkpoints() const;
+  // The checkpoints journaled so far (including those found on resume), oldest first: what the
+  // agent commits to the market while training. Safe to call from any thread while training runs.
+  std::vector<CheckpointCommitment> written_checkpoints() const;
   // The training time earlier runs of a resumed bundle spent up to its resume point (0 for a
   // fresh one): the manifest's train_seconds counts it with this run's.
   double earlier_train_seconds() const;

@@ -35,12 +35,14 @@ using nlohmann::json;
 // The checks of `solver verify` that need no training (signature, hashes, chain, data order,
 // initialisation, update distances), with no segment replayed.
 // The runtime does not matter here: the dispute's own replays judge it.
-void check_without_training(DisputeSide& side, const std::string& task_sha256, const ReplayerFactory& make_checker) {
+void check_without_training(DisputeSide& side, const std::string& task_sha256, const std::string& device,
+                            const ReplayerFactory& make_replayer) {
   VerifyOptions options;
   options.replay = false;
   options.random_seed = 0;
   options.expected_task_sha256 = task_sha256;
-  const Verdict verdict = verify_bundle(side.bundle, options, make_checker);
+  options.device = device;
+  const Verdict verdict = verify_bundle(side.bundle, options, make_replayer);
   side.valid = verdict.failures.empty();
   side.failures = verdict.failures;
 }
@@ -136,7 +138,7 @@ json side_json(const DisputeSide& side) {
 // the records the referee replayed (the sides' own where they agree, else the seed's).
 std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, const Manifest& manifest,
                                        const std::vector<StepRecord>& records_a, const std::vector<StepRecord>& records_b,
-                                       StepReplayer& replayer) {
+                                       Replayer& replayer) {
   DataOrder order(task.seed, static_cast<std::uint32_t>(manifest.train_samples),
                   static_cast<std::uint32_t>(task.training.batch_size));
   auto follows_seed = [&](const StepRecord& record, std::span<const std::uint32_t> indices, double lr) {
@@ -159,7 +161,7 @@ std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, 
       record.indices.assign(indices.begin(), indices.end());
       record.lr = lr;
     }
-    record.loss = replayer.run_step(record);
+    record.loss = replayer.run_steps(std::span(&record, 1)).front();
     ++report.steps_replayed;
     const bool a_agrees = losses_agree(a.loss, record.loss, report.a.same_runtime ? 0.0 : detail::kCrossRuntimeLossTolerance);
     const bool b_agrees = losses_agree(b.loss, record.loss, report.b.same_runtime ? 0.0 : detail::kCrossRuntimeLossTolerance);
@@ -177,19 +179,17 @@ std::vector<StepRecord> replay_segment(DisputeReport& report, const Task& task, 
 // Traces the divergent step on the referee's state before it (and on the second device).
 void trace_divergent_step(DisputeReport& report, const Task& task, const DisputeOptions& options,
                           const checkpoint::Checkpoint& start, const std::vector<StepRecord>& replayed,
-                          StepReplayer& replayer, const StepReplayerFactory& make_replayer, int threads, int shards) {
+                          Replayer& replayer, const ReplayerFactory& make_replayer, const ReplaySetting& setting) {
   const auto divergent = std::ranges::find(replayed, *report.divergent_step, &StepRecord::step);
   replayer.load_state(start);
-  for (auto record = replayed.begin(); record != divergent; ++record) {
-    replayer.run_step(*record);
-    ++report.steps_replayed;
-  }
+  replayer.run_steps(std::span(replayed.begin(), divergent));
+  report.steps_replayed += divergent - replayed.begin();
   const std::vector<checkpoint::Tensor> trace = replayer.trace_step(*divergent);
   report.trace = summarise(trace);
   if (!options.second_device) return;
 
   report.second_device = *options.second_device;
-  const std::unique_ptr<StepReplayer> second = make_replayer(task, *options.second_device, threads, shards);
+  const std::unique_ptr<Replayer> second = make_replayer(task, {*options.second_device, setting.threads, setting.shards});
   second->load_state(replayer.state(divergent->step - 1));
   const std::vector<checkpoint::Tensor> second_trace = second->trace_step(*divergent);
   for (std::size_t i = 0; i < report.trace.size(); ++i) {
@@ -229,7 +229,7 @@ json DisputeReport::to_json() const {
 }
 
 DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesystem::path& b, const DisputeOptions& options,
-                              const ReplayerFactory& make_checker, const StepReplayerFactory& make_replayer) {
+                              const ReplayerFactory& make_replayer) {
   if (!(options.delta >= 0) || !std::isfinite(options.delta))
     throw Error(ErrorKind::Usage, fmt::format("dispute: delta must be a finite number >= 0, got {}", options.delta));
   const auto began = std::chrono::steady_clock::now();
@@ -255,8 +255,8 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
   };
 
   // 1. Both bundles must stand on their own; an invalid one loses without a replay.
-  check_without_training(report.a, report.task_sha256, make_checker);
-  check_without_training(report.b, report.task_sha256, make_checker);
+  check_without_training(report.a, report.task_sha256, options.device, make_replayer);
+  check_without_training(report.b, report.task_sha256, options.device, make_replayer);
   if (!report.a.valid || !report.b.valid) {
     report.supported = verdict_of(report.a.valid, report.b.valid);
     for (const auto& [side, name] : {std::pair{&report.a, "A"}, std::pair{&report.b, "B"}})
@@ -289,10 +289,10 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
 
   // 3. Replay the segment from the last common checkpoint, one step at a time.
   const Task task = detail::with_bundled_model(parse_task(manifest_a.task, a), a);
-  const int threads = options.threads > 0 ? options.threads : manifest_a.runtime.threads;
   // Bundle A's shard count: a replay with another would split each step's batch differently.
-  const int shards = manifest_a.runtime.shards;
-  const std::unique_ptr<StepReplayer> replayer = make_replayer(task, options.device, threads, shards);
+  const ReplaySetting setting{options.device, options.threads > 0 ? options.threads : manifest_a.runtime.threads,
+                              manifest_a.runtime.shards};
+  const std::unique_ptr<Replayer> replayer = make_replayer(task, setting);
   report.a.same_runtime = same_runtime(manifest_a.runtime, replayer->runtime());
   report.b.same_runtime = same_runtime(manifest_b.runtime, replayer->runtime());
   const checkpoint::Checkpoint start = checkpoint::read_safetensors(bundle_file(a, manifest_a.checkpoints[*segment].file.path).path);
@@ -320,7 +320,7 @@ DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesys
 
   // 4. The layers of the divergent step, for a referee on another machine or device to compare.
   if (report.divergent_step)
-    trace_divergent_step(report, task, options, start, replayed, *replayer, make_replayer, threads, shards);
+    trace_divergent_step(report, task, options, start, replayed, *replayer, make_replayer, setting);
   log_debug("proof", "dispute: segment {}-{} divergent step {} supported {}", report.segment_first_step,
             report.segment_last_step, report.divergent_step.value_or(-1), report.supported);
   finish();

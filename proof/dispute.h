@@ -3,15 +3,13 @@
 // the last common checkpoint to find the first step where the two sides part, trace the layers
 // of that step, and say which side the replay supports. A bundle that fails the checks that
 // need no training loses outright. proof/ judges; the replay and the trace are train/'s (via
-// StepReplayer).
+// proof/replayer.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,26 +21,6 @@
 #include "proof/verify.h"
 
 namespace solver::proof {
-
-// Replays one step at a time for the referee. Implemented over train::Trainer by the agent.
-class StepReplayer {
- public:
-  virtual ~StepReplayer() = default;
-  virtual RuntimeInfo runtime() const = 0;
-  virtual void load_state(const checkpoint::Checkpoint& state) = 0;
-  // Runs one step with its recorded indices and learning rate; returns its loss.
-  virtual float run_step(const StepRecord& record) = 0;
-  virtual checkpoint::Checkpoint state(std::int64_t step) const = 0;
-  // The forward and backward pass of `record` on the current state, which it leaves as it
-  // was: module outputs in forward order, the loss, then parameter gradients, each a CPU tensor
-  // named "output <module>", "loss" or "gradient <parameter>".
-  virtual std::vector<checkpoint::Tensor> trace_step(const StepRecord& record) = 0;
-};
-
-// Builds a step replayer for a task on a device ("cpu", "cuda:0") with a thread count and a
-// data-parallel shard count.
-using StepReplayerFactory =
-    std::function<std::unique_ptr<StepReplayer>(const Task& task, const std::string& device, int threads, int shards)>;
 
 struct DisputeOptions {
   std::string device = "cpu";                // where the referee replays
@@ -102,6 +80,6 @@ struct DisputeReport {
 // Referees bundles `a` and `b`. Throws Error(Input) when either cannot be read as a bundle or
 // when they are bundles of different tasks; every other disagreement is a report.
 DisputeReport dispute_bundles(const std::filesystem::path& a, const std::filesystem::path& b, const DisputeOptions& options,
-                              const ReplayerFactory& make_checker, const StepReplayerFactory& make_replayer);
+                              const ReplayerFactory& make_replayer);
 
 }  // namespace solver::proof

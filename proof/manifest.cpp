@@ -6,6 +6,7 @@
 #include "proof/manifest.h"
 
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "common/bundle_files.h"
@@ -35,11 +36,8 @@ FileEntry read_file_entry(ObjectReader reader) {
   file.path = reader.string("path");
   // Paths are joined to the bundle folder: an absolute or escaping path would let a manifest
   // point the verifier at any file on its machine.
-  const std::filesystem::path relative(file.path);
-  bool escapes = file.path.empty() || relative.is_absolute();
-  for (const auto& part : relative)
-    if (part == "..") escapes = true;
-  if (escapes) ObjectReader::fail(reader.field("path"), "expected a path inside the bundle, got \"" + file.path + "\"");
+  if (!is_plain_relative_path(file.path))
+    ObjectReader::fail(reader.field("path"), "expected a path inside the bundle, got \"" + file.path + "\"");
   file.size = reader.unsigned_integer("size");
   file.sha256 = reader.sha256("sha256");
   reader.finish();
@@ -317,8 +315,8 @@ void write_signed_manifest(const std::filesystem::path& dir, const Manifest& man
   const std::string text = canonical_json(manifest_to_json(manifest));
   // The signature goes first: manifest.json appearing is what marks a bundle complete, so it
   // must never exist without its signature.
-  write_file_durably(dir / detail::kSignatureFile, key.sign_hex(text) + "\n");
-  write_file_durably(dir / detail::kManifestFile, text);
+  write_file_durably(dir / kSignatureFile, key.sign_hex(text) + "\n");
+  write_file_durably(dir / kManifestFile, text);
 }
 
 Manifest parse_manifest(const std::string& text, const std::filesystem::path& path) {
@@ -329,18 +327,49 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& pa
   }
 }
 
-Manifest read_manifest(const std::filesystem::path& bundle_dir) {
-  const std::filesystem::path path = bundle_dir / detail::kManifestFile;
-  if (!std::filesystem::exists(std::filesystem::symlink_status(path)))
-    throw Error(ErrorKind::Input, "not a bundle: " + bundle_dir.string() + " has no manifest.json");
-  std::string text;
+namespace {
+
+// Reads a file that every bundle has, as "not a bundle" when it is absent, a symlink or too large.
+std::string read_finishing_file(const std::filesystem::path& bundle_dir, std::string_view name,
+                                const std::function<std::string()>& read) {
+  if (!std::filesystem::exists(std::filesystem::symlink_status(bundle_dir / name)))
+    throw Error(ErrorKind::Input, "not a bundle: " + bundle_dir.string() + " has no " + std::string(name));
   try {
-    text = read_bundle_file(bundle_dir, detail::kManifestFile, kMaxManifestBytes, "manifest");
+    return read();
   } catch (const Error& error) {
     if (error.kind() != ErrorKind::Input) throw;
     throw error.with_context("not a bundle: " + bundle_dir.string());
   }
-  return parse_manifest(text, path);
+}
+
+std::string read_manifest_text(const std::filesystem::path& bundle_dir) {
+  return read_finishing_file(bundle_dir, kManifestFile, [&] {
+    return read_bundle_file(bundle_dir, kManifestFile, kMaxManifestBytes, "manifest");
+  });
+}
+
+}  // namespace
+
+Manifest read_manifest(const std::filesystem::path& bundle_dir) {
+  return parse_manifest(read_manifest_text(bundle_dir), bundle_dir / kManifestFile);
+}
+
+std::vector<FileEntry> listed_files(const Manifest& manifest) {
+  std::vector<FileEntry> files;
+  if (manifest.model_file) files.push_back(*manifest.model_file);
+  for (const CheckpointEntry& checkpoint : manifest.checkpoints) files.push_back(checkpoint.file);
+  for (const SegmentEntry& segment : manifest.segments) files.push_back(segment.file);
+  return files;
+}
+
+BundleListing read_bundle_listing(const std::filesystem::path& bundle_dir) {
+  const std::string text = read_manifest_text(bundle_dir);
+  BundleListing listing{.dir = bundle_dir,
+                        .files = listed_files(parse_manifest(text, bundle_dir / kManifestFile)),
+                        .manifest = {std::string(kManifestFile), text.size(), sha256_hex(text)}};
+  listing.signature_hex =
+      read_finishing_file(bundle_dir, kSignatureFile, [&] { return read_bundle_signature(bundle_dir); });
+  return listing;
 }
 
 std::vector<StepRecord> read_bundle_segment(const std::filesystem::path& bundle_dir, const SegmentEntry& entry,

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bundle_files.h"
 #include "common/records.h"
 #include "kernels/distance.h"
 
@@ -24,18 +25,14 @@ namespace solver::proof {
 inline constexpr std::string_view kBundleSchema = "solver.pol-bundle/1";
 inline constexpr std::string_view kSegmentSchema = "solver.pol-segment/1";
 
-struct FileEntry {
-  std::string path;  // relative to the bundle folder, '/'-separated
-  std::uint64_t size = 0;
-  std::string sha256;
-};
-
 struct CheckpointEntry {
   std::int64_t step = 0;  // state after `step` optimizer steps; 0 = initialisation
   FileEntry file;
   std::string chain;      // hash-chain value after this checkpoint (see chain_link)
   // Distance between this checkpoint's parameters and the previous checkpoint's; absent at step 0.
   std::optional<kernels::WeightDistance> update;
+
+  CheckpointCommitment commitment() const { return {step, file.sha256}; }
 };
 
 // The steps (first_step, ..., last_step) between two checkpoints: indices, losses, lrs.
@@ -92,6 +89,13 @@ Manifest parse_manifest(const std::string& text, const std::filesystem::path& pa
 // is missing, a symlink, larger than kMaxManifestBytes or not a well-formed manifest, Error(Io)
 // when it cannot be read.
 Manifest read_manifest(const std::filesystem::path& bundle_dir);
+// The files `manifest` lists: the model's, then each checkpoint's and each segment's.
+std::vector<FileEntry> listed_files(const Manifest& manifest);
+// The finished bundle in `bundle_dir` as the stores publish it: its manifest read as
+// read_manifest reads it (and hashed from those bytes), its signature as read_bundle_signature
+// reads it. The listed files are not read: their sizes and hashes are the manifest's. Throws as
+// read_manifest does, and Error(Input) "not a bundle: ..." for a missing or oversized signature.
+BundleListing read_bundle_listing(const std::filesystem::path& bundle_dir);
 
 // chain_0 = H(task_sha256 ":" "0" ":" ckpt_sha256 ":" ""), chain_i = H(chain_{i-1} ":" step ":"
 // ckpt_sha256 ":" segment_sha256) where H is sha256 over the ASCII text, as lowercase hex.

@@ -104,7 +104,7 @@ json thresholds_json(const StateThresholds& thresholds) {
 // thresholds. `first` is a replayer already built for the reference setting (the task's pieces
 // needed it to exist).
 Profile run_profile(const Task& task, const std::vector<Piece>& pieces, const ProfileOptions& options, int shards,
-                    std::unique_ptr<Replayer> first, const SettingReplayerFactory& make_replayer) {
+                    std::unique_ptr<Replayer> first, const ReplayerFactory& make_replayer) {
   Profile profile;
   profile.task_id = task.id;
   profile.task_sha256 = task_sha256(task);
@@ -218,7 +218,7 @@ json Profile::to_json() const {
 }
 
 Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& options,
-                       const SettingReplayerFactory& make_replayer) {
+                       const ReplayerFactory& make_replayer) {
   check_options(options);
   const Manifest manifest = read_manifest(dir);
   if (manifest.segments.empty() || manifest.checkpoints.size() != manifest.segments.size() + 1)
@@ -247,7 +247,7 @@ Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& o
   return profile;
 }
 
-Profile profile_task(const Task& task, const ProfileOptions& options, const SettingReplayerFactory& make_replayer) {
+Profile profile_task(const Task& task, const ProfileOptions& options, const ReplayerFactory& make_replayer) {
   check_options(options);
   std::unique_ptr<Replayer> reference = make_replayer(task, {options.devices.front(), options.threads.front()});
   const std::int64_t samples = reference->train_samples();

@@ -3,16 +3,16 @@
 // verifier derives from it (docs/profiling.md). Pieces of training are replayed under each
 // setting; each end state is compared with the reference setting's. δ per metric is the
 // largest spread seen times a safety factor, never below a floor of float32 rounding.
-// proof/ decides what to replay and computes δ; the replays are train/'s (via Replayer).
+// proof/ decides what to replay and computes δ; the replays are train/'s (via proof/replayer.h),
+// one replayer at a time: a Trainer sets process-wide LibTorch switches (the thread count among
+// them). Every setting keeps the bundle's data-parallel shard count.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <map>
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +20,7 @@
 #include "common/records.h"
 #include "common/task.h"
 #include "kernels/distance.h"
+#include "proof/replayer.h"
 #include "proof/state_distance.h"
 #include "proof/verify.h"
 
@@ -28,17 +29,6 @@ namespace solver::proof {
 inline constexpr std::string_view kProfileSchema = "solver.profile/2";
 // δ = kProfileSafetyFactor x max(largest spread observed, rounding floor); see docs/profiling.md.
 inline constexpr double kProfileSafetyFactor = 10.0;
-
-// Where and how a replay runs.
-struct ReplaySetting {
-  std::string device = "cpu";
-  int threads = 1;
-  int shards = 1;  // data-parallel shards: a bundle's own count, which every setting keeps
-};
-
-// Builds a replayer for a task with one setting. The profile holds one replayer at a time:
-// a Trainer sets process-wide LibTorch switches (the thread count among them).
-using SettingReplayerFactory = std::function<std::unique_ptr<Replayer>(const Task& task, const ReplaySetting& setting)>;
 
 struct ProfileOptions {
   int segments = 3;   // bundle: how many segments to replay (first, middle, last, then evenly spread)
@@ -88,10 +78,10 @@ struct Profile {
 // starting point only: distances from its checkpoints are reported, never used for δ.
 // Throws Error(Input) when the bundle cannot be read, Error(Usage) for bad options.
 Profile profile_bundle(const std::filesystem::path& dir, const ProfileOptions& options,
-                       const SettingReplayerFactory& make_replayer);
+                       const ReplayerFactory& make_replayer);
 // Trains options.steps steps from the task's seeded initialisation, with the data order and
 // learning rates the task's seed and schedule give.
-Profile profile_task(const Task& task, const ProfileOptions& options, const SettingReplayerFactory& make_replayer);
+Profile profile_task(const Task& task, const ProfileOptions& options, const ReplayerFactory& make_replayer);
 
 // What a verifier takes from a profile file: the runtimes it measured and their thresholds.
 // Throws Error(Config) naming the file and field when it is not a profile.

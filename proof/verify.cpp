@@ -58,8 +58,8 @@ struct BundleFiles {
 };
 
 BundleFiles read_bundle(const std::filesystem::path& dir) {
-  const std::filesystem::path manifest_path = dir / detail::kManifestFile;
-  const std::filesystem::path signature_path = dir / detail::kSignatureFile;
+  const std::filesystem::path manifest_path = dir / kManifestFile;
+  const std::filesystem::path signature_path = dir / kSignatureFile;
   // Absent is "not a bundle"; present but a symlink, a folder or too large is refused below.
   if (!std::filesystem::exists(std::filesystem::symlink_status(manifest_path)))
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has no manifest.json" +
@@ -70,14 +70,12 @@ BundleFiles read_bundle(const std::filesystem::path& dir) {
     throw Error(ErrorKind::Input, "not a bundle: " + dir.string() + " has manifest.json but no manifest.sig");
   BundleFiles files;
   try {
-    files.manifest_text = read_bundle_file(dir, detail::kManifestFile, kMaxManifestBytes, "manifest");
-    files.signature_hex = read_bundle_file(dir, detail::kSignatureFile, kMaxSignatureBytes, "signature");
+    files.manifest_text = read_bundle_file(dir, kManifestFile, kMaxManifestBytes, "manifest");
+    files.signature_hex = read_bundle_signature(dir);
   } catch (const Error& error) {
     if (error.kind() != ErrorKind::Input) throw;
     throw error.with_context("not a bundle: " + dir.string());
   }
-  while (!files.signature_hex.empty() && std::isspace(static_cast<unsigned char>(files.signature_hex.back())))
-    files.signature_hex.pop_back();
   files.manifest = parse_manifest(files.manifest_text, manifest_path);
   return files;
 }
@@ -106,7 +104,7 @@ std::optional<Task> check_task(const std::filesystem::path& dir, const Manifest&
   if (options.expected_task_sha256 && *options.expected_task_sha256 != recomputed)
     failures.push_back("task: the bundle is for task " + recomputed + ", expected " + *options.expected_task_sha256);
 
-  if (task.model.kind == "torchscript") {
+  if (task.model.kind == ModelKind::TorchScript) {
     if (!manifest.model_file)
       failures.push_back("model: the task's TorchScript module is not in the bundle (no model_file)");
     else if (manifest.model_file->sha256 != task.model.file.sha256)
@@ -119,7 +117,7 @@ std::optional<Task> check_task(const std::filesystem::path& dir, const Manifest&
     if (manifest.model_sha256 != spec_sha256)
       failures.push_back("model: model_sha256 " + manifest.model_sha256 + " is not the task's model spec " + spec_sha256);
     if (manifest.model_file)
-      failures.push_back("model: a built-in " + task.model.kind + " model has no module file, but the manifest lists " +
+      failures.push_back("model: a built-in " + std::string(name_of(task.model.kind)) + " model has no module file, but the manifest lists " +
                          manifest.model_file->path);
   }
 
@@ -212,7 +210,7 @@ bool check_sequence(const Manifest& manifest, std::vector<std::string>& failures
                          std::to_string(checkpoints.size() - i) + " more checkpoints follow it");
       return false;
     }
-    const std::int64_t expected = std::min(previous + k, total);
+    const std::int64_t expected = next_checkpoint_step(previous, k, total);
     if (found != expected) {
       failures.push_back("checkpoints: expected step " + std::to_string(expected) + " after " + std::to_string(previous) +
                          ", found " + std::to_string(found) + " (missing or reordered)");
@@ -268,8 +266,7 @@ void check_chain(const Manifest& manifest, std::vector<std::string>& failures) {
 
 void check_commitments(const Manifest& manifest, const VerifyOptions& options, std::vector<std::string>& failures) {
   for (const auto& [step, committed] : options.committed_checkpoints) {
-    const auto entry = std::find_if(manifest.checkpoints.begin(), manifest.checkpoints.end(),
-                                    [step](const CheckpointEntry& checkpoint) { return checkpoint.step == step; });
+    const auto entry = std::ranges::find(manifest.checkpoints, step, &CheckpointEntry::step);
     if (entry == manifest.checkpoints.end())
       failures.push_back("commitments: checkpoint step " + std::to_string(step) + " was committed while training (sha256 " +
                          committed + ") but is not in the bundle");
@@ -552,7 +549,8 @@ void check_test_accuracy(const std::filesystem::path& dir, const Manifest& manif
   if (!final_state) return;
   double measured = 0.0;
   try {
-    measured = replayer.test_accuracy(*final_state);
+    replayer.load_state(*final_state);
+    measured = replayer.test_accuracy();
   } catch (const Error& error) {
     if (error.kind() != ErrorKind::Budget) throw error.with_context("measuring the final checkpoint's test accuracy");
     failures.push_back(std::string("outcome: the test accuracy could not be measured: ") + error.what());
@@ -625,6 +623,10 @@ json Verdict::to_json() const {
   return verdict;
 }
 
+VerdictSummary Verdict::summary() const {
+  return {.accepted = accepted, .reason = accepted ? "replayed segments match" : failures.front(), .report = to_json()};
+}
+
 Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& options, const ReplayerFactory& make_replayer) {
   check_options(options);
   Verdict verdict;
@@ -671,7 +673,7 @@ Verdict verify_bundle(const std::filesystem::path& dir, const VerifyOptions& opt
   }
   std::unique_ptr<Replayer> replayer;
   try {
-    replayer = make_replayer(replay_task, std::min(claimed.threads, options.max_threads), claimed.shards);
+    replayer = make_replayer(replay_task, {options.device, std::min(claimed.threads, options.max_threads), claimed.shards});
   } catch (const Error& error) {
     throw error.with_context("preparing the replay of task " + task->id);
   }

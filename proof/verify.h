@@ -2,52 +2,24 @@
 // order, data order recomputed from the seed, initialisation recomputed from the seed), then
 // replays of chosen segments compared with the claimed checkpoints. Rejections are verdicts
 // with reasons; only a bundle that cannot be read at all is an Error.
-// proof/ decides what to replay and judges; the replay itself is train/'s (via Replayer).
+// proof/ decides what to replay and judges; the replay itself is train/'s (via proof/replayer.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <filesystem>
-#include <functional>
-#include <map>
-#include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <vector>
 
-#include "checkpoint/safetensors.h"
 #include "common/records.h"
 #include "common/task.h"
 #include "kernels/distance.h"
+#include "proof/replayer.h"
 #include "proof/state_distance.h"
 
 namespace solver::proof {
-
-// Replays training for the verifier. Implemented over train::Trainer by the agent.
-class Replayer {
- public:
-  virtual ~Replayer() = default;
-  virtual RuntimeInfo runtime() const = 0;
-  virtual std::int64_t train_samples() const = 0;
-  // The step-0 state recomputed from the task seed.
-  virtual checkpoint::Checkpoint initial_state() = 0;
-  // Loads `start`, runs `steps` with their recorded indices and learning rates, and returns
-  // the resulting state (same tensor names as a checkpoint) and each step's loss.
-  struct Result {
-    checkpoint::Checkpoint state;
-    std::vector<float> losses;
-  };
-  virtual Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) = 0;
-  // The share of the held-out test set that `state`'s model gets right, measured as the
-  // solver measures its outcome's test_accuracy.
-  virtual double test_accuracy(const checkpoint::Checkpoint& state) = 0;
-};
-
-// Builds a replayer for a task (loading its model and data) with the bundle's thread count and
-// data-parallel shard count.
-using ReplayerFactory = std::function<std::unique_ptr<Replayer>(const Task& task, int threads, int shards)>;
 
 // Which segments are replayed (all cheap checks run on every segment regardless):
 //   TopQ    within each epoch, the q segments whose change of the whole training state is the
@@ -91,9 +63,10 @@ struct VerifyOptions {
   int max_shards = 64;
   std::optional<std::string> expected_task_sha256;   // reject a bundle for another task
   std::optional<std::string> expected_public_key;    // reject a bundle signed by someone else
-  // step -> sha256 of the checkpoints the solver committed to the market while training: a
-  // bundle whose checkpoints differ was rewritten afterwards and is rejected.
-  std::map<std::int64_t, std::string> committed_checkpoints;
+  // The checkpoints the solver committed to the market while training: a bundle whose
+  // checkpoints differ was rewritten afterwards and is rejected.
+  std::vector<CheckpointCommitment> committed_checkpoints;
+  std::string device = "cpu";  // where the replays run
   // false: only the checks that need no training; nothing is replayed and the verdict is not
   // an acceptance (a dispute's referee replays by itself).
   bool replay = true;
@@ -146,6 +119,10 @@ struct Verdict {
   double train_seconds = 0.0;      // as recorded in the bundle
 
   nlohmann::json to_json() const;
+  // accepted, why (the first failure, or what an acceptance checked) and to_json() as the
+  // report. Only for a verdict that judged the bundle: with VerifyOptions::replay, and not
+  // not_covered (such a bundle is declined, not judged).
+  VerdictSummary summary() const;
 };
 
 // Verifies the bundle in `dir`. Blocks (replays run on this thread).

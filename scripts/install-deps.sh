@@ -8,6 +8,7 @@ packages=(
   libtorch-dev             # LibTorch 1.13 (CPU); the GPU machine builds against PyTorch's own
   nlohmann-json3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev
   libfmt-dev libcli11-dev
+  libpugixml-dev           # S3's XML replies
   libcpp-httplib-dev libsqlite3-dev  # the tests' fake HTTP servers; the reference market's database
   catch2
   dataset-fashion-mnist    # real data: /usr/share/datasets/fashion-mnist

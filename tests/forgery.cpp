@@ -11,7 +11,7 @@
 namespace solver::test {
 
 void reseal_bundle(const std::filesystem::path& dir, proof::Manifest& manifest, const SigningKey& key) {
-  auto refresh = [&](proof::FileEntry& file) {
+  auto refresh = [&](FileEntry& file) {
     file.size = std::filesystem::file_size(dir / file.path);
     file.sha256 = sha256_file_hex(dir / file.path);
   };

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/data_order.h"
+#include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
@@ -140,10 +141,10 @@ double median(std::vector<double> values) {
 
 }  // namespace
 
-int cuda_device_count() { return detail::torch_cuda_device_count(); }
+int torch_cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
 
 MatmulResult measure_matmul(const MatmulOptions& options) {
-  const c10::Device device = detail::parse_device(options.device);
+  const c10::Device device = detail::torch_device(parse_device(options.device));
   const at::ScalarType scalar_type = matmul_scalar_type(options.dtype);
   require_at_least_one(options.n, "matmul size n");
   require_at_least_one(options.repeats, "matmul repeats");
@@ -176,7 +177,7 @@ MatmulResult measure_matmul(const MatmulOptions& options) {
 }
 
 DeviceMemoryBandwidth measure_device_memory(const DeviceMemoryOptions& options) {
-  const c10::Device device = detail::parse_device(options.device);
+  const c10::Device device = detail::torch_device(parse_device(options.device));
   if (!device.is_cuda()) throw Error(ErrorKind::Config, "device memory benchmark: expected a CUDA device, got " + options.device);
   require_at_least_one(static_cast<std::int64_t>(options.bytes), "device memory benchmark size (bytes)");
   require_at_least_one(options.repeats, "device memory benchmark repeats");
@@ -244,7 +245,7 @@ TrainingThroughput measure_training_throughput(const Task& task, const TrainingT
                             fastest,
                             static_cast<double>(pass_steps * task.training.batch_size) / fastest,
                             last_loss};
-  if (task.model.kind == "gpt") {
+  if (task.model.kind == ModelKind::Gpt) {
     result.tokens_per_sample = task.model.gpt.context;
     result.tokens_per_second = result.samples_per_second * static_cast<double>(result.tokens_per_sample);
     result.non_embedding_parameters = gpt_non_embedding_parameters(trainer);

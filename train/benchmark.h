@@ -22,8 +22,10 @@ namespace solver::train {
 inline constexpr int kGpuMatmulsPerPass = 10;
 
 // CUDA devices LibTorch can use: 0 when this LibTorch was built without CUDA (Debian's is) or
-// sees no GPU, whatever NVML reports.
-int cuda_device_count();
+// sees no GPU, whatever NVML reports. Training needs this count; kernels::cuda_device_count()
+// is the CUDA runtime's, which sees the GPUs even under a CPU-only LibTorch (the kernels and
+// the bench use those).
+int torch_cuda_device_count();
 
 struct MatmulOptions {
   std::string device = "cpu";  // cpu, cuda or cuda:N

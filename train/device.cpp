@@ -1,4 +1,4 @@
-// Device names, CUDA checks, thread counts and the autocast guard. Autocast's C++ API changed
+// LibTorch devices, CUDA checks, thread counts and the autocast guard. Autocast's C++ API changed
 // in PyTorch 2.4 (one function per setting taking the device type, replacing the per-device
 // functions), so the guard goes through helpers that pick the API by version.
 #include "train/detail/device.h"
@@ -8,7 +8,6 @@
 #include <torch/version.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <thread>
@@ -43,18 +42,9 @@ void set_autocast(c10::DeviceType type, bool enabled, c10::ScalarType dtype) {
 
 }  // namespace
 
-c10::Device parse_device(const std::string& text) {
-  if (text == "cpu") return c10::Device(c10::kCPU);
-  if (text == "cuda") return c10::Device(c10::kCUDA, 0);
-  int index = -1;
-  if (text.starts_with("cuda:")) {
-    const char* begin = text.data() + 5;
-    const char* end = text.data() + text.size();
-    const auto [stop, error] = std::from_chars(begin, end, index);
-    if (error != std::errc() || stop != end || begin == end || index < 0 || index > 127) index = -1;
-  }
-  if (index < 0) throw Error(ErrorKind::Config, "device: expected cpu, cuda or cuda:N, got \"" + text + "\"");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+c10::Device torch_device(const Device& device) {
+  if (!device.is_cuda()) return c10::Device(c10::kCPU);
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device.index));
 }
 
 void require_usable_cuda(c10::Device device) {
@@ -68,8 +58,6 @@ void require_usable_cuda(c10::Device device) {
     throw Error(ErrorKind::Cuda, "device " + device.str() + " requested, but only " + std::to_string(count) +
                                      " CUDA device(s) are visible (cuda:0 to cuda:" + std::to_string(count - 1) + ")");
 }
-
-int torch_cuda_device_count() { return torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0; }
 
 AutocastGuard::AutocastGuard(c10::Device device, bool enabled) : device_type_(device.type()), enabled_(enabled) {
   if (!enabled_) return;

@@ -316,12 +316,15 @@ std::unique_ptr<Model> load_script_model(const ModelSpec& spec, const ModelShape
 std::unique_ptr<Model> build_model(const Task& task, const ModelShape& shape, c10::Device device,
                                    StepWatchdog& watchdog) {
   const ModelSpec& spec = task.model;
-  if (spec.kind == "torchscript") return load_script_model(spec, shape, device, watchdog);
-  torch::manual_seed(derive_seed(task.seed, kStreamInit, 0));
-  if (spec.kind == "mlp") return std::make_unique<SequentialModel>(build_mlp(spec, shape), device);
-  if (spec.kind == "cnn") return std::make_unique<SequentialModel>(build_cnn(spec, shape), device);
-  if (spec.kind == "gpt") return std::make_unique<GptModel>(spec.gpt, device);
-  throw Error(ErrorKind::Input, "model.kind: unknown model \"" + spec.kind + "\" (expected mlp, cnn, gpt or torchscript)");
+  // The built-in models draw their initial weights from the task's seed; a module brings its own.
+  if (spec.kind != ModelKind::TorchScript) torch::manual_seed(derive_seed(task.seed, kStreamInit, 0));
+  switch (spec.kind) {
+    case ModelKind::Mlp: return std::make_unique<SequentialModel>(build_mlp(spec, shape), device);
+    case ModelKind::Cnn: return std::make_unique<SequentialModel>(build_cnn(spec, shape), device);
+    case ModelKind::Gpt: return std::make_unique<GptModel>(spec.gpt, device);
+    case ModelKind::TorchScript: return load_script_model(spec, shape, device, watchdog);
+  }
+  throw Error(ErrorKind::Internal, "model.kind: no builder for model kind " + std::string(name_of(spec.kind)));
 }
 
 }  // namespace solver::train::detail

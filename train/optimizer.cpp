@@ -109,11 +109,12 @@ class Adam final : public Optimizer {
 }  // namespace
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerSpec& spec, std::vector<NamedTensor> parameters) {
-  if (spec.kind == "sgd") return std::make_unique<Sgd>(spec, std::move(parameters));
-  if (spec.kind == "adam") return std::make_unique<Adam>(spec, std::move(parameters), false);
-  if (spec.kind == "adamw") return std::make_unique<Adam>(spec, std::move(parameters), true);
-  throw Error(ErrorKind::Input, "training.optimizer.kind: unknown optimizer \"" + spec.kind +
-                                    "\" (expected sgd, adam or adamw)");
+  switch (spec.kind) {
+    case OptimizerKind::Sgd: return std::make_unique<Sgd>(spec, std::move(parameters));
+    case OptimizerKind::Adam: return std::make_unique<Adam>(spec, std::move(parameters), false);
+    case OptimizerKind::AdamW: return std::make_unique<Adam>(spec, std::move(parameters), true);
+  }
+  throw Error(ErrorKind::Internal, "training.optimizer.kind: no optimizer for kind " + std::to_string(static_cast<int>(spec.kind)));
 }
 
 }  // namespace solver::train::detail

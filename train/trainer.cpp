@@ -29,10 +29,10 @@
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include "common/data_order.h"
+#include "common/device.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/version.h"
@@ -48,7 +48,6 @@ namespace solver::train {
 namespace {
 
 using detail::NamedTensor;
-using detail::parse_device;
 using detail::require_usable_cuda;
 using detail::resolved_threads;
 using detail::translating_torch_errors;
@@ -70,18 +69,10 @@ constexpr double kStepLimitFloorSeconds = 60.0;
 // TrainerOptions::max_step_seconds at most: about 11 days, far from the clock's overflow.
 constexpr double kMaxStepSeconds = 1e6;
 
-// "cpu", "cuda:1" or a comma list of such names, all of one kind (a shard's numerics, autocast's
-// among them, depend on the device kind). Throws Error(Config) naming the bad entry.
-std::vector<c10::Device> parse_device_list(const std::string& text) {
+// The LibTorch devices of a device list (common/device.h). Throws Error(Config) naming the bad entry.
+std::vector<c10::Device> torch_devices(std::string_view list) {
   std::vector<c10::Device> devices;
-  std::istringstream entries(text);
-  for (std::string entry; std::getline(entries, entry, ',');) devices.push_back(parse_device(entry));
-  if (devices.empty() || text.ends_with(','))
-    throw Error(ErrorKind::Config, "device list \"" + text + "\": expected cpu, cuda or cuda:N, or a comma list of them");
-  for (const c10::Device& device : devices)
-    if (device.type() != devices.front().type())
-      throw Error(ErrorKind::Config, "device list \"" + text + "\" mixes " + devices.front().str() + " and " + device.str() +
-                                         "; the devices of one task must all be cpu or all be cuda");
+  for (const Device& device : parse_device_list(list)) devices.push_back(detail::torch_device(device));
   return devices;
 }
 
@@ -244,7 +235,7 @@ struct Trainer::Impl {
   std::vector<NamedTensor> buffers;
   std::unique_ptr<detail::Optimizer> optimizer;
   std::int64_t total_steps = 0;
-  bool bf16_autocast = false;  // training.precision "bf16"
+  bool bf16_autocast = false;  // training.precision bf16
   std::vector<Replica> replicas;  // shards 1..S-1; empty for one shard
   double max_replay_seconds;      // TrainerOptions'; 0 = none
   double replay_seconds = 0.0;    // spent by replay() and evaluate() so far
@@ -254,7 +245,7 @@ struct Trainer::Impl {
       : task(task_),
         device(devices.front()),
         threads(threads_),
-        bf16_autocast(task.training.precision == "bf16"),
+        bf16_autocast(task.training.precision == Precision::Bf16),
         max_replay_seconds(options.max_replay_seconds),
         watchdog(max_replay_seconds > 0.0 ? std::min(options.max_step_seconds, max_replay_seconds)
                                           : step_time_limit_seconds(task.budget, options.max_step_seconds),
@@ -264,7 +255,7 @@ struct Trainer::Impl {
     configure_determinism(threads);
 
     detail::ModelShape shape;
-    if (task.dataset.format == "tokens") {
+    if (task.dataset.format == DatasetFormat::Tokens) {
       const GptSpec& gpt = task.model.gpt;
       train_data = detail::Dataset::load_tokens(task.dataset.train_tokens, "dataset.train", gpt.vocab_size, gpt.context);
       test_data = detail::Dataset::load_tokens(task.dataset.test_tokens, "dataset.test", gpt.vocab_size, gpt.context);
@@ -289,7 +280,7 @@ struct Trainer::Impl {
       replicas.push_back(make_replica(devices[static_cast<std::size_t>(shard) % devices.size()], shape));
     total_steps = solver::total_steps(task, train_data.size());
     log_debug("train", "task={} model={} parameters={} device={} threads={} shards={} precision={} steps={} step_limit_s={}",
-              task.id, task.model.kind, parameters.size(), device.str(), threads, shards, task.training.precision,
+              task.id, name_of(task.model.kind), parameters.size(), device.str(), threads, shards, name_of(task.training.precision),
               total_steps, watchdog.limit_seconds());
   }
 
@@ -330,7 +321,7 @@ struct Trainer::Impl {
 
   // Evaluation only reads the model; its batch size sets speed and memory, not the weights.
   std::int64_t evaluation_batch_size() const {
-    if (task.dataset.format != "tokens") return kEvaluationBatchSize;
+    if (task.dataset.format != DatasetFormat::Tokens) return kEvaluationBatchSize;
     return std::max<std::int64_t>(1, kEvaluationTokens / task.model.gpt.context);
   }
 
@@ -547,7 +538,7 @@ struct Trainer::Impl {
 };
 
 Trainer::Trainer(const Task& task, const TrainerOptions& options) {
-  const std::vector<c10::Device> devices = parse_device_list(options.device);
+  const std::vector<c10::Device> devices = torch_devices(options.device);
   const int threads = resolved_threads(options.threads);
   const int shards = resolved_shards(options.shards, devices.size(), task.training.batch_size);
   if (!(options.max_step_seconds > 0.0 && options.max_step_seconds <= kMaxStepSeconds))
@@ -591,9 +582,9 @@ void Trainer::load_state(const checkpoint::Checkpoint& state) {
   for (const NamedTensor& target : targets) {
     const auto found = stored_by_name.find(target.name);
     if (found == stored_by_name.end())
-      throw Error(ErrorKind::Input, "checkpoint: tensor " + target.name + " is missing (this task's " +
-                                        impl_->task.model.kind + " model and " + impl_->task.training.optimizer.kind +
-                                        " optimizer need it)");
+      throw Error(ErrorKind::Input, fmt::format("checkpoint: tensor {} is missing (this task's {} model and {} optimizer need it)",
+                                                target.name, name_of(impl_->task.model.kind),
+                                                name_of(impl_->task.training.optimizer.kind)));
     check_compatible(*found->second, target.tensor);
     sources.push_back(found->second);
     stored_by_name.erase(found);
@@ -648,7 +639,7 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
     watch.stop();
     if (hooks.on_step) hooks.on_step(StepRecord{step, std::move(indices), loss, lr});
     indices = std::move(next_indices);
-    const bool checkpoint_due = (task.checkpoint_every > 0 && step % task.checkpoint_every == 0) || step == total;
+    const bool checkpoint_due = step == next_checkpoint_step(step - 1, task.checkpoint_every, total);
     if (checkpoint_due) {
       if (hooks.on_checkpoint) hooks.on_checkpoint(step, state(step));
       last_checkpoint = step;

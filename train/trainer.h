@@ -32,7 +32,7 @@
 namespace solver::train {
 
 struct TrainerOptions {
-  // "cpu", "cuda" or "cuda:N", or a comma list of them ("cuda:0,cuda:1") for data parallel:
+  // A device list (common/device.h): "cpu", "cuda" or "cuda:N", or a comma list of one kind ("cuda:0,cuda:1") for data parallel:
   // shard s runs on device s % count, and the first is the primary, where the optimizer runs.
   std::string device = "cpu";
   int threads = 0;  // intra-op threads; 0 = min(hardware threads, 4)

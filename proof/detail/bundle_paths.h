@@ -14,8 +14,7 @@
 
 namespace solver::proof::detail {
 
-inline constexpr std::string_view kManifestFile = "manifest.json";
-inline constexpr std::string_view kSignatureFile = "manifest.sig";
+// manifest.json and manifest.sig: common/bundle_files.h.
 inline constexpr std::string_view kModelFile = "model.pt";  // TorchScript tasks: the module, copied in
 
 // A segment file as encode_segment writes it (canonical JSON, no whitespace): per step, each
@@ -38,7 +37,7 @@ inline std::string segment_path(std::int64_t first_step, std::int64_t last_step)
 // The bundle's task as a replay runs it: a TorchScript module is the bundle's own copy (a
 // regular file in the bundle: bundle_file throws Error(Input) otherwise).
 inline Task with_bundled_model(Task task, const std::filesystem::path& bundle_dir) {
-  if (task.model.kind == "torchscript") {
+  if (task.model.kind == ModelKind::TorchScript) {
     task.model.file.location = std::filesystem::absolute(bundle_file(bundle_dir, kModelFile).path).string();
     task.model.file.local_copy.clear();
   }

@@ -95,7 +95,7 @@ void check_adam(const Task& task, std::int64_t step, const checkpoint::Checkpoin
   const double ratio = b1 * b1 / b2;
   const double clip = task.training.grad_clip_norm;
   // With L2 weight decay (adam), d = g + wd * p is not bounded by the clip.
-  const bool clipped = clip > 0.0 && (adam.kind == "adamw" || adam.weight_decay == 0.0);
+  const bool clipped = clip > 0.0 && (adam.kind == OptimizerKind::AdamW || adam.weight_decay == 0.0);
   const double m_limit = clip * (1.0 - std::pow(b1, static_cast<double>(step)));
   const double v_limit = clip * clip * (1.0 - std::pow(b2, static_cast<double>(step)));
   const double k_total = cauchy_schwarz * geometric_sum(ratio, step);
@@ -105,7 +105,7 @@ void check_adam(const Task& task, std::int64_t step, const checkpoint::Checkpoin
   const double window_rounding = static_cast<double>(k + 2) * kRounding;
   // Built-in models give every parameter a gradient at every step; a TorchScript module may
   // leave one without, and its moments then skip steps, which the window bound cannot allow.
-  const bool every_step_updates = task.model.kind != "torchscript";
+  const bool every_step_updates = task.model.kind != ModelKind::TorchScript;
 
   for (const checkpoint::Tensor& parameter : state.tensors) {
     if (parameter.dtype != checkpoint::DType::F32 || !parameter.name.starts_with("param.")) continue;
@@ -235,10 +235,10 @@ void check_state_invariants(const Task& task, std::int64_t step, const checkpoin
   Findings findings(step);
   check_counters(step, state, findings);
   check_finite(state, findings);
-  const std::string& kind = task.training.optimizer.kind;
-  if (kind == "adam" || kind == "adamw")
+  const OptimizerKind kind = task.training.optimizer.kind;
+  if (kind == OptimizerKind::Adam || kind == OptimizerKind::AdamW)
     check_adam(task, step, state, previous, previous_step, findings);
-  else if (kind == "sgd" && task.training.optimizer.momentum != 0.0)
+  else if (kind == OptimizerKind::Sgd && task.training.optimizer.momentum != 0.0)
     check_sgd_momentum(task, step, state, previous, previous_step, findings);
   findings.report(failures);
 }

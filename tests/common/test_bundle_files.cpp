@@ -1,5 +1,5 @@
-// bundle_file, read_bundle_file and list_bundle_files: the one way to reach a file of a bundle
-// someone else made. Symlinks are refused wherever they are, even when they stay inside the
+// bundle_file, read_bundle_file, read_bundle_signature and list_bundle_files: the one way to
+// reach a file of a bundle someone else made; and the names stores give bundles. Symlinks are refused wherever they are, even when they stay inside the
 // bundle, and nothing about their targets appears in the errors.
 #include <catch2/catch.hpp>
 
@@ -122,6 +122,29 @@ TEST_CASE("list_bundle_files lists the visible regular files and refuses a symli
     fs::remove(bundle.dir / "manifest.sig");
     CHECK_THAT(input_error([&] { list_finished_bundle(bundle.dir); }, bundle),
                Catch::EndsWith("is not a finished bundle: manifest.sig: missing"));
+  }
+}
+
+TEST_CASE("read_bundle_signature gives manifest.sig without its trailing whitespace, within its cap", "[unit][files]") {
+  Bundle bundle;
+  write_text(bundle.dir / "manifest.sig", "abc0\r\n \t\n");
+  CHECK(read_bundle_signature(bundle.dir) == "abc0");
+  write_text(bundle.dir / "manifest.sig", std::string(128, 'a') + std::string(600, ' '));
+  CHECK(input_error([&] { read_bundle_signature(bundle.dir); }, bundle) ==
+        "manifest.sig: 728 bytes, more than the 512 a signature may hold");
+  fs::remove(bundle.dir / "manifest.sig");
+  fs::create_symlink(bundle.secret, bundle.dir / "manifest.sig");
+  CHECK_THAT(input_error([&] { read_bundle_signature(bundle.dir); }, bundle), Catch::StartsWith("manifest.sig: is a symlink"));
+}
+
+TEST_CASE("a bundle's name in a store is one plain, visible folder name", "[unit][files]") {
+  require_plain_bundle_name("task-1-0123456789abcdef");
+  for (const char* name : {"", ".", "..", ".hidden", "a/b", "a/", "/abs"}) {
+    INFO(name);
+    const std::optional<Error> error = error_of([&] { require_plain_bundle_name(name); });
+    REQUIRE(error);
+    CHECK(error->kind() == ErrorKind::Internal);
+    CHECK(error->what() == "bundle name \"" + std::string(name) + "\" is not a plain folder name");
   }
 }
 

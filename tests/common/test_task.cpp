@@ -44,19 +44,19 @@ TEST_CASE("The Fashion-MNIST MLP example parses to the fields it declares", "[co
   const solver::Task task = solver::load_task_file(example_task_path());
   CHECK(task.id == "fashion-mnist-mlp");
   CHECK(task.seed == 20261125u);
-  CHECK(task.model.kind == "mlp");
+  CHECK(task.model.kind == solver::ModelKind::Mlp);
   CHECK(task.model.hidden == std::vector<std::int64_t>{128, 64});
-  CHECK(task.dataset.format == "idx");
+  CHECK(task.dataset.format == solver::DatasetFormat::Idx);
   CHECK(task.dataset.train_images.location == "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz");
   CHECK(task.dataset.train_labels.sha256 == "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056");
   CHECK(task.dataset.normalize_mean == 0.2860);
   CHECK(task.dataset.normalize_std == 0.3530);
-  CHECK(task.training.optimizer.kind == "adamw");
+  CHECK(task.training.optimizer.kind == solver::OptimizerKind::AdamW);
   CHECK(task.training.optimizer.lr == 0.002);
   CHECK(task.training.optimizer.weight_decay == 0.01);
   CHECK(task.training.optimizer.beta1 == 0.9);  // defaults filled in
   CHECK(task.training.optimizer.beta2 == 0.999);
-  CHECK(task.training.schedule.kind == "cosine");
+  CHECK(task.training.schedule.kind == solver::ScheduleKind::Cosine);
   CHECK(task.training.schedule.warmup_steps == 100);
   CHECK(task.training.schedule.min_lr == 0.0001);
   CHECK(task.training.batch_size == 64);
@@ -85,7 +85,7 @@ TEST_CASE("The normalised JSON parses back to a task with the same hash", "[comm
 TEST_CASE("training.precision defaults to fp32, which leaves the hash of a task without the field unchanged, and bf16 is hashed", "[common]") {
   const json without_field = example_task_json();
   const solver::Task task = solver::parse_task(without_field, "/tmp");
-  CHECK(task.training.precision == "fp32");
+  CHECK(task.training.precision == solver::Precision::Fp32);
   CHECK_FALSE(solver::task_to_json(task)["training"].contains("precision"));
 
   json explicit_fp32 = without_field;
@@ -95,11 +95,61 @@ TEST_CASE("training.precision defaults to fp32, which leaves the hash of a task 
   json bf16 = without_field;
   bf16["training"]["precision"] = "bf16";
   const solver::Task mixed = solver::parse_task(bf16, "/tmp");
-  CHECK(mixed.training.precision == "bf16");
+  CHECK(mixed.training.precision == solver::Precision::Bf16);
   CHECK(solver::task_sha256(mixed) != solver::task_sha256(task));
   const solver::Task again = solver::parse_task(solver::task_to_json(mixed), "/elsewhere");
-  CHECK(again.training.precision == "bf16");
+  CHECK(again.training.precision == solver::Precision::Bf16);
   CHECK(solver::task_sha256(again) == solver::task_sha256(mixed));
+}
+
+TEST_CASE("A task's sha256 is a protocol value: tasks of each model kind and each named choice keep their recorded hashes", "[common]") {
+  const json mlp = example_task_json();
+  CHECK(solver::task_sha256(solver::parse_task(mlp, "/tmp")) == "43e4eb06b9888c9994800eb8161be6d02e4a946954da38b23208ffca330b248d");
+  const json cnn = json::parse(solver::read_file(solver::test::source_dir() / "configs/tasks/fashion-mnist-cnn.json"));
+  CHECK(solver::task_sha256(solver::parse_task(cnn, "/tmp")) == "76b91f464ff089573f66ae6f75e3ec23b34afd41d71808c36e4f517054b6102d");
+
+  json sgd = mlp;
+  sgd["training"]["precision"] = "bf16";
+  sgd["training"]["optimizer"] = {{"kind", "sgd"}, {"lr", 0.1}, {"momentum", 0.9}, {"nesterov", true}};
+  sgd["training"]["schedule"] = {{"kind", "step"}, {"step_size", 5}, {"gamma", 0.5}};
+  CHECK(solver::task_sha256(solver::parse_task(sgd, "/tmp")) == "b4326891e16ba13f34919b10747ffbddf133bf4e8732cf794447575b1f5146c6");
+
+  json script = mlp;
+  script["training"]["optimizer"] = {{"kind", "adam"}, {"lr", 0.1}};
+  script["training"]["schedule"] = {{"kind", "constant"}};
+  script["model"] = {{"kind", "torchscript"}, {"file", {{"location", "/models/m.pt"}, {"sha256", std::string(64, '0')}}}};
+  CHECK(solver::task_sha256(solver::parse_task(script, "/tmp")) == "62d461be9fb5c5b65b5aac3c2f30ddee9ceeba6ff053981f6376c23c4f953759");
+
+  json gpt = json::parse(solver::read_file(solver::test::source_dir() / "configs/tasks/text-gpt.json"));
+  gpt["dataset"]["train"]["location"] = "/data/train.bin";
+  gpt["dataset"]["test"]["location"] = "/data/test.bin";
+  CHECK(solver::task_sha256(solver::parse_task(gpt, "/tmp")) == "119282c078833ecaa7a542c2a7e0e40583589dd0a9bc1cd5c1332d9f0f59852d");
+}
+
+TEST_CASE("Every model kind the agent advertises (kModelKinds) is one a task may name, and is written back by that name", "[common]") {
+  for (const std::string_view name : solver::kModelKinds) {
+    INFO("model kind " << name);
+    json task = example_task_json();
+    if (name == "gpt") task = json::parse(solver::read_file(solver::test::source_dir() / "configs/tasks/text-gpt.json"));
+    if (name == "cnn") task["model"] = {{"kind", "cnn"}, {"channels", {8}}};
+    if (name == "torchscript") task["model"] = {{"kind", "torchscript"}, {"file", {{"location", "/m.pt"}, {"sha256", std::string(64, '0')}}}};
+    const solver::Task parsed = solver::parse_task(task, solver::test::source_dir() / "configs/tasks");
+    CHECK(solver::name_of(parsed.model.kind) == name);
+    CHECK(solver::task_to_json(parsed)["model"]["kind"] == std::string(name));
+  }
+}
+
+TEST_CASE("Checkpoints fall every k steps from 0 and on the last step", "[common]") {
+  // 0, 4, 8, 10 for k = 4 over 10 steps.
+  CHECK(solver::next_checkpoint_step(0, 4, 10) == 4);
+  CHECK(solver::next_checkpoint_step(3, 4, 10) == 4);
+  CHECK(solver::next_checkpoint_step(4, 4, 10) == 8);
+  CHECK(solver::next_checkpoint_step(8, 4, 10) == 10);
+  CHECK(solver::next_checkpoint_step(9, 4, 10) == 10);
+  // k past the run: only the last step after step 0.
+  CHECK(solver::next_checkpoint_step(0, 50, 10) == 10);
+  CHECK(solver::next_checkpoint_step(0, 1, 3) == 1);
+  CHECK(solver::next_checkpoint_step(2, 1, 3) == 3);
 }
 
 TEST_CASE("A task file that is not JSON is an Input error naming the file", "[common]") {
@@ -198,7 +248,7 @@ TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {
     CHECK(solver::learning_rate_at(training, 100, 100) == 1.0);
   }
   SECTION("cosine with warm-up") {
-    training.schedule.kind = "cosine";
+    training.schedule.kind = solver::ScheduleKind::Cosine;
     training.schedule.warmup_steps = 10;
     training.schedule.min_lr = 0.1;
     CHECK(solver::learning_rate_at(training, 1, 110) == Approx(0.1));
@@ -208,7 +258,7 @@ TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {
     CHECK(solver::learning_rate_at(training, 110, 110) == Approx(0.1));
   }
   SECTION("step decay") {
-    training.schedule.kind = "step";
+    training.schedule.kind = solver::ScheduleKind::Step;
     training.schedule.step_size = 10;
     training.schedule.gamma = 0.5;
     CHECK(solver::learning_rate_at(training, 1, 100) == 1.0);
@@ -221,13 +271,13 @@ TEST_CASE("Learning-rate schedules give the documented rates", "[common]") {
 TEST_CASE("The text gpt example parses, round-trips to its hash, and bad gpt fields are Input errors naming the field", "[common]") {
   const std::filesystem::path path = solver::test::source_dir() / "configs/tasks/text-gpt.json";
   const solver::Task task = solver::load_task_file(path);
-  CHECK(task.model.kind == "gpt");
+  CHECK(task.model.kind == solver::ModelKind::Gpt);
   CHECK(task.model.gpt.vocab_size == 256);
   CHECK(task.model.gpt.context == 64);
   CHECK(task.model.gpt.layers == 2);
   CHECK(task.model.gpt.heads == 2);
   CHECK(task.model.gpt.embed == 64);
-  CHECK(task.dataset.format == "tokens");
+  CHECK(task.dataset.format == solver::DatasetFormat::Tokens);
   CHECK(task.dataset.train_tokens.location == (solver::test::source_dir() / "configs/data/gpl3-train.bin").lexically_normal().string());
   CHECK(task.dataset.test_tokens.sha256 == "9bc1e1c18f56e1854a7773fdaf9699511e6c35cb91edb03886c3508733f933dc");
   const solver::Task again = solver::parse_task(solver::task_to_json(task), "/elsewhere");

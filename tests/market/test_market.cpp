@@ -184,10 +184,10 @@ TEST_CASE("a task goes through its whole life on the market", "[market]") {
   CHECK(job->commitments[1].sha256 == hash_of("checkpoint 100"));
   CHECK_FALSE(verifier.claim_verification());  // one verifier at a time
 
-  const Verdict verdict{true, "2 segments replayed bit for bit", {{"replayed", 2}}};
+  const VerdictSummary verdict{true, "2 segments replayed bit for bit", {{"replayed", 2}}};
   verifier.post_verdict(job->job_id, verdict);
   verifier.post_verdict(job->job_id, verdict);  // a retry after a lost reply
-  CHECK(refusal_of([&] { verifier.post_verdict(job->job_id, Verdict{false, "changed my mind", {}}); }) ==
+  CHECK(refusal_of([&] { verifier.post_verdict(job->job_id, VerdictSummary{false, "changed my mind", {}}); }) ==
         std::pair<long, std::string>{409, "verdict_conflict"});
   status = submitter.task_status(task_id);
   CHECK(status["state"] == "verified");
@@ -219,7 +219,7 @@ TEST_CASE("the market refuses a solver verifying its own task", "[market]") {
   REQUIRE(job);
   CHECK(job->task_id == task_id);
   // Nor can the solver pass a verdict on the job another key holds.
-  CHECK(refusal_of([&] { solver.post_verdict(job->job_id, Verdict{true, "", {}}); }) == std::pair<long, std::string>{409, "job_not_yours"});
+  CHECK(refusal_of([&] { solver.post_verdict(job->job_id, VerdictSummary{true, "", {}}); }) == std::pair<long, std::string>{409, "job_not_yours"});
 }
 
 TEST_CASE("a verifier that cannot judge a bundle declines the job: another verifier gets it, the decliner never again", "[market]") {
@@ -243,12 +243,12 @@ TEST_CASE("a verifier that cannot judge a bundle declines the job: another verif
   first.decline_verification(declined->job_id, "the same again");  // a retry changes nothing
   CHECK(solver.task_status(task_id)["state"] == "completed");      // neither verified nor rejected
   CHECK_FALSE(first.claim_verification());
-  CHECK(refusal_of([&] { first.post_verdict(declined->job_id, Verdict{true, "", {}}); }).first == 409);
+  CHECK(refusal_of([&] { first.post_verdict(declined->job_id, VerdictSummary{true, "", {}}); }).first == 409);
 
   const std::optional<VerificationJob> job = second.claim_verification();
   REQUIRE(job);
   CHECK(job->task_id == task_id);
-  second.post_verdict(job->job_id, Verdict{true, "replayed segments match", {}});
+  second.post_verdict(job->job_id, VerdictSummary{true, "replayed segments match", {}});
   CHECK(solver.task_status(task_id)["state"] == "verified");
 }
 

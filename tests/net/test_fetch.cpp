@@ -110,7 +110,7 @@ TEST_CASE("fetch: past the cap, the least recently used inputs go, never those o
   FileCache cache(options_for(scratch, 250'000));
   auto ref = [&](const std::string& name) { return server.ref(name); };
   Task first;
-  first.model.kind = "mlp";
+  first.model.kind = ModelKind::Mlp;
   first.dataset.train_images = ref("a");
   first.dataset.train_labels = ref("b");
   first.dataset.test_images = ref("c");
@@ -135,9 +135,9 @@ TEST_CASE("fetch: a token-data task gets its train and test token files, and a T
   FileCache cache(options_for(scratch));
   auto ref = [&](const std::string& name) { return server.ref(name); };
   Task task;
-  task.model.kind = "torchscript";
+  task.model.kind = ModelKind::TorchScript;
   task.model.file = ref("model");
-  task.dataset.format = "tokens";
+  task.dataset.format = DatasetFormat::Tokens;
   task.dataset.train_tokens = ref("train");
   task.dataset.test_tokens = ref("test");
   cache.resolve(task);

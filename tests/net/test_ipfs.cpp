@@ -140,11 +140,12 @@ TEST_CASE("ipfs: a bundle publishes to its CID, publishes again unchanged and fe
   test::write_text(bundle / ".upload-record", "not part of the bundle");
 
   IpfsStore store(node_options());
-  const std::string address = store.publish(bundle, "run-1");
+  const BundleListing listing{.dir = bundle};  // the IPFS store publishes the folder as it is
+  const std::string address = store.publish(listing, "run-1");
   CHECK(address == "ipfs://" + directory_cid(bundle, UnixfsProfile::kubo_default(), false));
   {
     test::LogCapture log;
-    CHECK(store.publish(bundle, "run-1") == address);
+    CHECK(store.publish(listing, "run-1") == address);
     // The node already pins that CID, so nothing was uploaded again.
     const std::vector<std::string> lines = log.lines();
     CHECK(std::any_of(lines.begin(), lines.end(),
@@ -226,7 +227,7 @@ TEST_CASE("ipfs: a node that is down is a retryable network error", "[ipfs]") {
   options.retry.max_attempts = 2;
   options.retry.initial_delay = std::chrono::milliseconds(10);
   IpfsStore store(options);
-  const std::optional<Error> published = test::error_of([&] { store.publish(scratch / "bundle", "run-1"); });
+  const std::optional<Error> published = test::error_of([&] { store.publish(BundleListing{.dir = scratch / "bundle"}, "run-1"); });
   REQUIRE(published);
   CHECK(published->kind() == ErrorKind::Network);
   CHECK(published->retryable());

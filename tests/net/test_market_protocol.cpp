@@ -170,3 +170,19 @@ TEST_CASE("protocol bodies round-trip through JSON and malformed ones name the f
   CHECK(error_message([&] { parse_verification_job(no_commitments, "job"); }) == "job.commitments: missing");
   CHECK_THAT(error_message([] { parse_completion(json::array(), "body"); }), Catch::Contains("body: expected an object"));
 }
+
+TEST_CASE("a heartbeat's commitments and a verdict keep their documented wire form", "[net][market]") {
+  Heartbeat beat;
+  beat.lease_id = "lease-1";
+  beat.checkpoints = {{100, std::string(64, 'a')}};
+  CHECK(to_json(beat).at("checkpoints") == json::parse(R"([{"step": 100, "sha256": ")" + std::string(64, 'a') + R"("}])"));
+
+  const VerdictSummary verdict{true, "replayed segments match", {{"segments_replayed", 2}}};
+  const json body = to_json(verdict);
+  CHECK(body == json{{"accepted", true}, {"reason", "replayed segments match"}, {"report", {{"segments_replayed", 2}}}});
+  const VerdictSummary parsed = parse_verdict(body, "body");
+  CHECK(parsed.accepted);
+  CHECK(parsed.reason == verdict.reason);
+  CHECK(parsed.report == verdict.report);
+  CHECK(to_json(VerdictSummary{false, "unreadable", nullptr}).at("report") == json::object());  // a report is always an object
+}

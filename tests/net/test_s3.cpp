@@ -1,7 +1,8 @@
-// net/s3.h against a real S3 server, s3rver, on 127.0.0.1 (started per test, tests/net/s3_server.h),
-// with what we upload read back by Debian's AWS CLI and compared byte for byte; faults come
-// from a proxy in front of s3rver (error statuses, cut connections, stalls), wrong credentials
-// from s3rver itself. Credentials resolution and part sizes are checked without a server.
+// net/s3.h and net/s3_store.h against a real S3 server, s3rver, on 127.0.0.1 (started per
+// test, tests/net/s3_server.h), with what we upload read back by Debian's AWS CLI and compared
+// byte for byte; faults come from a proxy in front of s3rver (error statuses, cut connections,
+// stalls), wrong credentials from s3rver itself. Credentials resolution and part sizes are
+// checked without a server.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -15,7 +16,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
-#include "net/s3.h"
+#include "net/s3_store.h"
 #include "tests/net/s3_server.h"
 #include "tests/test_support.h"
 
@@ -88,8 +89,9 @@ bool has_upload_records(const std::filesystem::path& dir) {
 }
 
 // A small finished bundle as docs/bundle-format.md lays it out: a checkpoint big enough to go
-// up in parts, a segment, manifest.json listing both with their hashes, manifest.sig.
-void write_bundle(const std::filesystem::path& dir, std::uint32_t seed) {
+// up in parts, a segment, manifest.json listing both with their hashes, manifest.sig; and its
+// listing, as its writer would hand it over.
+BundleListing write_bundle(const std::filesystem::path& dir, std::uint32_t seed) {
   const std::string checkpoint = random_bytes(700'000, seed);
   const std::string segment = R"({"schema":"solver.pol-segment/1","first_step":1,"last_step":2,"steps":[]})";
   test::write_text(dir / "ckpt/step_0.safetensors", checkpoint);
@@ -101,6 +103,11 @@ void write_bundle(const std::filesystem::path& dir, std::uint32_t seed) {
       {"segments", {{{"first_step", 1}, {"last_step", 2}, {"file", {{"path", "segments/steps_1-2.json"}, {"size", segment.size()}, {"sha256", sha256_hex(segment)}}}}}}};
   test::write_text(dir / "manifest.json", manifest.dump());
   test::write_text(dir / "manifest.sig", std::string(128, 'a') + "\n");
+  return BundleListing{.dir = dir,
+                       .files = {{"ckpt/step_0.safetensors", checkpoint.size(), sha256_hex(checkpoint)},
+                                 {"segments/steps_1-2.json", segment.size(), sha256_hex(segment)}},
+                       .manifest = {"manifest.json", manifest.dump().size(), sha256_hex(manifest.dump())},
+                       .signature_hex = std::string(128, 'a')};
 }
 
 // One test's world: s3rver, the proxy in front of it, a scratch folder and a file of random
@@ -369,7 +376,7 @@ TEST_CASE("s3: a connection cut mid-upload is retried, and a lost completion rep
 
 TEST_CASE("s3: a stalled server costs the timeout, fails as a retryable network error, and nothing is published", "[net][s3]") {
   S3Setup setup("stall", 0);
-  write_bundle(setup.scratch / "bundle", 8);
+  const BundleListing bundle = write_bundle(setup.scratch / "bundle", 8);
   setup.proxy.set_rule([](const std::string& method, const std::string&) {
     return method == "PUT" ? Fault{.kind = Fault::Kind::Stall, .delay = std::chrono::seconds(5)} : Fault{};
   });
@@ -377,7 +384,7 @@ TEST_CASE("s3: a stalled server costs the timeout, fails as a retryable network 
   config.request_timeout = std::chrono::milliseconds(300);
   config.retry.max_attempts = 2;
   const auto start = std::chrono::steady_clock::now();
-  const std::optional<Error> error = test::error_of([&] { S3Store(config).publish(setup.scratch / "bundle", "run-1"); });
+  const std::optional<Error> error = test::error_of([&] { S3Store(config).publish(bundle, "run-1"); });
   REQUIRE(error);
   CHECK(error->kind() == ErrorKind::Network);
   CHECK(error->retryable());
@@ -431,10 +438,10 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
   S3Setup setup("store", 700'000);
   test::S3Proxy& proxy = setup.proxy;
   const test::ScratchDir& scratch = setup.scratch;
-  write_bundle(scratch / "bundle", 10);
+  const BundleListing bundle = write_bundle(scratch / "bundle", 10);
   S3Store store(config_for(proxy.endpoint()));
 
-  CHECK(store.publish(scratch / "bundle", "run-1") == "s3://bundles/runs/run-1");
+  CHECK(store.publish(bundle, "run-1") == "s3://bundles/runs/run-1");
   std::vector<std::string> uploads;
   for (const std::string& line : proxy.log())
     if (line.starts_with("PUT") || line.starts_with("POST")) uploads.push_back(line);
@@ -448,43 +455,51 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
   CHECK(std::count(listing.output.begin(), listing.output.end(), '\n') == 4);
 
   proxy.clear_log();
-  CHECK(store.publish(scratch / "bundle", "run-1") == "s3://bundles/runs/run-1");
+  CHECK(store.publish(bundle, "run-1") == "s3://bundles/runs/run-1");
   CHECK(count_matching(proxy.log(), "^(PUT|POST)") == 0);
 
   store.fetch("s3://bundles/runs/run-1", scratch / "fetched", test::kLargeEnough);
   for (const char* file : {"manifest.json", "manifest.sig", "ckpt/step_0.safetensors", "segments/steps_1-2.json"})
     CHECK(read_file(scratch / "fetched" / file) == read_file(scratch / "bundle" / file));
 
-  SECTION("fetch refuses a file that differs from the manifest") {
-    REQUIRE(setup.server.aws({"s3", "cp", setup.file.string(), "s3://bundles/runs/run-1/ckpt/step_0.safetensors"}).exit_code == 0);
+  SECTION("fetch refuses an object whose bytes differ from the hash it was uploaded with") {
+    const std::string original = bundle.files[0].sha256;
+    REQUIRE(setup.server.aws({"s3", "cp", setup.file.string(), "s3://bundles/runs/run-1/ckpt/step_0.safetensors",
+                              "--metadata", "sha256=" + original}).exit_code == 0);
     const std::optional<Error> error = test::error_of([&] { store.fetch("s3://bundles/runs/run-1", scratch / "fetched-again", test::kLargeEnough); });
     REQUIRE(error);
-    CHECK(error->kind() == ErrorKind::Input);
-    CHECK_THAT(error->what(), Catch::Contains("ckpt/step_0.safetensors"));
+    CHECK(error->kind() == ErrorKind::Network);
+    CHECK_THAT(error->what(), Catch::Contains("ckpt/step_0.safetensors") && Catch::Contains("hash to " + setup.sha256));
   }
   SECTION("a bundle holding a symlink to a local file is refused, and nothing of it is uploaded") {
-    write_bundle(scratch / "linked", 13);
+    const BundleListing linked = write_bundle(scratch / "linked", 13);
     std::filesystem::create_symlink(setup.file, scratch / "linked" / "notes.txt");
     proxy.clear_log();
-    const std::optional<Error> error = test::error_of([&] { store.publish(scratch / "linked", "run-2"); });
+    const std::optional<Error> error = test::error_of([&] { store.publish(linked, "run-2"); });
     REQUIRE(error);
     CHECK(error->kind() == ErrorKind::Input);
     CHECK_THAT(error->what(), Catch::Contains("notes.txt: is a symlink"));
     CHECK(count_matching(proxy.log(), "^(PUT|POST)") == 0);
   }
   SECTION("a different bundle under the same name is refused, and nothing of it is uploaded") {
-    write_bundle(scratch / "other", 12);
+    const BundleListing other = write_bundle(scratch / "other", 12);
     proxy.clear_log();
-    CHECK(test::error_kind_of([&] { store.publish(scratch / "other", "run-1"); }) == ErrorKind::Input);
+    CHECK(test::error_kind_of([&] { store.publish(other, "run-1"); }) == ErrorKind::Input);
     CHECK(count_matching(proxy.log(), "^(PUT|POST)") == 0);
   }
   SECTION("a damaged local bundle is refused before anything is uploaded") {
-    write_bundle(scratch / "damaged", 13);
+    const BundleListing damaged = write_bundle(scratch / "damaged", 13);
     test::write_text(scratch / "damaged/segments/steps_1-2.json", "tampered");
     proxy.clear_log();
-    CHECK(test::error_kind_of([&] { store.publish(scratch / "damaged", "run-2"); }) == ErrorKind::Input);
+    const std::optional<Error> error = test::error_of([&] { store.publish(damaged, "run-2"); });
+    REQUIRE(error);
+    CHECK(error->kind() == ErrorKind::Input);
+    CHECK_THAT(error->what(), Catch::EndsWith("segments/steps_1-2.json has 8 bytes, the manifest says 73"));
+    std::filesystem::remove(scratch / "damaged/segments/steps_1-2.json");
+    CHECK_THAT(test::error_of([&] { store.publish(damaged, "run-2"); })->what(),
+               Catch::EndsWith("segments/steps_1-2.json, listed in the manifest, is missing"));
     std::filesystem::remove(scratch / "bundle/manifest.sig");  // an unfinished bundle
-    CHECK(test::error_kind_of([&] { store.publish(scratch / "bundle", "run-3"); }) == ErrorKind::Input);
+    CHECK(test::error_kind_of([&] { store.publish(bundle, "run-3"); }) == ErrorKind::Input);
     CHECK(proxy.log().empty());
   }
   SECTION("an address without a whole bundle is refused") {

@@ -85,6 +85,8 @@ TEST_CASE("A malformed manifest is refused with an error naming the field", "[pr
        [](json& m) { m["checkpoints"][0]["file"]["path"] = "../../etc/passwd"; }},
       {"manifest.checkpoints[0].file.path: expected a path inside the bundle",
        [](json& m) { m["checkpoints"][0]["file"]["path"] = "/etc/passwd"; }},
+      {"manifest.segments[0].file.path: expected a path inside the bundle",
+       [](json& m) { m["segments"][0]["file"]["path"] = "segments/./steps_1-100.json"; }},
       {"manifest.segments[0].first_step: expected an integer", [](json& m) { m["segments"][0]["first_step"] = "1"; }},
       {"manifest.runtime.threads: expected an integer", [](json& m) { m["runtime"]["threads"] = "four"; }},
       {"manifest.seeds.streams.data: expected stream 2", [](json& m) { m["seeds"]["streams"]["data"] = 9; }},
@@ -219,6 +221,34 @@ TEST_CASE("A signed manifest is the canonical JSON and a signature of exactly it
 
   manifest.solver_public_key = SigningKey::generate().public_key_hex();
   CHECK_THROWS_WITH(write_signed_manifest(scratch.path(), manifest, key), Contains("is being signed with key"));
+}
+
+TEST_CASE("A bundle's listing is its manifest's files, the manifest's own hash and the signature, nothing re-hashed", "[proof]") {
+  test::ScratchDir scratch("listing");
+  const SigningKey key = SigningKey::generate();
+  Manifest manifest = sample_manifest();
+  manifest.solver_public_key = key.public_key_hex();
+  write_signed_manifest(scratch.path(), manifest, key);
+
+  // The listed files are not on disk: their sizes and hashes come from the manifest alone.
+  const BundleListing listing = read_bundle_listing(scratch.path());
+  CHECK(listing.dir == scratch.path());
+  std::vector<std::string> paths;
+  for (const FileEntry& file : listing.files) paths.push_back(file.path);
+  CHECK(paths == std::vector<std::string>{"model.pt", "ckpt/step_0.safetensors", "ckpt/step_100.safetensors",
+                                          "segments/steps_1-100.json"});
+  CHECK(listing.files[1].size == 10);
+  CHECK(listing.files[1].sha256 == kHashA);
+  const std::string text = read_file(scratch / "manifest.json");
+  CHECK(listing.manifest.path == "manifest.json");
+  CHECK(listing.manifest.size == text.size());
+  CHECK(listing.manifest.sha256 == sha256_hex(text));
+  CHECK(verify_signature(key.public_key_hex(), text, listing.signature_hex));
+
+  std::filesystem::remove(scratch / "manifest.sig");
+  CHECK_THROWS_WITH(read_bundle_listing(scratch.path()), "not a bundle: " + scratch.path().string() + " has no manifest.sig");
+  test::write_text(scratch / "manifest.json", "{}");
+  CHECK_THROWS_WITH(read_bundle_listing(scratch.path()), Contains("not a bundle: ") && Contains("manifest.schema"));
 }
 
 }  // namespace

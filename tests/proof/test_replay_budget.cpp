@@ -13,7 +13,7 @@
 namespace solver::proof {
 namespace {
 
-// The toy replayer with a budget of `allowed` replays: after them, each replay throws what a
+// The toy replayer with a budget of `allowed` runs of steps: after them, each run throws what a
 // Trainer whose replay budget is spent throws.
 class BudgetedReplayer final : public Replayer {
  public:
@@ -21,13 +21,16 @@ class BudgetedReplayer final : public Replayer {
   RuntimeInfo runtime() const override { return inner_->runtime(); }
   std::int64_t train_samples() const override { return inner_->train_samples(); }
   checkpoint::Checkpoint initial_state() override { return inner_->initial_state(); }
-  double test_accuracy(const checkpoint::Checkpoint& state) override { return inner_->test_accuracy(state); }
-  Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) override {
+  void load_state(const checkpoint::Checkpoint& state) override { inner_->load_state(state); }
+  std::vector<float> run_steps(std::span<const StepRecord> steps) override {
     if (replays_++ >= allowed_)
       throw Error(ErrorKind::Budget, "replay budget exceeded before step " + std::to_string(steps.front().step) +
                                          ": the replays took 6.20 s, over the budget of 6 s; not run");
-    return inner_->replay(start, steps);
+    return inner_->run_steps(steps);
   }
+  checkpoint::Checkpoint state(std::int64_t step) const override { return inner_->state(step); }
+  double test_accuracy() override { return inner_->test_accuracy(); }
+  std::vector<checkpoint::Tensor> trace_step(const StepRecord& record) override { return inner_->trace_step(record); }
 
  private:
   std::unique_ptr<Replayer> inner_;
@@ -43,8 +46,8 @@ TEST_CASE("A replay over its budget rejects the bundle naming the budget, and no
   REQUIRE(test::write_toy_bundle(scratch.path(), test::toy_task(), solver));
   int replays = 0;
   const ReplayerFactory toy = test::toy_replayer_factory(&replays);
-  const ReplayerFactory budgeted = [&](const Task& task, int threads, int shards) -> std::unique_ptr<Replayer> {
-    return std::make_unique<BudgetedReplayer>(toy(task, threads, shards), 2);
+  const ReplayerFactory budgeted = [&](const Task& task, const ReplaySetting& setting) -> std::unique_ptr<Replayer> {
+    return std::make_unique<BudgetedReplayer>(toy(task, setting), 2);
   };
   VerifyOptions options;
   options.selection = SegmentSelection::All;

@@ -22,7 +22,7 @@ constexpr double kClip = 1.0;
 
 Task adam_task() {
   Task task = test::toy_task();
-  task.training.optimizer.kind = "adamw";
+  task.training.optimizer.kind = OptimizerKind::AdamW;
   task.training.optimizer.beta1 = 0.9;
   task.training.optimizer.beta2 = 0.999;
   task.training.optimizer.weight_decay = 0.01;

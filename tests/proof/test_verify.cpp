@@ -227,20 +227,24 @@ TEST_CASE("On another runtime a bundle is judged only when one of the verifier's
   CHECK_FALSE(judged.segments.front().bitwise_required);
 }
 
-TEST_CASE("verify builds its replayer with the bundle's shard count, and another shard count is another runtime", "[proof]") {
+TEST_CASE("verify builds its replayer on its own device with the bundle's shard count, and another shard count is another runtime",
+          "[proof]") {
   Fixture fixture;
   VerifyOptions options;
   options.selection = SegmentSelection::All;
+  options.device = "cuda:1";
   int replays = 0;
   RuntimeInfo two_shards = test::toy_runtime();
   two_shards.shards = 2;
   const ReplayerFactory toy = test::toy_replayer_factory(&replays, two_shards);
-  std::vector<int> shards_asked;
-  const Verdict verdict = verify_bundle(fixture.dir(), options, [&](const Task& task, int threads, int shards) {
-    shards_asked.push_back(shards);
-    return toy(task, threads, shards);
+  std::vector<ReplaySetting> settings_asked;
+  const Verdict verdict = verify_bundle(fixture.dir(), options, [&](const Task& task, const ReplaySetting& setting) {
+    settings_asked.push_back(setting);
+    return toy(task, setting);
   });
-  CHECK(shards_asked == std::vector<int>{1});
+  REQUIRE(settings_asked.size() == 1);
+  CHECK(settings_asked[0].device == "cuda:1");
+  CHECK(settings_asked[0].shards == 1);
   CHECK_FALSE(verdict.same_runtime);
   CHECK(verdict.not_covered);
 }
@@ -255,9 +259,9 @@ TEST_CASE("The bundle's thread and shard counts are capped by the verifier, not 
   int replays = 0;
   std::vector<int> threads_asked;
   const ReplayerFactory toy = test::toy_replayer_factory(&replays);
-  const ReplayerFactory recording = [&](const Task& bundle_task, int threads, int shards) {
-    threads_asked.push_back(threads);
-    return toy(bundle_task, threads, shards);
+  const ReplayerFactory recording = [&](const Task& bundle_task, const ReplaySetting& setting) {
+    threads_asked.push_back(setting.threads);
+    return toy(bundle_task, setting);
   };
   VerifyOptions options;
   options.max_threads = 3;
@@ -654,6 +658,46 @@ TEST_CASE("The verdict says whether the bundle's task was checked against the on
   CHECK(checked.accepted);
   CHECK(checked.task_checked);
   CHECK(checked.to_json().at("task_checked") == true);
+}
+
+TEST_CASE("A bundle whose checkpoints are not the ones committed while training is rejected as rewritten", "[proof]") {
+  Fixture fixture;
+  VerifyOptions options;
+  for (const CheckpointEntry& entry : read_manifest(fixture.dir()).checkpoints)
+    options.committed_checkpoints.push_back(entry.commitment());
+  CHECK(fixture.verify(options).accepted);
+
+  const std::string other_hash(64, 'a');
+  SECTION("a checkpoint committed with another hash") {
+    options.committed_checkpoints[2].sha256 = other_hash;
+    fixture.expect_rejected(fixture.verify(options), "commitments: checkpoint step 10 has sha256 " +
+                                                         read_manifest(fixture.dir()).checkpoints[2].file.sha256 + " in the bundle, but " +
+                                                         other_hash + " was committed while training: the bundle was rewritten");
+  }
+  SECTION("a committed checkpoint the bundle lacks") {
+    options.committed_checkpoints.push_back({12, other_hash});
+    fixture.expect_rejected(fixture.verify(options), "commitments: checkpoint step 12 was committed while training (sha256 " +
+                                                         other_hash + ") but is not in the bundle");
+  }
+  CHECK(fixture.replays == 0);  // rejected by the checks before any replay
+}
+
+TEST_CASE("A verdict's summary is whether it was accepted, why in one sentence, and the verdict as the report", "[proof]") {
+  Fixture fixture;
+  const Verdict accepted = fixture.verify();
+  const VerdictSummary accepted_summary = accepted.summary();
+  CHECK(accepted_summary.accepted);
+  CHECK(accepted_summary.reason == "replayed segments match");
+  CHECK(accepted_summary.report == accepted.to_json());
+
+  VerifyOptions expecting;
+  expecting.expected_task_sha256 = std::string(64, 'b');
+  const Verdict rejected = fixture.verify(expecting);
+  REQUIRE_FALSE(rejected.failures.empty());
+  const VerdictSummary rejected_summary = rejected.summary();
+  CHECK_FALSE(rejected_summary.accepted);
+  CHECK(rejected_summary.reason == rejected.failures.front());
+  CHECK(rejected_summary.report == rejected.to_json());
 }
 
 }  // namespace

@@ -113,11 +113,11 @@ std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir
   return writer.finish(proof::TrainOutcome{toy_test_accuracy(state), loss, 1.25});
 }
 
-ToyReplayer::Result ToyReplayer::replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) {
+std::vector<float> ToyReplayer::run_steps(std::span<const StepRecord> steps) {
   ++*replays_;
-  Result result{start, {}};
-  for (const StepRecord& record : steps) result.losses.push_back(toy_step(result.state, record.indices, record.lr));
-  return result;
+  std::vector<float> losses;
+  for (const StepRecord& record : steps) losses.push_back(toy_step(state_, record.indices, record.lr));
+  return losses;
 }
 
 double toy_test_accuracy(const checkpoint::Checkpoint& state) {
@@ -126,7 +126,7 @@ double toy_test_accuracy(const checkpoint::Checkpoint& state) {
 }
 
 proof::ReplayerFactory toy_replayer_factory(int* replays, RuntimeInfo runtime) {
-  return [replays, runtime](const Task& task, int, int) -> std::unique_ptr<proof::Replayer> {
+  return [replays, runtime](const Task& task, const proof::ReplaySetting&) -> std::unique_ptr<proof::Replayer> {
     return std::make_unique<ToyReplayer>(task, runtime, replays);
   };
 }

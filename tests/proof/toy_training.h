@@ -42,21 +42,27 @@ struct ToyRun {
 std::optional<proof::Manifest> write_toy_bundle(const std::filesystem::path& dir, const Task& task,
                                                 const SigningKey& key, const ToyRun& run = {});
 
-// The honest replayer of the toy training. Counts replays, so tests can tell a bundle was
-// rejected before any replay.
+// The honest replayer of the toy training. Counts the runs of steps, so tests can tell a bundle
+// was rejected before any replay.
 class ToyReplayer final : public proof::Replayer {
  public:
-  ToyReplayer(const Task& task, RuntimeInfo runtime, int* replays) : task_(task), runtime_(std::move(runtime)), replays_(replays) {}
+  ToyReplayer(const Task& task, RuntimeInfo runtime, int* replays)
+      : task_(task), runtime_(std::move(runtime)), replays_(replays), state_(toy_initial_state(task.seed)) {}
   RuntimeInfo runtime() const override { return runtime_; }
   std::int64_t train_samples() const override { return kToySamples; }
   checkpoint::Checkpoint initial_state() override { return toy_initial_state(task_.seed); }
-  Result replay(const checkpoint::Checkpoint& start, std::span<const StepRecord> steps) override;
-  double test_accuracy(const checkpoint::Checkpoint& state) override { return toy_test_accuracy(state); }
+  void load_state(const checkpoint::Checkpoint& state) override { state_ = state; }
+  std::vector<float> run_steps(std::span<const StepRecord> steps) override;
+  checkpoint::Checkpoint state(std::int64_t) const override { return state_; }
+  double test_accuracy() override { return toy_test_accuracy(state_); }
+  // The toy has no layers to trace.
+  std::vector<checkpoint::Tensor> trace_step(const StepRecord&) override { return {}; }
 
  private:
   Task task_;
   RuntimeInfo runtime_;
   int* replays_;
+  checkpoint::Checkpoint state_;
 };
 
 proof::ReplayerFactory toy_replayer_factory(int* replays, RuntimeInfo runtime = toy_runtime());

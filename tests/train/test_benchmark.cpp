@@ -46,7 +46,7 @@ TEST_CASE("Matmul rejects an unknown dtype, a bad size and a bad device", "[torc
 }
 
 TEST_CASE("Without a CUDA device the GPU measurements fail with a GPU error", "[torch]") {
-  if (train::cuda_device_count() > 0) return;  // a GPU machine: nothing to check here
+  if (train::torch_cuda_device_count() > 0) return;  // a GPU machine: nothing to check here
   try {
     train::measure_matmul({"cuda:0", "bf16", 64, 1, 0});
     FAIL("expected Error(Cuda)");

@@ -8,20 +8,18 @@
 
 #include <string>
 
+#include "common/device.h"
 #include "common/error.h"
 
 namespace solver::train::detail {
 
-// "cpu", "cuda" (= cuda:0) or "cuda:N". Throws Error(Config) for anything else.
-c10::Device parse_device(const std::string& text);
+// LibTorch's name for a device (common/device.h parses the names).
+c10::Device torch_device(const Device& device);
 
 // Throws Error(Cuda) when this LibTorch has no CUDA, no GPU is visible or the index is out of
 // range. Sets CUBLAS_WORKSPACE_CONFIG first (unless already set): cuBLAS is deterministic only
 // with a fixed workspace and reads the variable once, at first use.
 void require_usable_cuda(c10::Device device);
-
-// CUDA devices LibTorch can use; 0 when it was built without CUDA or sees no GPU.
-int torch_cuda_device_count();
 
 // The intra-op thread count for a request: 0 = min(hardware threads, 4). Throws Error(Config)
 // for a negative request.

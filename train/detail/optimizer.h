@@ -48,7 +48,7 @@ class Optimizer {
   std::vector<Entry> entries_;
 };
 
-// The optimizer named by spec.kind ("sgd", "adam", "adamw") over the trainable parameters.
+// The optimizer spec.kind names over the trainable parameters.
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerSpec& spec, std::vector<NamedTensor> parameters);
 
 }  // namespace solver::train::detail

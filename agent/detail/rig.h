@@ -1,0 +1,41 @@
+// This rig as the agent sees it: whether it can work at all, what it tells the market about
+// itself, whether its disk has room for more, and the lock that keeps one agent per work dir.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "agent/agent_config.h"
+#include "net/market_protocol.h"
+
+namespace solver::agent::detail {
+
+// A rig that cannot do the work must not claim it (each claim would fail and cost the task an
+// attempt): throws Error(Cuda) for a device the config names but LibTorch cannot use, and
+// Error(Config) for a work or cache folder it cannot write.
+void check_rig(const AgentConfig& config);
+
+// What the agent registers with: its hardware (the first device's memory), roles, the model
+// kinds it can train, and the `solver bench --save` figures when the config's bench file holds
+// them. `bench_note` says which, for the log.
+net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_note);
+
+// False (with a warning) when the work dir's disk has less free than limits.min_free_disk_gb.
+bool disk_has_room(const AgentConfig& config);
+
+// One agent per work dir: two would train, publish and delete the same task folders. An flock
+// on <work_dir>/agent.lock, held while the agent lives; the kernel drops it if the process dies.
+class WorkDirLock {
+ public:
+  // Throws Error(Config) naming the pid of the agent that holds it.
+  explicit WorkDirLock(const std::filesystem::path& work_dir);
+  ~WorkDirLock();
+  WorkDirLock(const WorkDirLock&) = delete;
+  WorkDirLock& operator=(const WorkDirLock&) = delete;
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+};
+
+}  // namespace solver::agent::detail

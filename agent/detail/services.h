@@ -1,0 +1,37 @@
+// What the agent lends each job it runs: the market, the store, the input cache, the key, the
+// status board and the stop flag. The agent owns them; a job only borrows them while it runs.
+#pragma once
+
+#include <atomic>
+#include <mutex>
+
+#include "agent/agent_config.h"
+#include "agent/detail/status_board.h"
+#include "net/fetch.h"
+#include "net/market_client.h"
+#include "net/store.h"
+
+namespace solver {
+class SigningKey;
+}
+
+namespace solver::agent::detail {
+
+struct AgentServices {
+  const SigningKey& key;
+  const std::atomic<bool>& stop;
+  net::MarketClient& market;
+  net::BundleStore& store;
+  net::FileCache& cache;
+  std::mutex& publish_mutex;  // one upload at a time: the uplink is shared anyway
+  StatusBoard& status;
+  int max_worker_faults;      // limits.max_worker_faults, logged when reached
+};
+
+// Where a job runs: a slot of the agent (its index on the status board) and its device.
+struct SlotPlace {
+  int index = 0;
+  std::string device;
+};
+
+}  // namespace solver::agent::detail
