@@ -121,9 +121,6 @@ struct GpuMeasurements {
   MeasuredGpuPeaks peaks;
 };
 
-// The CUDA ordinal of "cuda" or "cuda:N", for the kernels.
-int cuda_ordinal(const std::string& device) { return parse_device(device).index; }
-
 // NCCL's all-reduce across every GPU CUDA sees, when there are two or more; otherwise, or when
 // NCCL cannot run, the reason there is no figure (a missing NCCL is not a failed bench).
 void measure_all_reduce_if_possible(const BenchPlan& plan, GpuMeasurements& gpu) {
@@ -172,23 +169,26 @@ BenchReport measure(const BenchOptions& options) {
   report.host = hardware::read_host_info();
   report.inventory = hardware::read_gpu_inventory();
   report.torch_cuda_devices = train::torch_cuda_device_count();
-  const std::string device = !options.device.empty() ? options.device : report.torch_cuda_devices > 0 ? "cuda:0" : "cpu";
+  // Parsed once: LibTorch's measurements take its name, the kernels its CUDA ordinal.
+  const Device where = !options.device.empty() ? parse_device(options.device)
+                                               : Device{report.torch_cuda_devices > 0 ? DeviceKind::Cuda : DeviceKind::Cpu, 0};
+  const std::string device = where.name();
   log_info("bench", "bench: {} mode, matmul and training on {}; this takes {}", options.quick ? "quick" : "full", device,
            options.quick ? "about 15 s on 2 cores" : "about 40 s on 2 cores");
 
   // The GPU first: a requested GPU that is unusable fails the command before minutes of CPU work.
-  if (device != "cpu") {
+  if (where.is_cuda()) {
     log_debug("bench", "bench: GPU matmul and memory on {}", device);
     GpuMeasurements gpu;
     gpu.matmul_fp32 = train::measure_matmul({device, "fp32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_tf32 = train::measure_matmul({device, "tf32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_fp16 = train::measure_matmul({device, "fp16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_bf16 = train::measure_matmul({device, "bf16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
-    gpu.properties = kernels::cuda_device_properties(cuda_ordinal(device));
-    gpu.stream = kernels::measure_stream_cuda(cuda_ordinal(device), plan.gpu_memory_bytes, plan.gpu_memory_repeats);
+    gpu.properties = kernels::cuda_device_properties(where.index);
+    gpu.stream = kernels::measure_stream_cuda(where.index, plan.gpu_memory_bytes, plan.gpu_memory_repeats);
     gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
     log_debug("bench", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
-    gpu.stress = kernels::run_stress_cuda(cuda_ordinal(device), plan.gpu_stress_seconds);
+    gpu.stress = kernels::run_stress_cuda(where.index, plan.gpu_stress_seconds);
     if (gpu.stress.mismatched_values > 0)
       log_error("bench", "{}: {} of {} stress results were wrong: this GPU computes wrong under load (heat, power, clocks "
                 "or a fault); do not let it take tasks until that is fixed", device, gpu.stress.mismatched_values,
@@ -214,10 +214,10 @@ BenchReport measure(const BenchOptions& options) {
   log_debug("bench", "bench: training throughput on {}", device);
   report.training = train::measure_training_throughput(
       parse_embedded_default_task(), {device, 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
-  if (device != "cpu")
+  if (where.is_cuda())
     report.cpu_training = train::measure_training_throughput(
         parse_embedded_default_task(), {"cpu", 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
-  const GptPlan& gpt = device == "cpu" ? plan.cpu_gpt : plan.gpu_gpt;
+  const GptPlan& gpt = where.is_cuda() ? plan.gpu_gpt : plan.cpu_gpt;
   log_debug("bench", "bench: reference gpt on {}", device);
   report.gpt_model = gpt.model;
   // On a GPU the transformer trains as GPU tasks should (bf16 autocast); LibTorch's CPU bf16
@@ -296,7 +296,7 @@ std::string training_how(const train::TrainingThroughput& training) {
 std::vector<Row> training_rows(const BenchReport& report) {
   const train::TrainingThroughput& mlp = report.training;
   const train::TrainingThroughput& gpt = report.gpt;
-  const bool on_gpu = gpt.device != "cpu";
+  const bool on_gpu = parse_device(gpt.device).is_cuda();
   const double flops_unit = on_gpu ? 1e12 : 1e9;
   std::optional<double> peak;
   if (report.mfu_peak_flops) peak = *report.mfu_peak_flops / flops_unit;

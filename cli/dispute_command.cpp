@@ -10,6 +10,7 @@
 
 #include "agent/exit_status.h"
 #include "agent/replayer.h"
+#include "common/device.h"
 #include "cli/command.h"
 #include "proof/dispute.h"
 
@@ -80,7 +81,7 @@ int dispute_command(const DisputeCommandOptions& options) {
   proof::DisputeOptions dispute;
   dispute.device = options.device;
   // Verde's comparison needs a second device; on a GPU referee the CPU is always one.
-  if (options.device != "cpu") dispute.second_device = "cpu";
+  if (parse_device(options.device).is_cuda()) dispute.second_device = "cpu";
   dispute.threads = options.threads;
   dispute.delta = options.delta;
   const proof::DisputeReport report =
