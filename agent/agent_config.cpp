@@ -175,6 +175,13 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       config.tasks_at_once = static_cast<int>(slots);
       limits.finish();
     }
+    if (reader.has("metrics")) {
+      ObjectReader metrics = reader.object("metrics");
+      const std::int64_t port = metrics.integer_or("port", 0);
+      if (port < 0 || port > 65535) ObjectReader::fail("config.metrics.port", "expected 0 (off) to 65535, got " + std::to_string(port));
+      config.metrics_port = static_cast<int>(port);
+      metrics.finish();
+    }
     config.heartbeat_seconds = positive_seconds(reader, "heartbeat_seconds", config.heartbeat_seconds);
     if (reader.has("poll")) {
       ObjectReader poll = reader.object("poll");
@@ -227,6 +234,12 @@ void move_work_dir(AgentConfig& config, const std::filesystem::path& work_dir) {
   if (config.storage.kind == "directory" && config.storage.directory == config.work_dir / "published")
     config.storage.directory = moved / "published";
   config.work_dir = moved;
+}
+
+std::optional<std::string> market_url_from_environment() {
+  const char* url = std::getenv("SOLVER_MARKET");
+  if (url == nullptr || *url == '\0') return std::nullopt;
+  return url;
 }
 
 AgentConfig load_agent_config(const std::filesystem::path& path) {

@@ -42,6 +42,7 @@ struct AgentConfig {
   // allow_private_addresses, allow_networks): https from public addresses unless opened.
   net::UrlPolicy downloads;
   StorageConfig storage;
+  int metrics_port = 0;  // metrics.port: the Prometheus endpoint on 127.0.0.1 (0: off)
   double heartbeat_seconds = 30.0;  // at most; a shorter lease makes it shorter (a third of the lease)
   double poll_min_seconds = 2.0;    // idle polling backs off from here...
   double poll_max_seconds = 60.0;   // ...to here, with jitter
@@ -68,5 +69,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
 AgentConfig load_agent_config(const std::filesystem::path& path);
 // Moves the work dir (--work-dir), and with it the paths that default to inside it.
 void move_work_dir(AgentConfig& config, const std::filesystem::path& work_dir);
+// $SOLVER_MARKET when set and not empty. It replaces the config file's market, and a --market
+// flag replaces it (OPERATORS.md: flag > environment > config file > default).
+std::optional<std::string> market_url_from_environment();
 
 }  // namespace solver::agent

@@ -13,7 +13,10 @@
 #include <thread>
 
 #include "agent/detail/error_policy.h"
+#include "agent/detail/metrics_server.h"
+#include "agent/doctor.h"
 #include "agent/detail/rig.h"
+#include "agent/detail/service_manager.h"
 #include "agent/detail/services.h"
 #include "agent/detail/status_board.h"
 #include "agent/detail/task_job.h"
@@ -46,6 +49,7 @@ struct Agent::Impl {
   StatusBoard status;
   std::mutex publish_mutex;
   AgentServices services;
+  std::optional<MetricsServer> metrics_server;  // metrics.port; after the status board, whose metrics it serves
   std::vector<SlotPlace> slots;  // one per task at once, each on its own thread and device
   std::mutex busy_mutex;
   std::set<std::string> busy_tasks;  // task folders a slot is working on
@@ -71,6 +75,10 @@ struct Agent::Impl {
         services{key, stop, market, *store, cache, publish_mutex, status, config.max_worker_faults} {
     for (int i = 0; i < config.tasks_at_once; ++i)
       slots.push_back(SlotPlace{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
+    if (config.metrics_port > 0) {
+      add_gpu_collector(status.metrics());
+      metrics_server.emplace(status.metrics(), config.metrics_port);
+    }
   }
 
   static std::vector<std::string> slot_devices(const AgentConfig& config) {
@@ -225,6 +233,7 @@ struct Agent::Impl {
       } catch (const Error& error) {
         if (remedy_for(Stage::Polling, error, stop) == Remedy::StopAgent) throw;
         log_error("agent", "{}", error.what());
+        status.record_error(error.what());
         if (const auto* refusal = dynamic_cast<const net::MarketError*>(&error);
             refusal != nullptr && refusal->status() == 403 && refusal->code() == "held_back")
           waiting = std::string("held back by the market: ") + error.what();
@@ -234,16 +243,19 @@ struct Agent::Impl {
         continue;
       }
       if (until_idle && spool_empty) break;
-      status.set_activity(slot.index, waiting);
-      net::sleep_unless_stopped(idle_delay(++idle_rounds), &stop);
+      const std::chrono::milliseconds delay = idle_delay(++idle_rounds);
+      status.set_waiting(slot.index, waiting, delay);
+      net::sleep_unless_stopped(delay, &stop);
     }
-    status.set_activity(slot.index, "idle");
+    status.set_finished(slot.index);
   }
 
   int run(bool until_idle) {
     log_info("agent", "{} starting: market {}, work dir {}, store {}, {} task(s) at once on {}", config.name,
              config.market_url, config.work_dir.string(), config.storage.kind, config.tasks_at_once,
              fmt::join(config.devices, ","));
+    ServiceManager service_manager(status, stop);
+    service_manager.set_status("registering with " + config.market_url);
     if (!register_with_market()) return finish_run();
     std::vector<std::thread> threads;
     std::mutex failure_mutex;
@@ -259,6 +271,7 @@ struct Agent::Impl {
           failed = true;
         }
       });
+    service_manager.ready();
     for (std::thread& thread : threads) thread.join();
     if (failure) std::rethrow_exception(failure);
     return finish_run();
@@ -274,12 +287,14 @@ struct Agent::Impl {
 
 Agent::Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop, std::atomic<bool>* reload,
              std::function<AgentConfig()> reread_config) {
-  check_rig(config);
+  check_rig_can_work(config);
   impl_ = std::make_unique<Impl>(std::move(config), key, stop, reload, std::move(reread_config));
 }
 
 Agent::~Agent() = default;
 
 int Agent::run(bool until_idle) { return impl_->run(until_idle); }
+
+bool agent_running_in(const std::filesystem::path& work_dir) { return work_dir_locked(work_dir); }
 
 }  // namespace solver::agent

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <memory>
 
@@ -41,5 +42,9 @@ class Agent {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Whether an agent works in `work_dir` now: it holds the work dir's lock (the kernel drops it
+// when that process dies, so a crashed agent or a reused pid never counts).
+bool agent_running_in(const std::filesystem::path& work_dir);
 
 }  // namespace solver::agent

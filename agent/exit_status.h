@@ -10,6 +10,7 @@ namespace solver::agent {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitRejected = 1;     // verify: the bundle was checked and rejected
 inline constexpr int kExitNotCovered = 3;   // verify: the bundle's runtime is not one this verifier can judge
+inline constexpr int kExitNotRunning = 3;   // status: no agent works in that work dir (as an LSB init script says)
 inline constexpr int kExitBadInput = 2;     // a task, bundle, checkpoint or data file was bad; a budget was exceeded
 inline constexpr int kExitUsage = 64;       // the command line was wrong
 inline constexpr int kExitGpu = 69;         // the requested GPU is unavailable

@@ -5,10 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/agent_config.h"
 #include "agent/daemon.h"
@@ -16,6 +18,7 @@
 #include "cli/command.h"
 #include "cli/common.h"
 #include "cli/signals.h"
+#include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "common/json_reader.h"
@@ -33,8 +36,10 @@ struct AgentOptions {
   std::optional<std::filesystem::path> work_dir;     // overrides the config's work_dir
   bool until_idle = false;  // exit once the market has no work and nothing is left to publish
   bool local = false;       // a market in-process with the embedded task; solve, publish, verify, exit
-  std::string device = "cpu";  // --local only (a config file names its devices)
-  int threads = 0;             // --local only
+  // Each overrides the config's (and $SOLVER_MARKET) when given; --local runs its own market.
+  std::optional<std::string> market_url;
+  std::vector<std::string> devices;  // as the config's devices; --local: default cpu
+  std::optional<int> threads;
 };
 
 struct StatusOptions {
@@ -67,8 +72,8 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   config.cache_dir = work / "cache";
   config.storage.directory = work / "published";
   config.downloads.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
-  config.devices = {options.device};
-  config.threads = options.threads;
+  config.devices = options.devices.empty() ? std::vector<std::string>{"cpu"} : options.devices;
+  config.threads = options.threads.value_or(0);
   config.poll_min_seconds = config.poll_max_seconds = 0.2;
   config.roles = {"solve"};
   agent::Agent(config, solver_key, stop).run(/*until_idle=*/true);
@@ -99,6 +104,9 @@ int agent_command(const AgentOptions& options) {
     agent::AgentConfig config = options.config_file ? agent::load_agent_config(*options.config_file) : agent::default_agent_config();
     if (options.key_file) config.key_file = options.key_file;
     if (options.work_dir) agent::move_work_dir(config, *options.work_dir);
+    if (const auto url = options.market_url ? options.market_url : agent::market_url_from_environment()) config.market_url = *url;
+    if (!options.devices.empty()) config.devices = options.devices;
+    if (options.threads) config.threads = *options.threads;
     return config;
   };
   const agent::AgentConfig config = read_config();
@@ -117,11 +125,13 @@ int status_command(const StatusOptions& options) {
   }
   nlohmann::json status = parse_json_document(read_file(path), path.string());
   const auto pid = status.value("pid", 0);
-  const bool running = pid > 0 && ::kill(pid, 0) == 0 && status.value("activity", "") != "stopped";
+  const bool running = agent::agent_running_in(config.work_dir);
   status["running"] = running;
+  // 3 when no agent runs, as an init script's `status` says "not running" (LSB).
+  const int exit_status = running ? agent::kExitOk : agent::kExitNotRunning;
   if (options.json) {
     std::printf("%s\n", status.dump(2).c_str());
-    return agent::kExitOk;
+    return exit_status;
   }
   std::printf("agent %s (pid %d) %s, market %s\n", status.value("name", "?").c_str(), pid,
               running ? "running" : "not running", status.value("market", "?").c_str());
@@ -132,12 +142,21 @@ int status_command(const StatusOptions& options) {
     if (slot.value("total_steps", 0) > 0)
       std::printf(" step %lld/%lld", static_cast<long long>(slot.value("step", 0)),
                   static_cast<long long>(slot.value("total_steps", 0)));
+    if (slot.value("steps_per_second", 0.0) > 0)
+      std::printf(", %.1f steps/s (%.0f samples/s)", slot.value("steps_per_second", 0.0), slot.value("samples_per_second", 0.0));
+    if (slot.contains("eta_seconds") && slot["eta_seconds"].is_number())
+      std::printf(", done in about %.0f min", slot["eta_seconds"].get<double>() / 60.0);
+    if (slot.contains("lease_expires_at") && slot["lease_expires_at"].is_number())
+      std::printf(", lease for %.0f s more", slot["lease_expires_at"].get<double>() - static_cast<double>(std::time(nullptr)));
     std::printf("\n");
   }
+  if (!status.value("last_error", "").empty() && status["last_error_at"].is_number())
+    std::printf("last error %.0f s ago: %s\n", static_cast<double>(std::time(nullptr)) - status["last_error_at"].get<double>(),
+                status.value("last_error", "").c_str());
   std::printf("completed %lld tasks, posted %lld verdicts; updated %s\n",
               static_cast<long long>(status.value("tasks_completed", 0)),
               static_cast<long long>(status.value("verdicts_posted", 0)), status.value("updated_at", "?").c_str());
-  return agent::kExitOk;
+  return exit_status;
 }
 
 }  // namespace
@@ -151,8 +170,20 @@ Command add_agent_command(CLI::App& parent) {
   command->add_flag("--until-idle", options->until_idle, "Exit once there is no work and nothing left to publish");
   command->add_flag("--local", options->local,
                     "Run a market in-process with the embedded task: train it, publish it, verify it with a second key, exit");
-  command->add_option("--device", options->device, "--local: cpu, cuda or cuda:N")->capture_default_str();
-  command->add_option("--threads", options->threads, "--local: CPU threads for LibTorch (0: min(cores, 4))")->check(CLI::Range(0, 256));
+  command->add_option("--market", options->market_url, "Market URL (default: $SOLVER_MARKET, else the config's market)");
+  command->add_option("--device", options->devices,
+                      "cpu, cuda, cuda:N or a list like cuda:0,cuda:1 (one slot on both); repeatable, as the config's "
+                      "devices, which it replaces (--local: default cpu)")
+      ->check([](const std::string& text) {
+        try {
+          parse_device_list(text);
+          return std::string();
+        } catch (const Error& error) {
+          return std::string(error.what());
+        }
+      });
+  command->add_option("--threads", options->threads, "CPU threads for LibTorch (default: the config's; 0: min(cores, 4))")
+      ->check(CLI::Range(0, 256));
   return {command, [options] { return agent_command(*options); }};
 }
 

@@ -7,11 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/exit_status.h"
@@ -45,6 +47,8 @@ struct BenchOptions {
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 
+std::string format_mib(std::size_t bytes) { return fmt::format("{} MiB", bytes / kMiB); }
+
 // The reference transformer's sizes and steps on one kind of device.
 struct GptPlan {
   GptSpec model;
@@ -53,8 +57,8 @@ struct GptPlan {
   std::int64_t steps;  // timed, in kTrainingPasses passes
 };
 
-// Sizes and repeats. Quick finishes in about 15 s on a 2-core machine (the promise is 30 s),
-// most of it faulting in the memory arrays; full takes about 40 s there.
+// Sizes and repeats. On an idle 2-core machine quick takes about 25 s, most of it training the
+// two reference tasks, and full about 90 s; other work on the cores stretches both.
 struct BenchPlan {
   std::int64_t cpu_matmul_n;
   int cpu_matmul_repeats;
@@ -162,6 +166,27 @@ struct BenchReport {
   std::string gpu_skipped_reason;  // why `gpu` is empty
 };
 
+// One log line as each measurement starts, with the time so far: a bench takes from seconds to
+// minutes, and a silent one looks hung. On stderr, so that --json keeps stdout pure JSON.
+class BenchProgress {
+ public:
+  explicit BenchProgress(int stages) : stages_(stages) {}
+  void stage(std::string_view what) {
+    log_info("bench", "bench: [{}/{}] {} ({:.0f} s so far)", ++started_, stages_, what, seconds());
+  }
+  void done() const { log_info("bench", "bench: done in {:.0f} s", seconds()); }
+
+ private:
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+
+  int stages_;
+  int started_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+constexpr int kCpuStages = 6;  // CPU matmul, memory, SHA-256, disk, the two reference tasks
+constexpr int kGpuStages = 5;  // matmul, memory, stress, all-reduce, the MLP again on the CPU
+
 BenchReport measure(const BenchOptions& options) {
   const BenchPlan& plan = options.quick ? kQuickPlan : kFullPlan;
   BenchReport report;
@@ -173,26 +198,29 @@ BenchReport measure(const BenchOptions& options) {
   const Device where = !options.device.empty() ? parse_device(options.device)
                                                : Device{report.torch_cuda_devices > 0 ? DeviceKind::Cuda : DeviceKind::Cpu, 0};
   const std::string device = where.name();
-  log_info("bench", "bench: {} mode, matmul and training on {}; this takes {}", options.quick ? "quick" : "full", device,
-           options.quick ? "about 15 s on 2 cores" : "about 40 s on 2 cores");
+  log_info("bench", "bench: {} mode, matmul and training on {}; on an idle 2-core machine this takes {}, longer when other work "
+           "shares the cores", options.quick ? "quick" : "full", device, options.quick ? "about 25 s" : "about 90 s");
+  BenchProgress progress(kCpuStages + (where.is_cuda() ? kGpuStages : 0));
 
   // The GPU first: a requested GPU that is unusable fails the command before minutes of CPU work.
   if (where.is_cuda()) {
-    log_debug("bench", "bench: GPU matmul and memory on {}", device);
     GpuMeasurements gpu;
+    progress.stage(fmt::format("matmul on {} (fp32, tf32, fp16, bf16)", device));
     gpu.matmul_fp32 = train::measure_matmul({device, "fp32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_tf32 = train::measure_matmul({device, "tf32", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_fp16 = train::measure_matmul({device, "fp16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.matmul_bf16 = train::measure_matmul({device, "bf16", plan.gpu_matmul_n, plan.gpu_matmul_repeats, 0});
     gpu.properties = kernels::cuda_device_properties(where.index);
+    progress.stage(fmt::format("device memory of {} (STREAM) and host <-> device copies", device));
     gpu.stream = kernels::measure_stream_cuda(where.index, plan.gpu_memory_bytes, plan.gpu_memory_repeats);
     gpu.memory = train::measure_device_memory({device, plan.gpu_memory_bytes, plan.gpu_memory_repeats});
-    log_debug("bench", "bench: FMA stress on {} for {} s", device, plan.gpu_stress_seconds);
+    progress.stage(fmt::format("FMA stress on {} for {} s", device, plan.gpu_stress_seconds));
     gpu.stress = kernels::run_stress_cuda(where.index, plan.gpu_stress_seconds);
     if (gpu.stress.mismatched_values > 0)
       log_error("bench", "{}: {} of {} stress results were wrong: this GPU computes wrong under load (heat, power, clocks "
                 "or a fault); do not let it take tasks until that is fixed", device, gpu.stress.mismatched_values,
                 gpu.stress.checked_values);
+    progress.stage("NCCL all-reduce across the visible GPUs");
     measure_all_reduce_if_possible(plan, gpu);
     gpu.peaks = peaks_for_measured_gpu(report.inventory);
     report.gpu = gpu;
@@ -202,23 +230,25 @@ BenchReport measure(const BenchOptions& options) {
                                     : "--device cpu";
   }
 
-  log_debug("bench", "bench: CPU matmul");
+  progress.stage("CPU matmul");
   report.cpu_matmul = train::measure_matmul({"cpu", "fp32", plan.cpu_matmul_n, plan.cpu_matmul_repeats, 0});
-  log_debug("bench", "bench: memory bandwidth");
-  report.memory =
-      hardware::measure_memory_bandwidth({hardware::stream_array_bytes(report.host, plan.memory_array_bytes), 0, plan.memory_repeats});
-  log_debug("bench", "bench: SHA-256");
+  const std::size_t memory_array_bytes = hardware::stream_array_bytes(report.host, plan.memory_array_bytes);
+  progress.stage(fmt::format("memory bandwidth over 3 x {}", format_mib(memory_array_bytes)));
+  report.memory = hardware::measure_memory_bandwidth({memory_array_bytes, 0, plan.memory_repeats});
+  progress.stage("SHA-256");
   report.sha256 = hardware::measure_sha256(plan.sha256_bytes, plan.sha256_repeats);
-  log_debug("bench", "bench: disk write in {}", options.disk_dir.string());
+  progress.stage(fmt::format("disk write + fsync of {} in {}", format_mib(plan.disk_bytes), options.disk_dir.string()));
   report.disk = hardware::measure_disk_write({options.disk_dir, plan.disk_bytes});
-  log_debug("bench", "bench: training throughput on {}", device);
+  progress.stage(fmt::format("training the reference MLP on {}", device));
   report.training = train::measure_training_throughput(
       parse_embedded_default_task(), {device, 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
-  if (where.is_cuda())
+  if (where.is_cuda()) {
+    progress.stage("training the reference MLP on cpu");
     report.cpu_training = train::measure_training_throughput(
         parse_embedded_default_task(), {"cpu", 0, plan.training_warmup_steps, plan.training_steps, kTrainingPasses});
+  }
   const GptPlan& gpt = where.is_cuda() ? plan.gpu_gpt : plan.cpu_gpt;
-  log_debug("bench", "bench: reference gpt on {}", device);
+  progress.stage(fmt::format("training the reference gpt on {}", device));
   report.gpt_model = gpt.model;
   // On a GPU the transformer trains as GPU tasks should (bf16 autocast); LibTorch's CPU bf16
   // kernels are slower than its fp32 ones, so the CPU trains in fp32.
@@ -234,6 +264,7 @@ BenchReport measure(const BenchOptions& options) {
   } else {
     report.mfu_peak_source = "unknown: GPU not in the datasheet table";
   }
+  progress.done();
   return report;
 }
 
@@ -249,8 +280,6 @@ std::string format_value(double value) {
   if (value >= 10.0) return fmt::format("{:.1f}", value);
   return fmt::format("{:.2f}", value);
 }
-
-std::string format_mib(std::size_t bytes) { return fmt::format("{} MiB", bytes / kMiB); }
 
 struct Row {
   std::string figure;
@@ -612,7 +641,7 @@ int bench_command(const BenchOptions& options) {
 Command add_bench_command(CLI::App& parent) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* command = parent.add_subcommand("bench", "Measure this machine: matmul, memory, SHA-256, disk, training, GPUs");
-  command->add_flag("--quick", options->quick, "Fewer repeats, smaller sizes: about 15 s on 2 cores instead of 40");
+  command->add_flag("--quick", options->quick, "Fewer repeats, smaller sizes: about 25 s on 2 idle cores instead of 90");
   command->add_flag("--json", options->json, "Print the figures as JSON");
   command->add_option("--device", options->device,
                       "Where matmul and training run: cpu, cuda or cuda:N (default: cuda:0 when LibTorch sees a GPU, else cpu)");

@@ -37,6 +37,8 @@ Command add_publish_command(CLI::App& parent);
 Command add_status_command(CLI::App& parent);
 Command add_profile_command(CLI::App& parent);
 Command add_dispute_command(CLI::App& parent);
+// `solver doctor`: whether this rig can take work
+Command add_doctor_command(CLI::App& parent);
 Command add_version_command(CLI::App& parent);
 
 }  // namespace solver::cli

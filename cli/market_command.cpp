@@ -4,13 +4,13 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "agent/agent_config.h"
 #include "agent/exit_status.h"
 #include "cli/command.h"
 #include "cli/common.h"
@@ -41,10 +41,9 @@ struct MarketClientCommandOptions {
   bool json = false;
 };
 
-// The market URL: $SOLVER_MARKET, else http://127.0.0.1:8470.
+// The market URL: $SOLVER_MARKET, else the agent's default (http://127.0.0.1:8470).
 std::string default_market_url() {
-  if (const char* url = std::getenv("SOLVER_MARKET"); url != nullptr && *url != '\0') return url;
-  return "http://127.0.0.1:8470";
+  return agent::market_url_from_environment().value_or(agent::AgentConfig{}.market_url);
 }
 
 net::MarketClientOptions client_options(const MarketClientCommandOptions& options) {

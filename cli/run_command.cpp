@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -42,17 +43,33 @@ std::string format_duration(double seconds) {
   return fmt::format("{}:{:02}:{:02}", total / 3600, (total / 60) % 60, total % 60);
 }
 
-// Progress: a line redrawn in place on a terminal, a log line every 10 s otherwise.
+// Progress: a line redrawn in place on a terminal, a log line every 10 s otherwise. On a
+// terminal it wraps the log sink while it lives, so that a log line (from any thread) first
+// ends the progress line instead of being written over it. Create it before the threads that
+// log start, and let it outlive them.
 class ProgressReporter {
  public:
-  ProgressReporter() : interactive_(::isatty(STDERR_FILENO) == 1) {}
-  ~ProgressReporter() { end_line(); }
+  ProgressReporter() : interactive_(::isatty(STDERR_FILENO) == 1) {
+    if (!interactive_) return;
+    wrapped_sink_ = set_log_sink([this](const LogRecord& record) {
+      const std::lock_guard lock(mutex_);
+      end_line_locked();
+      wrapped_sink_(record);
+    });
+  }
+  ~ProgressReporter() {
+    end_line();
+    if (interactive_) set_log_sink(std::move(wrapped_sink_));
+  }
+  ProgressReporter(const ProgressReporter&) = delete;
+  ProgressReporter& operator=(const ProgressReporter&) = delete;
 
   void report(const train::Progress& progress) {
     const std::string line =
         fmt::format("step {}/{} epoch {} loss {:.4f} {:.0f} samples/s ETA {}", progress.step, progress.total_steps,
                     progress.epoch + 1, progress.loss, progress.samples_per_second, format_duration(progress.eta_seconds));
     if (interactive_) {
+      const std::lock_guard lock(mutex_);
       std::fprintf(stderr, "\r%-78s", line.c_str());
       std::fflush(stderr);
       line_open_ = true;
@@ -64,15 +81,45 @@ class ProgressReporter {
     log_info("train", "{}", line);
   }
   void end_line() {
+    const std::lock_guard lock(mutex_);
+    end_line_locked();
+  }
+
+ private:
+  void end_line_locked() {
     if (line_open_) std::fputc('\n', stderr);
     line_open_ = false;
   }
 
- private:
   bool interactive_;
+  std::mutex mutex_;  // the progress line and the log lines share stderr
   bool line_open_ = false;
+  LogSink wrapped_sink_;
   std::chrono::steady_clock::time_point last_logged_{};
 };
+
+// `text` as a POSIX shell reads it back: bare when it holds only characters no shell treats
+// specially, else in single quotes.
+std::string shell_quoted(const std::string& text) {
+  const bool plain = !text.empty() && text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                                             "_-+=.,:/@%") == std::string::npos;
+  if (plain) return text;
+  std::string quoted = "'";
+  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The command that continues this run: the same task, bundle folder, key and devices, with --resume.
+std::string resume_command(const RunOptions& options, const std::filesystem::path& out_dir) {
+  std::string command = "solver run";
+  if (!options.task_file.empty()) command += " " + shell_quoted(options.task_file);
+  command += " --resume --out " + shell_quoted(out_dir.string());
+  if (options.key_file) command += " --key " + shell_quoted(options.key_file->string());
+  if (options.device != "cpu") command += " --device " + shell_quoted(options.device);
+  if (options.threads != 0) command += " --threads " + std::to_string(options.threads);
+  if (options.shards != 0) command += " --shards " + std::to_string(options.shards);
+  return command;
+}
 
 Task load_run_task(const RunOptions& options) {
   if (!options.task_file.empty()) return load_task_file(options.task_file);
@@ -97,6 +144,7 @@ int run_command(const RunOptions& options) {
   if (!options.no_proof)
     key = options.key_file ? SigningKey::load(*options.key_file) : load_or_create_key(default_key_path(), "solver");  // before training: a bad key must not cost a run
 
+  ProgressReporter progress;  // before the job: it must outlive the job's threads that log
   const train::TrainerOptions trainer_options{options.device, options.threads, options.shards};
   agent::TrainingJob job(task, trainer_options, key ? &*key : nullptr, out_dir, options.resume);
   const RuntimeInfo runtime = job.trainer().runtime();
@@ -106,7 +154,6 @@ int run_command(const RunOptions& options) {
            train::step_time_limit_seconds(task.budget, trainer_options.max_step_seconds));
 
   const StopSignals stop;  // SIGINT/SIGTERM: stop after the current step with the journal current
-  ProgressReporter progress;
   train::TrainHooks hooks;
   hooks.on_progress = [&](const train::Progress& update) { progress.report(update); };
   hooks.should_stop = [&] { return stop.requested(); };
@@ -114,8 +161,8 @@ int run_command(const RunOptions& options) {
   progress.end_line();
   const std::int64_t steps_run = run.last_step - run.first_step;
   if (!run.finished) {
-    std::printf("stopped by a signal at step %lld of %lld; continue with: solver run --resume --out %s\n",
-                static_cast<long long>(run.last_step), static_cast<long long>(run.total_steps), out_dir.c_str());
+    std::printf("stopped by a signal at step %lld of %lld; continue with: %s\n", static_cast<long long>(run.last_step),
+                static_cast<long long>(run.total_steps), resume_command(options, out_dir).c_str());
     return agent::kExitOk;
   }
   std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test loss %.4f, test accuracy %.2f%%\n",

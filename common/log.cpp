@@ -1,12 +1,20 @@
 #include "common/log.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
+#include <utility>
 
 namespace solver {
 namespace {
@@ -14,19 +22,50 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 std::mutex g_stderr_mutex;
 
-void stderr_sink(const LogRecord& record) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  const auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+std::atomic<LogFormat>& stderr_format() {
+  static std::atomic<LogFormat> format{is_journal_stream(std::getenv("JOURNAL_STREAM"), STDERR_FILENO) ? LogFormat::Journal
+                                                                                                      : LogFormat::Text};
+  return format;
+}
+
+std::string utc_stamp(std::chrono::system_clock::time_point when) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(when);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count() % 1000;
   std::tm utc{};
   gmtime_r(&seconds, &utc);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03d}Z", stamp, static_cast<int>(millis));
+}
+
+// sd-daemon.h's SD_ERR, SD_WARNING, SD_INFO, SD_DEBUG.
+int syslog_priority(LogLevel level) {
+  switch (level) {
+    case LogLevel::Debug: return 7;
+    case LogLevel::Info: return 6;
+    case LogLevel::Warn: return 4;
+    case LogLevel::Error: return 3;
+  }
+  return 6;
+}
+
+// The value of the first " key=value" field in `message`, without trailing punctuation.
+std::string field_value(std::string_view message, std::string_view key) {
+  const std::string pattern = std::string(key) + "=";
+  for (std::size_t at = message.find(pattern); at != std::string_view::npos; at = message.find(pattern, at + 1)) {
+    if (at > 0 && message[at - 1] != ' ') continue;
+    std::string_view value = message.substr(at + pattern.size());
+    value = value.substr(0, value.find(' '));
+    while (!value.empty() && (value.back() == ':' || value.back() == ',' || value.back() == ';')) value.remove_suffix(1);
+    return std::string(value);
+  }
+  return "";
+}
+
+void stderr_sink(const LogRecord& record) {
+  const std::string line = format_log_line(stderr_format().load(), record, std::chrono::system_clock::now());
   std::lock_guard lock(g_stderr_mutex);
-  std::fprintf(stderr, "%s.%03dZ %-5s %-10.*s %.*s\n", stamp, static_cast<int>(millis),
-               log_level_name(record.level).data(), static_cast<int>(record.component.size()),
-               record.component.data(), static_cast<int>(record.message.size()), record.message.data());
+  std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
 LogSink& sink() {
@@ -36,9 +75,42 @@ LogSink& sink() {
 
 }  // namespace
 
-void set_log_sink(LogSink new_sink) { sink() = new_sink ? std::move(new_sink) : LogSink(stderr_sink); }
+LogSink set_log_sink(LogSink new_sink) { return std::exchange(sink(), new_sink ? std::move(new_sink) : LogSink(stderr_sink)); }
 void set_log_level(LogLevel level) { g_level = static_cast<int>(level); }
 bool log_enabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
+void set_log_format(LogFormat format) { stderr_format() = format; }
+
+std::string format_log_line(LogFormat format, const LogRecord& record, std::chrono::system_clock::time_point when) {
+  const std::string_view level = log_level_name(record.level);
+  switch (format) {
+    case LogFormat::Text:
+      return fmt::format("{} {:<5} {:<10} {}\n", utc_stamp(when), level, record.component, record.message);
+    case LogFormat::Journal:
+      return fmt::format("<{}>{:<5} {:<10} {}\n", syslog_priority(record.level), level, record.component, record.message);
+    case LogFormat::Json: {
+      std::string lower(level);
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+      nlohmann::json line{{"time", utc_stamp(when)}, {"level", lower}, {"component", record.component},
+                          {"message", record.message}};
+      for (const std::string_view key : {"task", "gpu"})
+        if (std::string value = field_value(record.message, key); !value.empty()) line[std::string(key)] = std::move(value);
+      // Messages reach the sink escaped (log_write), so they are valid UTF-8; replace guards any other caller.
+      return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    }
+  }
+  return "";
+}
+
+bool is_journal_stream(const char* journal_stream, int fd) {
+  if (journal_stream == nullptr) return false;
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return false;
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  char rest = 0;
+  if (std::sscanf(journal_stream, "%llu:%llu%c", &device, &inode, &rest) != 2) return false;
+  return device == status.st_dev && inode == status.st_ino;
+}
 
 void log_write(LogLevel level, std::string_view component, std::string_view message) {
   const auto is_plain = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };

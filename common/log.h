@@ -1,6 +1,6 @@
 // Logging: one line per event (time, level, component, message with key=value fields).
-// Libraries call log_info(...) etc.; the agent installs the sink that decides where lines
-// go and in which format. The level is checked before formatting, and format strings are
+// Libraries call log_info(...) etc.; the default sink writes to stderr in the chosen format
+// (tests install their own sink). The level is checked before formatting, and format strings are
 // checked at compile time by fmt. Messages quote what strangers sent (task names, paths,
 // reasons), so log_write escapes control characters before any sink sees them: no message,
 // whatever it quotes, can end its line early, start a forged one or drive a terminal.
@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -24,9 +25,27 @@ struct LogRecord {
 
 using LogSink = std::function<void(const LogRecord&)>;
 
-// Replaces the sink (the default writes plain lines to stderr). Not thread-safe against
-// concurrent logging: install it once at start-up.
-void set_log_sink(LogSink sink);
+// How the default sink writes each line to stderr:
+// Text: "2024-05-01T12:00:00.123Z INFO  agent      message", for a person at a terminal or a file;
+// Journal: "<6>INFO  agent      message", when stderr is journald's stream: the <N> prefix is the
+//   syslog priority journald reads from stream lines (sd-daemon.h's SD_INFO...), and journald
+//   stamps the time itself;
+// Json: one JSON object a line (time, level, component, message, and task and gpu when the
+//   message has task=... or gpu=... fields), for log shippers.
+enum class LogFormat { Text, Journal, Json };
+
+// The default sink's format until set_log_format: Journal when stderr is the journal, else Text.
+void set_log_format(LogFormat format);
+std::string format_log_line(LogFormat format, const LogRecord& record, std::chrono::system_clock::time_point when);
+// Whether `fd` is the stream that `journal_stream` (JOURNAL_STREAM's "device:inode", or null
+// when unset) names: systemd sets it for a service's stderr connected to the journal, and a
+// child that inherits the variable but whose stderr was redirected must not take it for the journal.
+bool is_journal_stream(const char* journal_stream, int fd);
+
+// Replaces the sink (the default writes plain lines to stderr; null: the default) and returns
+// the one it replaced, to wrap or put back. Not thread-safe against concurrent logging: install
+// it before the threads that log start.
+LogSink set_log_sink(LogSink sink);
 void set_log_level(LogLevel level);
 bool log_enabled(LogLevel level);
 // Hands the message to the sink with escape_log_text applied.

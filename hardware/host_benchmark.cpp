@@ -4,6 +4,7 @@
 #include "hardware/host_benchmark.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -141,6 +142,25 @@ HostInfo read_host_info() {
   return info;
 }
 
+double memory_bandwidth_ceiling_gb_per_s(int cpus) {
+  // The widest cores shipping (Intel Golden Cove, AMD Zen 5) move at most 192 bytes per cycle
+  // through their L1 data cache (two 64-byte loads and one 64-byte store); rounded up to 256,
+  // at 6.5 GHz (above any shipping core's boost clock): 1,664 GB/s. Every byte STREAM counts
+  // passes through a core's loads or stores, whether it comes from a cache or from memory, and
+  // two hyperthreads share one core's, so this bounds each logical CPU.
+  constexpr double kBytesPerCycle = 256.0, kCyclesPerSecond = 6.5e9;
+  return std::max(1, cpus) * kBytesPerCycle * kCyclesPerSecond / 1e9;
+}
+
+void require_possible_memory_bandwidth(const MemoryBandwidth& measured, int cpus) {
+  const double ceiling = memory_bandwidth_ceiling_gb_per_s(cpus);
+  for (const auto& [kernel, figure] : {std::pair{"copy", measured.copy_gb_per_s}, std::pair{"triad", measured.triad_gb_per_s}})
+    if (!(figure <= ceiling))
+      throw Error(ErrorKind::Internal, fmt::format("memory bandwidth: {} measured {:.1f} GB/s, above the {:.0f} GB/s that {} CPUs "
+                                                   "can physically move; the measurement is wrong and is not reported",
+                                                   kernel, figure, ceiling, cpus));
+}
+
 MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options) {
   require_positive(options.array_bytes / sizeof(double), "memory bandwidth array size (bytes, at least 8)");
   if (options.threads < 0) throw Error(ErrorKind::Config, "memory bandwidth threads: expected 0 (one per CPU) or more, got " + std::to_string(options.threads));
@@ -155,9 +175,14 @@ MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options) 
   const auto b = std::make_unique_for_overwrite<double[]>(count);
   const auto c = std::make_unique_for_overwrite<double[]>(count);
 
-  // Phases: initialise; then per repeat, copy and triad, each between two barrier phases.
-  // The caller is one more participant and times the span between a kernel's two phases.
-  std::barrier sync(threads + 1);
+  // Phases: initialise, then per repeat copy and triad, each ending at the barrier. The barrier's
+  // completion step stamps the time once every worker has arrived and before any is released,
+  // so a kernel's span from the stamp before it to the stamp after it holds all of its work
+  // however late a thread is scheduled (a coordinator reading the clock after the release
+  // could read it after the workers had finished, and report an impossible figure).
+  std::vector<Clock::time_point> phase_ends(1 + 2 * static_cast<std::size_t>(options.repeats));
+  std::size_t phases_ended = 0;
+  std::barrier sync(threads, [&]() noexcept { phase_ends[phases_ended++] = Clock::now(); });
   std::atomic<bool> abandoned = false;
   auto work = [&](int worker) {
     const std::size_t begin = count * worker / threads;
@@ -173,9 +198,7 @@ MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options) 
     const std::span<double> slice_a(a.get() + begin, end - begin);
     const std::span<const double> slice_b(b.get() + begin, end - begin), slice_c(c.get() + begin, end - begin);
     for (int repeat = 0; repeat < options.repeats; ++repeat) {
-      sync.arrive_and_wait();
       kernels::stream_copy_cpu(slice_a, slice_b);
-      sync.arrive_and_wait();
       sync.arrive_and_wait();
       kernels::stream_triad_cpu(slice_a, slice_b, slice_c, kScalar);
       sync.arrive_and_wait();
@@ -189,31 +212,28 @@ MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options) 
     // Release the workers already started from the first phase; they see `abandoned` and end.
     abandoned = true;
     for (std::size_t missing = threads - workers.size(); missing > 0; --missing) sync.arrive_and_drop();
-    sync.arrive_and_drop();
     throw Error(ErrorKind::Internal, "starting " + std::to_string(threads) + " memory bandwidth threads: " + error.what());
   }
+  workers.clear();  // joins
 
-  auto timed_phase = [&] {
-    sync.arrive_and_wait();
-    const Clock::time_point start = Clock::now();
-    sync.arrive_and_wait();
-    return seconds_since(start);
-  };
-  sync.arrive_and_wait();  // initialised
   double best_copy = std::numeric_limits<double>::infinity();
   double best_triad = best_copy;
-  for (int repeat = 0; repeat < options.repeats; ++repeat) {
-    best_copy = std::min(best_copy, timed_phase());
-    best_triad = std::min(best_triad, timed_phase());
+  const auto seconds_between = [&](std::size_t phase) {
+    return std::chrono::duration<double>(phase_ends[phase + 1] - phase_ends[phase]).count();
+  };
+  for (std::size_t repeat = 0; repeat < static_cast<std::size_t>(options.repeats); ++repeat) {
+    best_copy = std::min(best_copy, seconds_between(2 * repeat));
+    best_triad = std::min(best_triad, seconds_between(2 * repeat + 1));
   }
-  workers.clear();  // joins
 
   // The check keeps the compiler from dropping the loops, and the figures honest.
   if (a[0] != kB + kScalar * kC || a[count - 1] != kB + kScalar * kC)
     throw Error(ErrorKind::Internal, "memory bandwidth: the triad produced a wrong result");
   const double bytes = static_cast<double>(count * sizeof(double));
-  return MemoryBandwidth{count * sizeof(double), threads, options.repeats, 2.0 * bytes / best_copy / 1e9,
-                         3.0 * bytes / best_triad / 1e9};
+  const MemoryBandwidth bandwidth{count * sizeof(double), threads, options.repeats, 2.0 * bytes / best_copy / 1e9,
+                                  3.0 * bytes / best_triad / 1e9};
+  require_possible_memory_bandwidth(bandwidth, std::min(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))));
+  return bandwidth;
 }
 
 Sha256Throughput measure_sha256(std::size_t buffer_bytes, int repeats) {

@@ -46,9 +46,19 @@ struct MemoryBandwidth {
 };
 
 // Runs copy and triad `repeats` times each over arrays first touched by the threads that use
-// them (so they sit on those threads' NUMA nodes); returns the best pass of each. Blocks;
-// allocates 3 x array_bytes. Throws Error(Config) for a zero size, thread or repeat count.
+// them (so they sit on those threads' NUMA nodes); returns the best pass of each. Each pass is
+// timed from before any thread starts it to after the last one finishes. Blocks; allocates
+// 3 x array_bytes. Throws Error(Config) for a zero size, thread or repeat count, and
+// Error(Internal) for a figure no machine could reach (require_possible_memory_bandwidth).
 MemoryBandwidth measure_memory_bandwidth(const MemoryBandwidthOptions& options);
+
+// The most GB/s `cpus` logical CPUs can move through their loads and stores, cache or memory:
+// a physical bound (host_benchmark.cpp says where it comes from), not an expectation.
+double memory_bandwidth_ceiling_gb_per_s(int cpus);
+
+// Throws Error(Internal), naming the figure and the bound, when copy or triad exceeds
+// memory_bandwidth_ceiling_gb_per_s(cpus): such a figure is a broken measurement, never sent.
+void require_possible_memory_bandwidth(const MemoryBandwidth& measured, int cpus);
 
 struct Sha256Throughput {
   std::size_t buffer_bytes = 0;

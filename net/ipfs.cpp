@@ -380,6 +380,11 @@ std::vector<IpfsEntry> IpfsClient::ls(const std::string& cid) {
   return entries;
 }
 
+void IpfsClient::pin_rm(const std::string& cid) {
+  const Rpc rpc(options_);
+  rpc.call(rpc.lookup("pin/rm", {{"arg", cid}, {"recursive", "true"}}), "IPFS pin/rm " + cid);
+}
+
 void IpfsClient::pin_add(const std::string& cid) {
   const std::string what = "IPFS pin/add " + cid;
   const detail::Cid wanted = detail::parse_cid(cid);
@@ -456,6 +461,19 @@ void IpfsStore::fetch(const std::string& address, const std::filesystem::path& d
   if (error)
     throw Error(ErrorKind::Io, "cannot rename " + staging.string() + " to " + target.string() + ": " + error.message());
   log_info("net", "ipfs: fetched {} into {}", address, target.string());
+}
+
+std::string IpfsStore::probe(const std::filesystem::path& scratch_dir) {
+  const std::filesystem::path sent = scratch_dir / "ipfs-probe";
+  const std::filesystem::path received = scratch_dir / "ipfs-probe.back";
+  const std::string content = probe_content();
+  write_file_durably(sent, content);
+  const std::string cid = client_.add_file(sent);
+  client_.cat_to_file(cid, received, content.size());
+  client_.pin_rm(cid);
+  if (read_file(received) != content)
+    throw Error(ErrorKind::Network, "IPFS node " + client_.options().api_url + " gave back other bytes for " + cid);
+  return "added, read back and unpinned " + cid + " on " + client_.options().api_url;
 }
 
 }  // namespace solver::net

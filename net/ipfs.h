@@ -66,6 +66,8 @@ class IpfsClient {
   void pin_add(const std::string& cid);
   // Whether the node pins `cid` recursively, so that it holds the whole DAG.
   bool is_pinned(const std::string& cid);
+  // Unpins `cid` (recursively); the node's garbage collection may then drop it.
+  void pin_rm(const std::string& cid);
 
   // Downloads the directory `cid` into `dest` (which must not exist) and checks it: every file
   // against its listed CID, and every directory rebuilt from its verified entries against its CID.
@@ -85,6 +87,7 @@ class IpfsStore final : public BundleStore {
   // `address` is ipfs://CID; `dest_dir` must not exist yet, or be empty. The bundle is written to a
   // sibling temporary folder and renamed into place once every file and folder checked out.
   void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
+  std::string probe(const std::filesystem::path& scratch_dir) override;
 
  private:
   IpfsClient client_;

@@ -321,6 +321,10 @@ std::optional<S3Object> S3Client::head_object(const std::string& key) {
   return object;
 }
 
+void S3Client::delete_object(const std::string& key) {
+  send_with_retries(Call{.operation = "DeleteObject", .method = "DELETE", .key = key, .accepted_statuses = {404}});
+}
+
 S3Object S3Client::get_object_to_file(const std::string& key, const std::filesystem::path& file, std::uint64_t max_bytes) {
   const std::string what = "S3 GetObject " + format_s3_address({config_.bucket, key});
   const std::filesystem::path temp = file.string() + ".s3-download";

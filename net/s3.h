@@ -129,6 +129,7 @@ class S3Client {
 
   void put_object(const std::string& key, const std::filesystem::path& file, const std::string& sha256);
   std::optional<S3Object> head_object(const std::string& key);  // nullopt: no such object
+  void delete_object(const std::string& key);  // an absent object is no error
   // Downloads through a temp file renamed into place; checks the size and, when the object has
   // one, its x-amz-meta-sha256 (Error(Network, retryable) on a mismatch). More than `max_bytes`
   // is cut off there (Error(Input)).

@@ -13,6 +13,7 @@
 #include "common/files.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "net/market_protocol.h"
 #include "net/detail/parallel.h"
 
 namespace solver::net {
@@ -160,6 +161,22 @@ void S3Store::fetch(const std::string& address, const std::filesystem::path& des
     client.get_object_to_file(key, confined_path(dest_dir, relative), size);
   });
   log_info("net", "fetched {} into {}: {} files", address, dest_dir.string(), downloads.size());
+}
+
+std::string S3Store::probe(const std::filesystem::path& scratch_dir) {
+  const std::filesystem::path sent = scratch_dir / "s3-probe";
+  const std::filesystem::path received = scratch_dir / "s3-probe.back";
+  const std::string content = probe_content();
+  write_file_durably(sent, content);
+  std::string key = client_.config().prefix;
+  if (!key.empty() && !key.ends_with('/')) key += '/';
+  key += ".solver-probe-" + random_nonce();
+  const std::string address = format_s3_address({client_.config().bucket, key});
+  client_.put_object(key, sent, sha256_hex(content));
+  client_.get_object_to_file(key, received, content.size());
+  client_.delete_object(key);
+  if (read_file(received) != content) throw Error(ErrorKind::Network, "S3 gave back other bytes for " + address);
+  return "wrote, read back and removed " + address;
 }
 
 }  // namespace solver::net

@@ -24,6 +24,7 @@ class S3Store final : public BundleStore {
   // Downloads every object under the address into dest_dir, each checked against its listed size
   // and its x-amz-meta-sha256; Error(Input) when manifest.json or manifest.sig is not among them.
   void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
+  std::string probe(const std::filesystem::path& scratch_dir) override;
 
  private:
   S3Client client_;

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "common/sha256.h"
+#include "net/market_protocol.h"
 
 namespace solver::net {
 namespace {
@@ -59,6 +60,19 @@ void DirectoryStore::fetch(const std::string& address, const std::filesystem::pa
     throw Error(ErrorKind::Input, "bundle " + address + " holds " + std::to_string(total) + " bytes, more than the " +
                                       std::to_string(max_bytes) + " allowed");
   copy_bundle(files, dest_dir);
+}
+
+std::string probe_content() { return "solver store probe " + random_nonce() + "\n"; }
+
+std::string DirectoryStore::probe(const std::filesystem::path&) {
+  const std::filesystem::path path = root_ / (".solver-probe-" + random_nonce());
+  const std::string content = probe_content();
+  std::filesystem::create_directories(root_);
+  write_file_durably(path, content);
+  const std::string back = read_file(path);
+  std::filesystem::remove(path);
+  if (back != content) throw Error(ErrorKind::Io, path.string() + " read back other bytes than were written");
+  return "wrote, read back and removed a file in " + root_.string();
 }
 
 }  // namespace solver::net

@@ -23,7 +23,14 @@ class BundleStore {
   // address. A bundle of more than `max_bytes` in all is refused, or cut off where it passes
   // them (Error(Input)): the address may come from a stranger.
   virtual void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) = 0;
+  // Writes a small probe object where bundles go, reads it back, compares and removes it
+  // (`solver doctor`); `scratch_dir` is a writable folder for the local copies. Returns what it
+  // did, for the report; throws what publishing would (Error(Network) while unreachable).
+  virtual std::string probe(const std::filesystem::path& scratch_dir) = 0;
 };
+
+// The bytes a probe writes: random, so a stale copy cannot pass for a fresh one.
+std::string probe_content();
 
 // A folder on this machine (or a mounted share): bundles are copied to <root>/<bundle_name>/
 // through a temporary folder and a rename, so a reader never sees half a bundle. The address is
@@ -33,6 +40,7 @@ class DirectoryStore final : public BundleStore {
   explicit DirectoryStore(std::filesystem::path root);
   std::string publish(const BundleListing& bundle, const std::string& bundle_name) override;
   void fetch(const std::string& address, const std::filesystem::path& dest_dir, std::uint64_t max_bytes) override;
+  std::string probe(const std::filesystem::path& scratch_dir) override;
 
  private:
   std::filesystem::path root_;

@@ -9,11 +9,14 @@ packages=(
   nlohmann-json3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev
   libfmt-dev libcli11-dev
   libpugixml-dev           # S3's XML replies
-  libcpp-httplib-dev libsqlite3-dev  # the tests' fake HTTP servers; the reference market's database
+  libsystemd-dev           # sd_notify: readiness, status and watchdog under systemd (Type=notify)
+  libcpp-httplib-dev libsqlite3-dev  # the agent's metrics endpoint and the tests' fake HTTP servers; the reference market's database
   catch2
+  prometheus               # tests only: promtool check metrics on a scrape of the agent's endpoint
   dataset-fashion-mnist    # real data: /usr/share/datasets/fashion-mnist
   python3-torch python3-numpy  # tests only: exported models and independent readers (/usr/bin/python3)
   python3-botocore awscli ipfs-cid  # tests only: independent SigV4 signer, S3 reader, CIDv0 calculator
+  systemd                  # tests only: systemd-analyze verify and security on the packaged unit
 )
 
 missing=()

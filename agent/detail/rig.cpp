@@ -19,31 +19,10 @@
 #include "common/task.h"
 #include "hardware/nvml.h"
 #include "kernels/distance.h"
-#include "train/benchmark.h"
 
 namespace solver::agent::detail {
 
 using json = nlohmann::json;
-
-void check_rig(const AgentConfig& config) {
-  const int needed = cuda_devices_needed(config);
-  const int usable = train::torch_cuda_device_count();
-  if (needed > usable)
-    throw Error(ErrorKind::Cuda, fmt::format("config.devices {} need {} CUDA device(s), but LibTorch can use {}{}; "
-                                             "fix \"devices\" in the agent config",
-                                             fmt::join(config.devices, ","), needed, usable,
-                                             usable == 0 ? " (no GPU, no driver, or a CPU-only LibTorch build)" : ""));
-  for (const auto& [dir, field] : {std::pair{config.work_dir / "tasks", "work_dir"}, std::pair{config.cache_dir, "cache_dir"}}) {
-    try {
-      std::filesystem::create_directories(dir);
-      const std::filesystem::path probe = dir / ".write-probe";
-      write_file_durably(probe, "solver");
-      std::filesystem::remove(probe);
-    } catch (const std::exception& error) {
-      throw Error(ErrorKind::Config, fmt::format("config.{}: cannot write in {}: {}", field, dir.string(), error.what()));
-    }
-  }
-}
 
 net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_note) {
   net::WorkerProfile profile;
@@ -108,5 +87,14 @@ WorkDirLock::WorkDirLock(const std::filesystem::path& work_dir) : path_(work_dir
 }
 
 WorkDirLock::~WorkDirLock() { ::close(fd_); }
+
+bool work_dir_locked(const std::filesystem::path& work_dir) {
+  const std::filesystem::path path = work_dir / "agent.lock";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // no agent has locked it yet
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);
+  return held;
+}
 
 }  // namespace solver::agent::detail

@@ -1,4 +1,4 @@
-// This rig as the agent sees it: whether it can work at all, what it tells the market about
+// This rig as the agent sees it (whether it can work at all is agent/doctor.h): what it tells the market about
 // itself, whether its disk has room for more, and the lock that keeps one agent per work dir.
 #pragma once
 
@@ -9,11 +9,6 @@
 #include "net/market_protocol.h"
 
 namespace solver::agent::detail {
-
-// A rig that cannot do the work must not claim it (each claim would fail and cost the task an
-// attempt): throws Error(Cuda) for a device the config names but LibTorch cannot use, and
-// Error(Config) for a work or cache folder it cannot write.
-void check_rig(const AgentConfig& config);
 
 // What the agent registers with: its hardware (the first device's memory), roles, the model
 // kinds it can train, and the `solver bench --save` figures when the config's bench file holds
@@ -37,5 +32,8 @@ class WorkDirLock {
   std::filesystem::path path_;
   int fd_ = -1;
 };
+
+// Whether a live process holds `work_dir`'s WorkDirLock.
+bool work_dir_locked(const std::filesystem::path& work_dir);
 
 }  // namespace solver::agent::detail

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "agent/ceilings.h"
@@ -45,6 +47,9 @@ TaskJob TaskJob::claim(const net::Lease& lease, const std::filesystem::path& tas
   state.save();
   log_info("agent", "task={} claimed (lease {} for {} s) on {}", state.task_id, state.lease_id, state.lease_seconds,
            place.device);
+  services.status.count_task_claimed();
+  services.status.set_activity(place.index, "claimed", state.task_id);
+  services.status.set_lease_expiry(place.index, lease.expires_at);
   TaskJob job(std::move(state), std::move(settings), services, std::move(place));
   job.resume_ = false;
   return job;
@@ -143,10 +148,27 @@ TaskJob::Progress TaskJob::train() {
   std::atomic<bool> done{false};
   std::exception_ptr failure;
   TrainingRun run;
+  // When each checkpoint's step ended, to time its write until it is journaled.
+  std::mutex checkpoints_due_mutex;
+  std::map<std::int64_t, Clock::time_point> checkpoints_due;
+  if (start_step == 0) checkpoints_due[0] = Clock::now();
+  const auto observe_written = [&](const std::vector<CheckpointCommitment>& written) {
+    const std::lock_guard lock(checkpoints_due_mutex);
+    for (const CheckpointCommitment& checkpoint : written)
+      if (const auto due = checkpoints_due.find(checkpoint.step); due != checkpoints_due.end()) {
+        services_.status.observe_checkpoint_write(std::chrono::duration<double>(Clock::now() - due->second).count());
+        checkpoints_due.erase(due);
+      }
+  };
   train::TrainHooks hooks;
   hooks.on_step = [&](StepRecord&& record) {
     step = record.step;
     loss = record.loss;
+    services_.status.count_step(place_.index, static_cast<std::int64_t>(record.indices.size()));
+    if (record.step == next_checkpoint_step(record.step - 1, task.checkpoint_every, total_steps)) {
+      const std::lock_guard lock(checkpoints_due_mutex);
+      checkpoints_due[record.step] = Clock::now();
+    }
   };
   hooks.should_stop = [&] { return services_.stop.load() || abandon.load() || past_ceiling.load(); };
   const auto ceiling = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -174,6 +196,7 @@ TaskJob::Progress TaskJob::train() {
     const auto now = Clock::now();
     if (now > ceiling) past_ceiling = true;
     const std::vector<CheckpointCommitment> written = job->written_checkpoints();
+    observe_written(written);
     const bool uncommitted = !written.empty() && !committed.contains(written.back().step);
     if (now < next_beat && !(market_answered && uncommitted && now - last_beat >= kMinCommitInterval)) continue;
     last_beat = now;
@@ -182,6 +205,7 @@ TaskJob::Progress TaskJob::train() {
     market_answered = heartbeat(written, committed, step, total_steps, loss, abandon);
   }
   worker.join();
+  observe_written(job->written_checkpoints());
 
   if (failure) {
     try {
@@ -225,6 +249,7 @@ bool TaskJob::heartbeat(const std::vector<CheckpointCommitment>& written, std::s
     if (!committed.contains(checkpoint.step)) beat.checkpoints.push_back(checkpoint);
   try {
     const net::HeartbeatReply reply = services_.market.heartbeat(state_.task_id, beat);
+    services_.status.set_lease_expiry(place_.index, reply.expires_at);
     for (const auto& commitment : beat.checkpoints) {
       committed.insert(commitment.step);
       log_info("agent", "task={} checkpoint step={} committed sha256={}", state_.task_id, commitment.step,
@@ -242,6 +267,8 @@ bool TaskJob::heartbeat(const std::vector<CheckpointCommitment>& written, std::s
       return true;
     }
     log_warn("agent", "task={} heartbeat failed, training goes on: {}", state_.task_id, error.what());
+    services_.status.count_heartbeat_failure();
+    services_.status.record_error(fmt::format("task {}: heartbeat failed: {}", state_.task_id, error.what()));
     return false;
   }
 }
@@ -251,10 +278,13 @@ bool TaskJob::heartbeat(const std::vector<CheckpointCommitment>& written, std::s
 TaskJob::Progress TaskJob::publish() {
   services_.status.set_activity(place_.index, "publishing", state_.task_id);
   try {
-    const auto started = Clock::now();
     const std::lock_guard lock(services_.publish_mutex);
-    state_.bundle_address = services_.store.publish(proof::read_bundle_listing(state_.bundle_dir()),
-                                                    state_.task_id + "-" + state_.manifest_sha256.substr(0, 16));
+    const auto started = Clock::now();
+    const BundleListing listing = proof::read_bundle_listing(state_.bundle_dir());
+    state_.bundle_address = services_.store.publish(listing, state_.task_id + "-" + state_.manifest_sha256.substr(0, 16));
+    std::uint64_t bytes = listing.manifest.size;
+    for (const FileEntry& file : listing.files) bytes += file.size;
+    services_.status.observe_publish(std::chrono::duration<double>(Clock::now() - started).count(), bytes);
     state_.phase = TaskPhase::Published;
     state_.save();
     log_info("agent", "task={} published {} in {:.1f} s", state_.task_id, state_.bundle_address,
@@ -294,8 +324,11 @@ TaskJob::Progress TaskJob::complete() {
 TaskJob::Progress TaskJob::respond(Stage stage, const std::exception& error) {
   switch (remedy_for(stage, error, services_.stop)) {
     case Remedy::Later:
-      if (state_.phase != TaskPhase::Training)
+      if (state_.phase != TaskPhase::Training) {
         log_warn("agent", "task={} spooled in phase {}: {}", state_.task_id, phase_name(state_.phase), error.what());
+        services_.status.record_error(fmt::format("task {} spooled in phase {}: {}", state_.task_id,
+                                                  phase_name(state_.phase), error.what()));
+      }
       return Progress::Waiting;
     case Remedy::DropTask:
       return forget(std::string("refused by the market: ") + error.what());
@@ -315,6 +348,9 @@ TaskJob::Progress TaskJob::respond(Stage stage, const std::exception& error) {
 TaskJob::Progress TaskJob::fail(const Error& failure) {
   const net::Fault fault = fault_of(failure);
   log_error("agent", "task={} failed ({} fault): {}", state_.task_id, net::fault_name(fault), failure.what());
+  services_.status.count_task_failed(net::fault_name(fault));
+  services_.status.record_error(fmt::format("task {} failed ({} fault): {}", state_.task_id, net::fault_name(fault),
+                                            failure.what()));
   if (fault != net::Fault::Task) {
     const int in_a_row = services_.status.record_worker_fault("task " + state_.task_id + ": " + failure.what());
     if (in_a_row == services_.max_worker_faults)

@@ -1,5 +1,7 @@
 #include "agent/detail/verification_job.h"
 
+#include <fmt/format.h>
+
 #include <optional>
 
 #include "agent/detail/error_policy.h"
@@ -74,6 +76,7 @@ std::optional<VerdictSummary> judge(const net::VerificationJob& job, const std::
     // profile that covers it, judges it.
     services.market.decline_verification(job.job_id, *result.not_covered);
     log_warn("agent", "verification job={} task={} declined: {}", job.job_id, job.task_id, *result.not_covered);
+    services.status.count_verdict("declined");
     return std::nullopt;
   }
   return result.summary();
@@ -96,6 +99,7 @@ bool verify_one(const AgentConfig& settings, AgentServices& services, const Slot
   } catch (const Error& error) {
     if (remedy_for(Stage::Verifying, error, services.stop) == Remedy::SkipJob) {
       log_error("agent", "verification job={} could not be done: {}", job->job_id, error.what());
+      services.status.record_error(fmt::format("verification job {}: {}", job->job_id, error.what()));
     } else {
       verdict = VerdictSummary{.accepted = false,
                                .reason = std::string("the bundle could not be checked: ") + error.what(),
@@ -105,7 +109,7 @@ bool verify_one(const AgentConfig& settings, AgentServices& services, const Slot
   remove_confined(verify_dir, dir);
   if (!verdict) return true;
   services.market.post_verdict(job->job_id, *verdict);
-  services.status.count_verdict_posted();
+  services.status.count_verdict(verdict->accepted ? "accepted" : "rejected");
   log_info("agent", "verification job={} task={} verdict {}{}", job->job_id, job->task_id,
            verdict->accepted ? "ACCEPTED" : "REJECTED", verdict->accepted ? "" : ": " + verdict->reason);
   return true;

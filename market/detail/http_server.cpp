@@ -27,6 +27,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -78,8 +79,20 @@ std::string_view reason_phrase(int status) {
   }
 }
 
+// RFC 9110's IMF-fixdate of now: every reply carries it (an origin server with a clock must), and
+// `solver doctor` measures a rig's clock offset against it.
+std::string http_date_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char text[40];
+  const std::size_t length = std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &utc);
+  return std::string(text, length);
+}
+
 std::string serialize(const Response& response, bool keep_alive, bool head_only) {
   std::string bytes = "HTTP/1.1 " + std::to_string(response.status) + " " + std::string(reason_phrase(response.status)) + "\r\n";
+  bytes += "Date: " + http_date_now() + "\r\n";
   const bool has_body = response.status != 204;
   if (has_body) bytes += "Content-Type: application/json\r\nContent-Length: " + std::to_string(response.body.size()) + "\r\n";
   if (response.retry_after_seconds) bytes += "Retry-After: " + std::to_string(*response.retry_after_seconds) + "\r\n";

@@ -85,7 +85,7 @@ TEST_CASE("agent: a submitted task is trained, published, completed, then verifi
   CHECK(status["state"] == "verified");
 
   const CommandResult shown = run_solver({"status", "--work-dir", (dir / "verifier").string()});
-  CHECK(shown.exit_code == 0);
+  CHECK(shown.exit_code == 3);  // no agent runs there now, as an init script's `status` says
   CHECK_THAT(shown.output, Catch::Contains("not running") && Catch::Contains("posted 1 verdicts"));
 }
 
@@ -130,6 +130,11 @@ TEST_CASE("agent: SIGTERM stops it within seconds, exit 0, and a restart complet
   {
     BackgroundProcess agent(agent_argv(config, key, /*until_idle=*/false), dir / "agent1.log");
     REQUIRE(wait_for_commit(agent, 600, 60));
+    // While it trains, `solver status` says so, with the task's rate and lease.
+    const CommandResult shown = run_solver({"status", "--work-dir", (dir / "solver").string()});
+    CHECK(shown.exit_code == 0);
+    CHECK_THAT(shown.output, Catch::Contains("running") && Catch::Contains("task " + task_id) &&
+                                 Catch::Contains("steps/s") && Catch::Contains("lease for"));
     const auto signalled = Clock::now();
     agent.signal(SIGTERM);
     const std::optional<int> status = agent.wait(20);

@@ -41,6 +41,44 @@ TEST_CASE("agent: a device LibTorch cannot use stops it at start with exit 69, b
   }
 }
 
+TEST_CASE("agent: --device replaces the config's devices: a CUDA device LibTorch cannot use exits 69, a malformed one 64",
+          "[e2e][agent]") {
+  ScratchDir dir("agent-device-flag");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0);  // no work: an agent that ignored the flag would register and exit 0
+  std::vector<std::string> argv = agent_argv(agent_config(dir.path(), "solver", market.url(), {"solve"}), key);  // devices: cpu
+  argv.insert(argv.end(), {"--device", "cuda:7"});
+  check_exit(run_command(argv), 69, "cuda:7 need 8 CUDA device(s), but LibTorch can use 0");
+  argv.back() = "gpu7";
+  check_exit(run_command(argv), 64, "gpu7");
+}
+
+TEST_CASE("agent: the market is --market, else $SOLVER_MARKET, else the config's; --threads replaces the config's",
+          "[e2e][agent]") {
+  ScratchDir dir("agent-market-env");
+  const auto key = make_key(dir / "solver");
+  std::filesystem::create_directories(dir / "other");
+  Market market(dir.path(), 0);
+  Market other(dir / "other", 0);  // empty: an agent that works there exits at once with nothing done
+  const std::string task_id = submit(market.url(), key, write_task(dir.path(), "task", small_task("market-env", 50, 25)));
+  const std::vector<std::string> agent = agent_argv(agent_config(dir.path(), "solver", other.url(), {"solve"}), key);  // threads: 1
+
+  // The environment's market over the config's, and the flag's threads over the config's.
+  std::vector<std::string> from_env{"/usr/bin/env", "SOLVER_MARKET=" + market.url(), solver_binary().string(), "-v"};
+  from_env.insert(from_env.end(), agent.begin() + 1, agent.end());
+  from_env.insert(from_env.end(), {"--threads", "2"});
+  const CommandResult solved = run_command(from_env);
+  check_exit(solved, 0, "registered with " + market.url());
+  CHECK_THAT(solved.output, Catch::Contains("task=market-env") && Catch::Contains("threads=2"));
+  CHECK(task_status(market.url(), key, task_id)["state"] == "completed");
+
+  // The flag's market over the environment's.
+  std::vector<std::string> from_flag{"/usr/bin/env", "SOLVER_MARKET=" + other.url()};
+  from_flag.insert(from_flag.end(), agent.begin(), agent.end());
+  from_flag.insert(from_flag.end(), {"--market", market.url()});
+  check_exit(run_command(from_flag), 0, "registered with " + market.url());
+}
+
 TEST_CASE("agent: a task beyond this rig's ceilings is declined before it trains, and goes back to the market",
           "[e2e][agent]") {
   ScratchDir dir("agent-ceilings");

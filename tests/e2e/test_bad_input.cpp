@@ -157,6 +157,9 @@ TEST_CASE("usage errors exit 64 and a key readable by others exits 78", "[e2e]")
   ScratchDir dir("usage");
   CHECK(run_solver({"run", "--no-such-flag"}).exit_code == 64);
   CHECK(run_solver({"frobnicate"}).exit_code == 64);
+  // A mistyped command names itself and the closest command, past global options and their values.
+  check_fails(run_solver({"agnet"}), 64, "unknown command \"agnet\"; did you mean `agent`?");
+  check_fails(run_solver({"-v", "--log-format", "json", "verfy"}), 64, "did you mean `verify`?");
 
   const auto key = make_key(dir.path());
   ::chmod(key.c_str(), 0644);

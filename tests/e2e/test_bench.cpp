@@ -6,7 +6,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <regex>
 
+#include "common/files.h"
 #include "tests/e2e/e2e_support.h"
 
 using namespace solver::test;
@@ -22,12 +24,15 @@ void check_positive_finite(const json& figure, const std::string& name) {
   CHECK(value > 0.0);
 }
 
-// One quick JSON bench, shared by the test cases that read it: each run takes seconds.
+// One quick JSON bench, shared by the test cases that read it: each run takes seconds. Its
+// stderr (the log) goes to a file of its own, so `result.output` is stdout alone.
 struct QuickBench {
   ScratchDir dir{"bench"};
   ScratchDir saved{"bench-saved"};
-  CommandResult result =
-      run_solver({"-q", "bench", "--quick", "--json", "--dir", dir.path().string(), "--save", (saved / "bench.json").string()});
+  CommandResult result = run_command({"/bin/sh", "-c", "log=$1; shift; exec \"$@\" 2>\"$log\"", "sh", (saved / "bench.log").string(),
+                                      solver_binary().string(), "bench", "--quick", "--json", "--dir", dir.path().string(),
+                                      "--save", (saved / "bench.json").string()});
+  std::string log = solver::read_file(saved / "bench.log");
 };
 
 const QuickBench& quick_bench() {
@@ -66,6 +71,19 @@ TEST_CASE("solver bench --quick --json measures the host and prints positive fig
     for (const char* name : {"matmul_fp32_tflops", "matmul_tf32_tflops", "matmul_fp16_tflops", "matmul_bf16_tflops"})
       check_positive_finite(report["gpu_benchmark"][name], name);
   }
+}
+
+TEST_CASE("solver bench --quick logs each stage as it starts, on stderr, with the time so far", "[e2e]") {
+  const QuickBench& bench = quick_bench();
+  REQUIRE(bench.result.exit_code == 0);
+  INFO(bench.log);
+  CHECK_THAT(bench.log, Catch::Contains("this takes about 25 s"));
+  for (const char* stage : {"] CPU matmul (", "] memory bandwidth over 3 x ", "] SHA-256 (", "] disk write + fsync of ",
+                            "] training the reference MLP on ", "] training the reference gpt on ", "bench: done in "})
+    CHECK_THAT(bench.log, Catch::Contains(stage));
+  std::smatch stages;  // counted at the start, and the last one is that count
+  REQUIRE(std::regex_search(bench.log, stages, std::regex(R"(bench: \[1/([0-9]+)\] )")));
+  CHECK_THAT(bench.log, Catch::Contains("bench: [" + stages[1].str() + "/" + stages[1].str() + "] "));
 }
 
 TEST_CASE("solver bench --quick --json trains the reference gpt and reports tokens/s and MFU", "[e2e]") {

@@ -216,3 +216,39 @@ TEST_CASE("a run killed with SIGKILL mid-segment resumes to the same bundle an u
   // The resumed bundle's training time counts the killed run's too, not only the last run's.
   CHECK(read_json(resumed / "manifest.json")["outcome"]["train_seconds"].get<double>() > journaled_seconds);
 }
+
+TEST_CASE("a run stopped by SIGINT prints the exact command that resumes it, which finishes the run without a log line "
+          "written over the progress line",
+          "[e2e]") {
+  ScratchDir dir("resume-hint");
+  const auto key = make_key(dir.path());
+  const auto task = write_task(dir.path(), "hint", small_task("e2e-hint", 1200, 100));
+  const auto out = dir / "my runs" / "hint";  // a space: the hint must quote it
+  BackgroundProcess run({solver_binary().string(), "run", task.string(), "--out", out.string(), "--key", key.string()},
+                        dir / "run.log");
+  const auto journal = out / "journal.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool mid_run = false;
+  while (!mid_run && run.running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::ifstream in(journal);  // the header, then a line per checkpoint
+    mid_run = std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n') >= 3;
+  }
+  REQUIRE(mid_run);
+  run.signal(SIGINT);
+  REQUIRE(run.wait(60) == 0);
+  std::smatch hint;
+  const std::string stopped = run.output();
+  INFO(stopped);
+  REQUIRE(std::regex_search(stopped, hint, std::regex("continue with: solver (.*)\n")));
+
+  // Typed as shown (by a shell, on a terminal: `script` gives it one, so progress is drawn in place).
+  const std::string command = solver_binary().string() + " " + hint[1].str();
+  const CommandResult resumed = run_command({"/usr/bin/script", "-qec", command, "/dev/null"});
+  INFO(command << "\n" << resumed.output);
+  CHECK(resumed.exit_code == 0);
+  CHECK_THAT(resumed.output, Catch::Contains("resuming from checkpoint") && Catch::Contains("trained e2e-hint"));
+  CHECK(std::filesystem::exists(out / "manifest.json"));
+  CHECK_THAT(resumed.output, Catch::Contains("\rstep "));
+  CHECK_FALSE(std::regex_search(resumed.output, std::regex("ETA [0-9:]+ *[0-9]{4}-[0-9]{2}-[0-9]{2}T")));
+}

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "common/error.h"
 #include "hardware/host_benchmark.h"
@@ -77,4 +78,25 @@ TEST_CASE("Memory arrays grow to 4x the last-level cache, within an eighth of th
   CHECK(stream_array_bytes(host, 64 * kMiB) == 1024 * kMiB);  // capped: 4 x 480 MiB would take 3/4 of the RAM
   host.last_level_cache_bytes = 0;  // unknown
   CHECK(stream_array_bytes(host, 64 * kMiB) == 64 * kMiB);
+}
+
+TEST_CASE("Memory bandwidth times each pass whole, so no pass beats what the CPUs can move", "[hardware]") {
+  // Arrays well past the caches, one thread per CPU: a clock read after the workers are
+  // released can be read after they have finished, and a pass then takes almost no time.
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int run = 0; run < 5; ++run) {
+    const MemoryBandwidth bandwidth = measure_memory_bandwidth({std::size_t{16} << 20, 0, 3});
+    CHECK(bandwidth.copy_gb_per_s <= memory_bandwidth_ceiling_gb_per_s(cpus));
+    CHECK(bandwidth.triad_gb_per_s <= memory_bandwidth_ceiling_gb_per_s(cpus));
+  }
+}
+
+TEST_CASE("A memory bandwidth figure above the physical ceiling is an error naming it", "[hardware]") {
+  CHECK(memory_bandwidth_ceiling_gb_per_s(2) == 2 * memory_bandwidth_ceiling_gb_per_s(1));
+  MemoryBandwidth impossible{std::size_t{64} << 20, 2, 3, 15524.0, 155.9};  // seen on a 2-core VM
+  CHECK_THROWS_WITH(require_possible_memory_bandwidth(impossible, 2), Catch::Contains("copy measured 15524.0 GB/s"));
+  impossible.copy_gb_per_s = 20.0;
+  CHECK_NOTHROW(require_possible_memory_bandwidth(impossible, 2));
+  impossible.triad_gb_per_s = 1e9;
+  CHECK_THROWS_WITH(require_possible_memory_bandwidth(impossible, 2), Catch::Contains("triad"));
 }

@@ -250,5 +250,18 @@ TEST_CASE("ipfs: bad paths and API URLs are refused before any request", "[ipfs]
   CHECK(test::error_kind_of([&] { client.cat_to_file("ipfs://bafy!", "/tmp/never-written", test::kLargeEnough); }) == ErrorKind::Input);
 }
 
+TEST_CASE("ipfs: the store's probe adds a file, reads it back and unpins it", "[net][ipfs]") {
+  test::ScratchDir scratch("ipfs-probe");
+  IpfsStore store(node_options());
+  const std::string done = store.probe(scratch.path());
+  REQUIRE_THAT(done, Catch::StartsWith("added, read back and unpinned "));
+  const std::string cid = done.substr(std::string("added, read back and unpinned ").size(), done.find(" on ") - 30);
+  CHECK_FALSE(IpfsClient(node_options()).is_pinned(cid));
+
+  IpfsOptions unreachable = node_options();
+  unreachable.api_url = "http://127.0.0.1:1";
+  CHECK_THROWS_AS(IpfsStore(unreachable).probe(scratch.path()), Error);
+}
+
 }  // namespace
 }  // namespace solver::net

@@ -508,5 +508,20 @@ TEST_CASE("s3: a bundle is published manifest last, publishing again uploads not
   }
 }
 
+TEST_CASE("s3: the store's probe writes an object, reads it back and leaves nothing in the bucket", "[net][s3]") {
+  S3Setup setup("probe", 1);
+  S3Store store(config_for(setup.proxy.endpoint()));
+  CHECK_THAT(store.probe(setup.scratch.path()), Catch::StartsWith("wrote, read back and removed s3://bundles/runs/.solver-probe-"));
+  std::vector<std::string> calls;
+  for (const std::string& line : setup.proxy.log()) calls.push_back(line.substr(0, line.find(' ')));
+  CHECK(calls == std::vector<std::string>{"PUT", "GET", "DELETE"});
+  const test::CommandResult listing = setup.server.aws({"s3", "ls", "--recursive", "s3://bundles/"});
+  CHECK(listing.output.find(".solver-probe-") == std::string::npos);
+
+  S3Config wrong = config_for(setup.proxy.endpoint());
+  wrong.bucket = "no-such-bucket";
+  CHECK_THROWS_AS(S3Store(wrong).probe(setup.scratch.path()), Error);
+}
+
 }  // namespace
 }  // namespace solver::net

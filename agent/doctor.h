@@ -1,0 +1,51 @@
+// `solver doctor`: can this rig take work, and what to do about each thing that stops it. One
+// row per check, OK / WARN / FAIL, each FAIL with its fix. The agent runs the local checks at
+// start (check_rig_can_work) and refuses to start on a FAIL: a rig that cannot do the work must
+// not claim it, since each claim would fail and cost the task an attempt.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "agent/agent_config.h"
+
+namespace solver::agent {
+
+enum class CheckStatus { Ok, Warn, Fail };
+
+struct Check {
+  std::string area;    // "gpu", "disk", "identity", "network"
+  std::string name;    // "libtorch cuda", "self-test cuda:0", "market", ...
+  CheckStatus status = CheckStatus::Ok;
+  std::string detail;  // what was found
+  std::string fix;     // for WARN and FAIL: what to do
+};
+
+struct DoctorReport {
+  std::vector<Check> checks;
+  bool passed() const;  // no FAIL
+  nlohmann::json to_json() const;
+};
+
+std::string_view check_status_name(CheckStatus status);
+
+// The checks that need nothing but this machine: the NVIDIA driver, LibTorch's CUDA devices
+// against the config's, a training-sized matmul on each configured device and, on a GPU, the
+// FMA kernel against its CPU twin bit for bit with the GPU's temperature and throttling; the
+// work and cache dirs writable and the work disk's free space. `measure_disk`: also the
+// fsync'd write rate of the work dir (a second or so).
+DoctorReport check_rig(const AgentConfig& config, bool measure_disk);
+
+// check_rig, then the key at `key_file` (present, 0600), the market (reachable, its clock
+// against ours, registration accepted with that key) and the configured store (a probe object
+// written, read back and removed).
+DoctorReport run_doctor(const AgentConfig& config, const std::filesystem::path& key_file);
+
+// The agent's start: check_rig without the disk measurement. Throws every FAIL, each with its
+// fix, as Error(Cuda) when one is a GPU check (exit 69), else Error(Config) (exit 78).
+void check_rig_can_work(const AgentConfig& config);
+
+}  // namespace solver::agent

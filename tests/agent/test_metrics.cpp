@@ -1,0 +1,198 @@
+// The agent's metrics: the registry's text exposition (agent/metrics.h), the GPU gauges from
+// NVML (the fake libnvidia-ml of tests/hardware), and a real scrape of the endpoint after a task
+// job trained against an in-process market, checked by Prometheus's own `promtool check metrics`.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <regex>
+
+#include "agent/detail/metrics_server.h"
+#include "agent/detail/services.h"
+#include "agent/detail/status_board.h"
+#include "agent/detail/task_job.h"
+#include "agent/metrics.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "common/keys.h"
+#include "market/server.h"
+#include "net/fetch.h"
+#include "net/http.h"
+#include "net/market_client.h"
+#include "net/store.h"
+#include "tests/test_support.h"
+
+using namespace solver;
+using namespace solver::agent;
+using namespace solver::agent::detail;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The value of the sample line `series` (name and labels as written) in an exposition, or -1.
+double sample(const std::string& text, const std::string& series) {
+  const std::string start = series + " ";
+  for (std::size_t at = 0; at < text.size();) {
+    const std::size_t end = text.find('\n', at);
+    const std::string line = text.substr(at, end - at);
+    if (line.starts_with(start)) return std::stod(line.substr(start.size()));
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return -1;
+}
+
+std::string scrape(int port, const std::string& path = "/metrics", const std::string& method = "GET") {
+  net::HttpRequest request;
+  request.method = method;
+  request.url = "http://127.0.0.1:" + std::to_string(port) + path;
+  const net::HttpResponse response = net::perform(request);
+  if (response.status != 200) return "status " + std::to_string(response.status);
+  return response.body;
+}
+
+}  // namespace
+
+TEST_CASE("metrics are exposed in the Prometheus text format 0.0.4", "[agent]") {
+  Metrics metrics;
+  metrics.counter("solver_things_total", "Things done.").add(3);
+  metrics.counter("solver_failed_total", "Failures, by fault.", {{"fault", "task"}}).add();
+  metrics.counter("solver_failed_total", "Failures, by fault.", {{"fault", "worker"}});
+  metrics.gauge("solver_odd", "A help text with a \\ and a\nnewline.", {{"path", "a\"b\\c\nd"}}).set(-0.5);
+  Metrics::Histogram seconds = metrics.histogram("solver_write_seconds", "Write times.", {0.1, 1});
+  seconds.observe(0.05);
+  seconds.observe(0.1);  // le is inclusive
+  seconds.observe(0.5);
+  seconds.observe(30);
+
+  CHECK(metrics.exposition() ==
+        "# HELP solver_failed_total Failures, by fault.\n"
+        "# TYPE solver_failed_total counter\n"
+        "solver_failed_total{fault=\"task\"} 1\n"
+        "solver_failed_total{fault=\"worker\"} 0\n"
+        "# HELP solver_odd A help text with a \\\\ and a\\nnewline.\n"
+        "# TYPE solver_odd gauge\n"
+        "solver_odd{path=\"a\\\"b\\\\c\\nd\"} -0.5\n"
+        "# HELP solver_things_total Things done.\n"
+        "# TYPE solver_things_total counter\n"
+        "solver_things_total 3\n"
+        "# HELP solver_write_seconds Write times.\n"
+        "# TYPE solver_write_seconds histogram\n"
+        "solver_write_seconds_bucket{le=\"0.1\"} 2\n"
+        "solver_write_seconds_bucket{le=\"1\"} 3\n"
+        "solver_write_seconds_bucket{le=\"+Inf\"} 4\n"
+        "solver_write_seconds_sum 30.65\n"
+        "solver_write_seconds_count 4\n");
+  CHECK(metric_value_text(1.0 / 0.0) == "+Inf");
+  CHECK(metric_value_text(0.0 / 0.0) == "NaN");
+}
+
+TEST_CASE("the metrics registry refuses names Prometheus would not accept and a name used twice as two types", "[agent]") {
+  Metrics metrics;
+  CHECK_THROWS_AS(metrics.counter("solver-bad", "x"), Error);
+  CHECK_THROWS_AS(metrics.counter("solver_ok_total", "x", {{"le", "1"}}), Error);
+  CHECK_THROWS_AS(metrics.histogram("solver_h_seconds", "x", {1, 0.5}), Error);
+  metrics.counter("solver_twice", "x");
+  CHECK_THROWS_AS(metrics.gauge("solver_twice", "x"), Error);
+  metrics.counter("solver_twice", "x").add(2);
+  CHECK(metrics.counter("solver_twice", "x").value() == 2);  // the same series again, not a new one
+}
+
+TEST_CASE("the metrics endpoint serves GET /metrics on 127.0.0.1 and nothing else", "[agent]") {
+  Metrics metrics;
+  metrics.counter("solver_things_total", "Things done.").add(7);
+  const MetricsServer server(metrics, 0);
+  CHECK(sample(scrape(server.port()), "solver_things_total") == 7);
+  CHECK(scrape(server.port(), "/") == "status 404");
+  CHECK(scrape(server.port(), "/metrics", "POST") == "status 405");
+  // The port is taken now: a second endpoint on it is a configuration error that names it.
+  try {
+    const MetricsServer second(metrics, server.port());
+    FAIL("a second endpoint bound a port in use");
+  } catch (const Error& error) {
+    CHECK(error.kind() == ErrorKind::Config);
+    CHECK_THAT(error.what(), Catch::Contains("metrics.port " + std::to_string(server.port())));
+  }
+}
+
+TEST_CASE("GPU metrics come from NVML at each scrape and are labelled by GPU UUID", "[agent]") {
+  Metrics metrics;
+  add_gpu_collector(metrics, SOLVER_FAKE_NVML);
+  const std::string text = metrics.exposition();
+  const std::string gpu0 = "{gpu=\"0\",uuid=\"GPU-11111111-2222-3333-4444-555555555555\",name=\"NVIDIA H100 80GB HBM3\"}";
+  const std::string gpu1 = "{gpu=\"1\",uuid=\"GPU-66666666-7777-8888-9999-000000000000\",name=\"NVIDIA H100 80GB HBM3\"}";
+  CHECK(sample(text, "solver_gpu_temperature_celsius" + gpu0) == 41);
+  CHECK(sample(text, "solver_gpu_power_limit_watts" + gpu0) == 700);
+  CHECK(sample(text, "solver_gpu_memory_total_bytes" + gpu0) == 85899345920.0);
+  CHECK(sample(text, "solver_gpu_memory_used_bytes" + gpu0) == 1073741824.0);
+  CHECK(sample(text, "solver_gpu_throttle_reasons" + gpu0) == 5);
+  // GPU 1 answers no temperature and no power limit: those series are absent, its memory is not.
+  CHECK(sample(text, "solver_gpu_temperature_celsius" + gpu1) == -1);
+  CHECK(sample(text, "solver_gpu_power_limit_watts" + gpu1) == -1);
+  CHECK(sample(text, "solver_gpu_memory_total_bytes" + gpu1) == 85899345920.0);
+
+  Metrics without;
+  add_gpu_collector(without, "/nonexistent/libnvidia-ml.so.1");
+  CHECK(without.exposition().find("solver_gpu_") == std::string::npos);
+}
+
+TEST_CASE("a scrape after a task job trained passes promtool check metrics and shows the work done", "[agent][torch]") {
+  test::ScratchDir dir("metrics-scrape");
+  market::MarketServerOptions options;
+  options.db_path = dir / "market.db";
+  options.port = 0;
+  market::MarketServer server(options);
+  server.start();
+  const net::RetryPolicy retries{.max_attempts = 2, .initial_delay = 10ms, .max_delay = 50ms};
+  const SigningKey submitter_key = SigningKey::generate();
+  const SigningKey worker_key = SigningKey::generate();
+  net::MarketClient submitter(net::MarketClientOptions{server.url(), retries}, submitter_key);
+  net::MarketClient worker(net::MarketClientOptions{server.url(), retries}, worker_key);
+  worker.register_worker({"test-rig", {"solve"}, {{"cpu", "test"}}, 0, 8192, {"mlp"}});
+  AgentConfig settings;
+  settings.work_dir = dir / "work";
+  settings.cache_dir = dir / "cache";
+  settings.threads = 2;
+  settings.heartbeat_seconds = 1;
+  std::filesystem::create_directories(settings.work_dir / "tasks");
+  net::FileCache cache(net::FetchOptions{
+      .cache_dir = settings.cache_dir, .policy = net::UrlPolicy{.allow_local_files = true}, .retry = retries});
+  std::atomic<bool> stop{false};
+  std::mutex publish_mutex;
+  StatusBoard status{dir / "status.json", StatusIdentity{"test-rig", "", ""}, {"cpu"}, stop};
+  net::DirectoryStore store(dir / "store");
+  AgentServices services{worker_key, stop, worker, store, cache, publish_mutex, status, 3};
+  const MetricsServer endpoint(status.metrics(), 0);
+
+  // 60 steps of the reference MLP, a checkpoint every 20.
+  json task = json::parse(read_file(test::source_dir() / "configs/tasks/fashion-mnist-mlp.json"));
+  task["training"].erase("epochs");
+  task["training"]["steps"] = 60;
+  task["proof"]["checkpoint_every"] = 20;
+  submitter.submit_task(task);
+  const std::optional<net::Lease> lease = worker.claim_task();
+  REQUIRE(lease);
+  REQUIRE(TaskJob::claim(*lease, settings.work_dir / "tasks", settings, services, SlotPlace{.index = 0, .device = "cpu"})
+              .run());
+
+  const std::string text = scrape(endpoint.port());
+  write_file_durably(dir / "scrape.txt", text);
+  const test::CommandResult promtool =
+      test::run_command({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + (dir / "scrape.txt").string() + "'"});
+  INFO(text);
+  INFO(promtool.output);
+  CHECK(promtool.exit_code == 0);
+  CHECK(sample(text, "solver_tasks_claimed_total") == 1);
+  CHECK(sample(text, "solver_tasks_completed_total") == 1);
+  CHECK(sample(text, "solver_tasks_failed_total{fault=\"worker\"}") == 0);
+  CHECK(sample(text, "solver_steps_trained_total") == 60);
+  CHECK(sample(text, "solver_samples_trained_total") == 60 * task["training"]["batch_size"].get<double>());
+  CHECK(sample(text, "solver_checkpoint_write_seconds_count") == 4);  // steps 0, 20, 40, 60
+  CHECK(sample(text, "solver_publish_seconds_count") == 1);
+  CHECK(sample(text, "solver_uploaded_bytes_total") > 0);
+  CHECK(std::regex_search(text, std::regex("solver_build_info\\{version=\"[^\"]+\"\\} 1\n")));
+}
