@@ -193,8 +193,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
     }
     if (reader.has("verify")) {
       ObjectReader verify = reader.object("verify");
-      config.verify_q = static_cast<int>(bounded_number(verify, "q", config.verify_q, 1e6, "segments"));
-      config.verify_random = static_cast<int>(bounded_number(verify, "random", config.verify_random, 1e6, "segments"));
+      config.verify.q = static_cast<int>(bounded_number(verify, "q", config.verify.q, 1e6, "segments"));
+      config.verify.random_count = static_cast<int>(bounded_number(verify, "random", config.verify.random_count, 1e6, "segments"));
       if (verify.has("delta"))
         ObjectReader::fail("config.verify.delta", "no longer read: a fixed threshold is one a forger can rely on; list "
                                                   "`solver profile` outputs in verify.profiles instead (docs/profiling.md)");
@@ -203,21 +203,21 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
         for (std::size_t i = 0; i < profiles.size(); ++i) {
           if (!profiles[i].is_string())
             ObjectReader::fail("config.verify.profiles[" + std::to_string(i) + "]", "expected the path of a profile file");
-          config.verify_coverages.push_back(proof::read_profile(profiles[i].get<std::string>()));
+          config.verify.coverages.push_back(proof::read_profile(profiles[i].get<std::string>()));
         }
       }
       if (verify.has("catch_probability")) {
         if (verify.has("random"))
           ObjectReader::fail("config.verify", "give either random or catch_probability, not both");
-        config.verify_catch_probability = verify.number_or("catch_probability", 0.0);
-        if (!(*config.verify_catch_probability > 0.0 && *config.verify_catch_probability <= 1.0))
+        config.verify.catch_probability = verify.number_or("catch_probability", 0.0);
+        if (!(*config.verify.catch_probability > 0.0 && *config.verify.catch_probability <= 1.0))
           ObjectReader::fail("config.verify.catch_probability",
-                             fmt::format("expected above 0 and at most 1, got {:g}", *config.verify_catch_probability));
+                             fmt::format("expected above 0 and at most 1, got {:g}", *config.verify.catch_probability));
       }
-      config.verify_faked_fraction = verify.number_or("faked_fraction", config.verify_faked_fraction);
-      if (!(config.verify_faked_fraction > 0.0 && config.verify_faked_fraction <= 1.0))
+      config.verify.faked_fraction = verify.number_or("faked_fraction", config.verify.faked_fraction);
+      if (!(config.verify.faked_fraction > 0.0 && config.verify.faked_fraction <= 1.0))
         ObjectReader::fail("config.verify.faked_fraction",
-                           fmt::format("expected above 0 and at most 1, got {:g}", config.verify_faked_fraction));
+                           fmt::format("expected above 0 and at most 1, got {:g}", config.verify.faked_fraction));
       verify.finish();
     }
     reader.finish();

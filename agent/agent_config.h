@@ -46,14 +46,11 @@ struct AgentConfig {
   double heartbeat_seconds = 30.0;  // at most; a shorter lease makes it shorter (a third of the lease)
   double poll_min_seconds = 2.0;    // idle polling backs off from here...
   double poll_max_seconds = 60.0;   // ...to here, with jitter
-  // What a verifier replays (docs/cli.md, solver verify).
-  int verify_q = 2;
-  int verify_random = 1;
-  std::optional<double> verify_catch_probability;  // instead of verify_random (solver verify --catch-probability)
-  double verify_faked_fraction = 0.1;
-  // `solver profile` outputs (verify.profiles): bundles from the runtimes they cover are judged
-  // within their thresholds; others than this rig's own runtime are not judged.
-  std::vector<proof::RuntimeCoverage> verify_coverages;
+  // The verifier's policy (the config's "verify": docs/cli.md, solver verify): q, random_count or
+  // catch_probability with faked_fraction, and the coverages of its `solver profile` outputs
+  // (verify.profiles; bundles from other runtimes than this rig's are judged only within one).
+  // What each job names (its task, solver key, commitments, device) is set per job.
+  proof::VerifyOptions verify;
 
   bool has_role(const std::string& role) const;
 };

@@ -109,11 +109,7 @@ struct Agent::Impl {
       const std::lock_guard lock(settings_mutex);
       config.ceilings = fresh.ceilings;
       config.downloads = fresh.downloads;
-      config.verify_q = fresh.verify_q;
-      config.verify_random = fresh.verify_random;
-      config.verify_catch_probability = fresh.verify_catch_probability;
-      config.verify_faked_fraction = fresh.verify_faked_fraction;
-      config.verify_coverages = fresh.verify_coverages;
+      config.verify = fresh.verify;
     }
     cache.set_policy(fresh.downloads);
     std::vector<std::string> unapplied;

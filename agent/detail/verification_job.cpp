@@ -60,12 +60,7 @@ std::optional<VerdictSummary> judge(const net::VerificationJob& job, const std::
         if (fetched->sha256 == file->sha256) file->local_copy = fetched->local_copy;
     return trainer_factory(local, setting);
   };
-  proof::VerifyOptions options;
-  options.q = settings.verify_q;
-  options.random_count = settings.verify_random;
-  options.catch_probability = settings.verify_catch_probability;
-  options.faked_fraction = settings.verify_faked_fraction;
-  options.coverages = settings.verify_coverages;
+  proof::VerifyOptions options = settings.verify;
   options.expected_task_sha256 = job.task_sha256;
   options.expected_public_key = job.solver_key;
   options.committed_checkpoints = job.commitments;
