@@ -1,7 +1,5 @@
 #include "agent/doctor.h"
 
-#include <sys/statvfs.h>
-
 #include <fmt/format.h>
 
 #include <cmath>
@@ -131,9 +129,8 @@ void check_disks(const AgentConfig& config, bool measure_disk, Checks& checks) {
       checks.add("disk", field, CheckStatus::Ok, "writable: " + dir.string());
     });
   }
-  struct statvfs info {};
-  if (::statvfs(config.work_dir.c_str(), &info) == 0) {
-    const std::uint64_t free_bytes = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
+  std::error_code error;
+  if (const std::uint64_t free_bytes = std::filesystem::space(config.work_dir, error).available; !error) {
     const bool enough = free_bytes >= config.min_free_disk_bytes;
     checks.add("disk", "free space", enough ? CheckStatus::Ok : CheckStatus::Fail,
                fmt::format("{:.1f} GB free under {} (limits.min_free_disk_gb is {:.1f})", free_bytes / 1e9,

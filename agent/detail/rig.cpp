@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -62,10 +61,9 @@ net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_
 }
 
 bool disk_has_room(const AgentConfig& config) {
-  struct statvfs info {};
-  if (::statvfs(config.work_dir.c_str(), &info) != 0) return true;
-  const std::uint64_t free_bytes = static_cast<std::uint64_t>(info.f_bavail) * info.f_frsize;
-  if (free_bytes >= config.min_free_disk_bytes) return true;
+  std::error_code error;
+  const std::uint64_t free_bytes = std::filesystem::space(config.work_dir, error).available;
+  if (error || free_bytes >= config.min_free_disk_bytes) return true;
   log_warn("agent", "only {:.1f} GB free under {} (limits.min_free_disk_gb is {:.1f}): claiming nothing new",
            free_bytes / 1e9, config.work_dir.string(), config.min_free_disk_bytes / 1e9);
   return false;

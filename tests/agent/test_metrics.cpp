@@ -23,6 +23,7 @@
 #include "net/http.h"
 #include "net/market_client.h"
 #include "net/store.h"
+#include "tests/agent/agent_rig.h"
 #include "tests/test_support.h"
 
 using namespace solver;
@@ -141,48 +142,17 @@ TEST_CASE("GPU metrics come from NVML at each scrape and are labelled by GPU UUI
 }
 
 TEST_CASE("a scrape after a task job trained passes promtool check metrics and shows the work done", "[agent][torch]") {
-  test::ScratchDir dir("metrics-scrape");
-  market::MarketServerOptions options;
-  options.db_path = dir / "market.db";
-  options.port = 0;
-  market::MarketServer server(options);
-  server.start();
-  const net::RetryPolicy retries{.max_attempts = 2, .initial_delay = 10ms, .max_delay = 50ms};
-  const SigningKey submitter_key = SigningKey::generate();
-  const SigningKey worker_key = SigningKey::generate();
-  net::MarketClient submitter(net::MarketClientOptions{server.url(), retries}, submitter_key);
-  net::MarketClient worker(net::MarketClientOptions{server.url(), retries}, worker_key);
-  worker.register_worker({"test-rig", {"solve"}, {{"cpu", "test"}}, 0, 8192, {"mlp"}});
-  AgentConfig settings;
-  settings.work_dir = dir / "work";
-  settings.cache_dir = dir / "cache";
-  settings.threads = 2;
-  settings.heartbeat_seconds = 1;
-  std::filesystem::create_directories(settings.work_dir / "tasks");
-  net::FileCache cache(net::FetchOptions{
-      .cache_dir = settings.cache_dir, .policy = net::UrlPolicy{.allow_local_files = true}, .retry = retries});
-  std::atomic<bool> stop{false};
-  std::mutex publish_mutex;
-  StatusBoard status{dir / "status.json", StatusIdentity{"test-rig", "", ""}, {"cpu"}, stop};
-  net::DirectoryStore store(dir / "store");
-  AgentServices services{worker_key, stop, worker, store, cache, publish_mutex, status, 3};
-  const MetricsServer endpoint(status.metrics(), 0);
-
-  // 60 steps of the reference MLP, a checkpoint every 20.
-  json task = json::parse(read_file(test::source_dir() / "configs/tasks/fashion-mnist-mlp.json"));
-  task["training"].erase("epochs");
-  task["training"]["steps"] = 60;
-  task["proof"]["checkpoint_every"] = 20;
-  submitter.submit_task(task);
-  const std::optional<net::Lease> lease = worker.claim_task();
-  REQUIRE(lease);
-  REQUIRE(TaskJob::claim(*lease, settings.work_dir / "tasks", settings, services, SlotPlace{.index = 0, .device = "cpu"})
-              .run());
+  test::Rig rig("metrics-scrape");
+  net::DirectoryStore store(rig.dir / "store");
+  AgentServices services = rig.services(store);
+  const MetricsServer endpoint(rig.status.metrics(), 0);
+  const json task = test::small_task(1);
+  REQUIRE(TaskJob::claim(rig.lease(task), rig.tasks_dir(), rig.settings, services, SlotPlace{.index = 0, .device = "cpu"}).run());
 
   const std::string text = scrape(endpoint.port());
-  write_file_durably(dir / "scrape.txt", text);
+  write_file_durably(rig.dir / "scrape.txt", text);
   const test::CommandResult promtool =
-      test::run_command({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + (dir / "scrape.txt").string() + "'"});
+      test::run_command({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + (rig.dir / "scrape.txt").string() + "'"});
   INFO(text);
   INFO(promtool.output);
   CHECK(promtool.exit_code == 0);

@@ -19,6 +19,7 @@
 #include "net/fetch.h"
 #include "net/market_client.h"
 #include "net/store.h"
+#include "tests/agent/agent_rig.h"
 #include "tests/test_support.h"
 
 using namespace solver;
@@ -27,69 +28,10 @@ using namespace solver::agent::detail;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
+using test::Rig;
+using test::small_task;
+
 namespace {
-
-net::RetryPolicy quick_retries() { return net::RetryPolicy{.max_attempts = 2, .initial_delay = 10ms, .max_delay = 50ms}; }
-
-// 60 steps of the reference MLP, a checkpoint every 20.
-json small_task(std::uint64_t seed) {
-  json task = json::parse(read_file(test::source_dir() / "configs/tasks/fashion-mnist-mlp.json"));
-  task["seed"] = seed;
-  task["training"].erase("epochs");
-  task["training"]["steps"] = 60;
-  task["proof"]["checkpoint_every"] = 20;
-  return task;
-}
-
-// A market, a submitter, and one rig's agent services (its store a folder), all in a scratch folder.
-struct Rig {
-  explicit Rig(const std::string& label) : dir(label) {
-    market::MarketServerOptions options;
-    options.db_path = dir / "market.db";
-    options.port = 0;
-    server = std::make_unique<market::MarketServer>(options);
-    server->start();
-    submitter = std::make_unique<net::MarketClient>(net::MarketClientOptions{server->url(), quick_retries()}, submitter_key);
-    worker = std::make_unique<net::MarketClient>(net::MarketClientOptions{server->url(), quick_retries()}, worker_key);
-    worker->register_worker({"test-rig", {"solve"}, {{"cpu", "test"}}, 0, 8192, {"mlp"}});
-    settings.work_dir = dir / "work";
-    settings.cache_dir = dir / "cache";
-    settings.threads = 2;
-    settings.heartbeat_seconds = 1;
-    std::filesystem::create_directories(tasks_dir());
-    cache = std::make_unique<net::FileCache>(net::FetchOptions{
-        .cache_dir = settings.cache_dir, .policy = net::UrlPolicy{.allow_local_files = true}, .retry = quick_retries()});
-  }
-
-  std::filesystem::path tasks_dir() const { return settings.work_dir / "tasks"; }
-
-  AgentServices services(net::BundleStore& store) {
-    return AgentServices{worker_key, stop, *worker, store, *cache, publish_mutex, status, 3};
-  }
-
-  // Submits a task and leases it to the rig.
-  net::Lease lease(const json& task) {
-    task_id = submitter->submit_task(task);
-    const std::optional<net::Lease> lease = worker->claim_task();
-    REQUIRE(lease);
-    REQUIRE(lease->task_id == task_id);
-    return *lease;
-  }
-
-  std::string market_state() { return submitter->task_status(task_id)["state"].get<std::string>(); }
-
-  test::ScratchDir dir;
-  SigningKey submitter_key = SigningKey::generate();
-  SigningKey worker_key = SigningKey::generate();
-  std::atomic<bool> stop{false};
-  std::unique_ptr<market::MarketServer> server;
-  std::unique_ptr<net::MarketClient> submitter, worker;
-  AgentConfig settings;
-  std::unique_ptr<net::FileCache> cache;
-  std::mutex publish_mutex;
-  StatusBoard status{dir / "status.json", StatusIdentity{"test-rig", "", ""}, {"cpu"}, stop};
-  std::string task_id;
-};
 
 const SlotPlace kSlot{.index = 0, .device = "cpu"};
 
