@@ -53,7 +53,7 @@ TEST_CASE("agent: --device replaces the config's devices: a CUDA device LibTorch
   check_exit(run_command(argv), 64, "gpu7");
 }
 
-TEST_CASE("agent: the market is --market, else $SOLVER_MARKET, else the config's; --threads replaces the config's",
+TEST_CASE("agent: the market is --market, else $SOLVER_MARKET, else the config's, and --threads replaces the config's",
           "[e2e][agent]") {
   ScratchDir dir("agent-market-env");
   const auto key = make_key(dir / "solver");
