@@ -98,6 +98,15 @@ bool AgentConfig::has_role(const std::string& role) const {
   return std::find(roles.begin(), roles.end(), role) != roles.end();
 }
 
+AgentConfig with_visible_devices(AgentConfig config, int cuda_device_count) {
+  if (config.devices.empty()) {
+    for (int i = 0; i < cuda_device_count; ++i) config.devices.push_back("cuda:" + std::to_string(i));
+    if (config.devices.empty()) config.devices.push_back("cpu");
+  }
+  if (config.tasks_at_once == 0) config.tasks_at_once = static_cast<int>(config.devices.size());
+  return config;
+}
+
 int cuda_devices_needed(const AgentConfig& config) {
   int needed = 0;
   for (const std::string& entry : config.devices)
@@ -157,6 +166,12 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       ObjectReader limits = reader.object("limits");
       config.max_cache_bytes = gigabytes(limits, "cache_gb", config.max_cache_bytes);
       config.min_free_disk_bytes = gigabytes(limits, "min_free_disk_gb", config.min_free_disk_bytes);
+      if (const std::int64_t keep = limits.integer_or("keep_bundles", config.keep_bundles); keep < 0 || keep > 1000000)
+        ObjectReader::fail("config.limits.keep_bundles", "expected 0 to 1000000 bundles, got " + std::to_string(keep));
+      else
+        config.keep_bundles = static_cast<int>(keep);
+      config.bundle_max_age_seconds = 86400.0 * bounded_number(limits, "bundle_max_age_days",
+                                                               config.bundle_max_age_seconds / 86400.0, 36600, "days");
       TaskCeilings& ceilings = config.ceilings;
       ceilings.max_steps = static_cast<std::int64_t>(
           bounded_number(limits, "max_task_steps", static_cast<double>(ceilings.max_steps), 1e15, "steps"));
@@ -170,9 +185,11 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       if (config.max_worker_faults < 1) ObjectReader::fail("config.limits.max_worker_faults", "expected at least 1");
       ceilings.max_memory_mb = static_cast<std::int64_t>(
           bounded_number(limits, "max_task_memory_mb", static_cast<double>(ceilings.max_memory_mb), 1e9, "MB"));
-      const std::int64_t slots = limits.integer_or("tasks_at_once", config.tasks_at_once);
-      if (slots < 1 || slots > 64) ObjectReader::fail("config.limits.tasks_at_once", "expected 1 to 64, got " + std::to_string(slots));
-      config.tasks_at_once = static_cast<int>(slots);
+      if (limits.has("tasks_at_once")) {
+        const std::int64_t slots = limits.integer_or("tasks_at_once", 1);
+        if (slots < 1 || slots > 64) ObjectReader::fail("config.limits.tasks_at_once", "expected 1 to 64, got " + std::to_string(slots));
+        config.tasks_at_once = static_cast<int>(slots);
+      }
       limits.finish();
     }
     if (reader.has("metrics")) {
@@ -183,6 +200,12 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       metrics.finish();
     }
     config.heartbeat_seconds = positive_seconds(reader, "heartbeat_seconds", config.heartbeat_seconds);
+    if (reader.has("pause")) {
+      ObjectReader pause = reader.object("pause");
+      config.pause_release_seconds =
+          bounded_number(pause, "release_after_seconds", config.pause_release_seconds, 7 * 24 * 3600.0, "seconds");
+      pause.finish();
+    }
     if (reader.has("poll")) {
       ObjectReader poll = reader.object("poll");
       config.poll_min_seconds = positive_seconds(poll, "min_seconds", config.poll_min_seconds);

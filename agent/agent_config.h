@@ -32,8 +32,14 @@ struct AgentConfig {
   std::filesystem::path bench_file;               // `solver bench --save` figures sent at registration; default <work_dir>/bench.json
   std::uint64_t max_cache_bytes = 50ull << 30;
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
-  std::vector<std::string> devices = {"cpu"};      // task slot i trains on devices[i % size]; "cuda:0,cuda:1": one slot on both
-  int tasks_at_once = 1;                           // task slots, each on its own thread
+  // Published bundles in the directory store (pruner.h): the newest keep_bundles stay; older
+  // ones go once the market says their task is over, and any past the age (0: no age limit).
+  int keep_bundles = 20;
+  double bundle_max_age_seconds = 30 * 86400.0;
+  // Task slot i trains on devices[i % size]; "cuda:0,cuda:1": one slot on both. Empty (the
+  // config names none): every GPU LibTorch sees, or the CPU (with_visible_devices).
+  std::vector<std::string> devices;
+  int tasks_at_once = 0;  // task slots, each on its own thread; 0 (the config names none): one per device
   TaskCeilings ceilings;                           // limits.max_task_*: what one task may ask of this rig
   int max_worker_faults = 3;  // limits.max_worker_faults: this many tasks failed in a row by this rig's fault stop claiming
   int threads = 0;
@@ -46,6 +52,9 @@ struct AgentConfig {
   double heartbeat_seconds = 30.0;  // at most; a shorter lease makes it shorter (a third of the lease)
   double poll_min_seconds = 2.0;    // idle polling backs off from here...
   double poll_max_seconds = 60.0;   // ...to here, with jitter
+  // pause.release_after_seconds: a task held this long by a pause or a disabled device is given
+  // back to the market (docs/agent.md, "Controls")
+  double pause_release_seconds = 900.0;
   // The verifier's policy (the config's "verify": docs/cli.md, solver verify): q, random_count or
   // catch_probability with faked_fraction, and the coverages of its `solver profile` outputs
   // (verify.profiles; bundles from other runtimes than this rig's are judged only within one).
@@ -54,6 +63,11 @@ struct AgentConfig {
 
   bool has_role(const std::string& role) const;
 };
+
+// The config with the defaults that depend on this machine filled in, as the agent and the
+// doctor run it: no devices named means cuda:0 ... cuda:N-1 when LibTorch sees N GPUs, else
+// cpu; no limits.tasks_at_once means one task slot per device.
+AgentConfig with_visible_devices(AgentConfig config, int cuda_device_count);
 
 // How many CUDA devices the config's devices need: one more than the highest index named (0: CPU only).
 int cuda_devices_needed(const AgentConfig& config);

@@ -12,8 +12,12 @@
 #include <set>
 #include <thread>
 
+#include "agent/control_client.h"
+#include "agent/detail/agent_controls.h"
+#include "agent/detail/control_server.h"
 #include "agent/detail/error_policy.h"
 #include "agent/detail/metrics_server.h"
+#include "agent/detail/pruner.h"
 #include "agent/doctor.h"
 #include "agent/detail/rig.h"
 #include "agent/detail/service_manager.h"
@@ -22,6 +26,7 @@
 #include "agent/detail/task_job.h"
 #include "agent/detail/task_state.h"
 #include "agent/detail/verification_job.h"
+#include "agent/detail/version_gate.h"
 #include "agent/stores.h"
 #include "common/error.h"
 #include "common/keys.h"
@@ -30,6 +35,7 @@
 #include "net/market_client.h"
 #include "net/retry.h"
 #include "net/store.h"
+#include "train/benchmark.h"
 
 namespace solver::agent {
 
@@ -48,16 +54,20 @@ struct Agent::Impl {
   net::FileCache cache;
   StatusBoard status;
   std::mutex publish_mutex;
+  AgentControls controls;  // the operator's drain, pause and disabled devices
   AgentServices services;
+  VersionGate version_gate{market, status};  // after the status board it reports to
   std::optional<MetricsServer> metrics_server;  // metrics.port; after the status board, whose metrics it serves
   std::vector<SlotPlace> slots;  // one per task at once, each on its own thread and device
+  std::optional<BundlePruner> pruner;  // storage.kind directory: published bundles the market is done with go
   std::mutex busy_mutex;
   std::set<std::string> busy_tasks;  // task folders a slot is working on
+  std::optional<ControlServer> control_server;  // last: it drives the controls until it is gone
 
   Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in, std::atomic<bool>* reload_in,
        std::function<AgentConfig()> reread_in)
       : work_dir_lock(config_in.work_dir),
-        config(std::move(config_in)),
+        config(with_visible_devices(std::move(config_in), train::torch_cuda_device_count())),
         key(key_in),
         stop(stop_in),
         reload(reload_in),
@@ -72,9 +82,18 @@ struct Agent::Impl {
                                 .s3 = make_downloader(config.storage, "s3")}),
         status(config.work_dir / "status.json", StatusIdentity{config.name, config.market_url, key.public_key_hex()},
                slot_devices(config), stop),
-        services{key, stop, market, *store, cache, publish_mutex, status, config.max_worker_faults} {
+        controls(slot_devices(config)),
+        services{key, stop, market, *store, cache, publish_mutex, status, config.max_worker_faults, controls} {
     for (int i = 0; i < config.tasks_at_once; ++i)
       slots.push_back(SlotPlace{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
+    if (config.storage.kind == "directory")
+      pruner.emplace(config.storage.directory, tasks_dir(), market, status.metrics(), publish_mutex);
+    controls.add_metrics(status.metrics());
+    controls.on_change([this] {
+      for (const SlotPlace& slot : slots) status.set_control(slot.index, controls.state_of(slot.device));
+    });
+    control_server.emplace(control_socket_path(config.work_dir),
+                           [this](const nlohmann::json& request) { return controls.answer(request); });
     if (config.metrics_port > 0) {
       add_gpu_collector(status.metrics());
       metrics_server.emplace(status.metrics(), config.metrics_port);
@@ -92,15 +111,15 @@ struct Agent::Impl {
     return config;
   }
 
-  // SIGHUP: the ceilings, the download policy and the verification settings are re-read and
-  // apply to work taken from now on; a hold for worker faults ends. Other changes need a restart.
+  // SIGHUP: the ceilings, the download policy, the verification settings and the pruning limits
+  // are re-read and apply to work taken from now on; a hold for worker faults ends. Other changes need a restart.
   void reload_if_asked() {
     if (reload == nullptr || !reload->exchange(false)) return;
     if (status.clear_worker_faults() >= config.max_worker_faults) log_info("agent", "reload: claiming again");
     if (!reread_config) return;
     AgentConfig fresh;
     try {
-      fresh = reread_config();
+      fresh = with_visible_devices(reread_config(), train::torch_cuda_device_count());
     } catch (const Error& error) {
       log_error("agent", "reload failed, the running config stays: {}", error.what());
       return;
@@ -110,6 +129,8 @@ struct Agent::Impl {
       config.ceilings = fresh.ceilings;
       config.downloads = fresh.downloads;
       config.verify = fresh.verify;
+      config.keep_bundles = fresh.keep_bundles;
+      config.bundle_max_age_seconds = fresh.bundle_max_age_seconds;
     }
     cache.set_policy(fresh.downloads);
     std::vector<std::string> unapplied;
@@ -204,18 +225,34 @@ struct Agent::Impl {
     return all_done;
   }
 
+  // What a slot the operator keeps from claiming says while it waits (AgentControls::state_of).
+  static std::string operator_hold_note(const std::string& state) {
+    if (state == "draining") return "draining: claiming nothing; the agent exits once its tasks in flight are completed";
+    if (state == "paused") return "paused by the operator: claiming nothing until `solver agent resume`";
+    return "device disabled by the operator: claiming nothing until `solver agent enable`";
+  }
+
   // One slot's loop: its share of the work left in flight, then new tasks, then verifications.
   void work(const SlotPlace& slot, bool until_idle, const std::atomic<bool>& failed) {
     for (int idle_rounds = 0; !stop && !failed;) {
       reload_if_asked();
+      if (pruner) {
+        const AgentConfig settings = current();
+        pruner->prune_when_due(PruneLimits{settings.keep_bundles, settings.bundle_max_age_seconds});
+      }
       bool worked = false;
       bool spool_empty = true;
       std::string waiting = "idle";  // what status.json says while the slot waits
       try {
         spool_empty = work_in_flight(slot);
-        if (held_for_faults()) {
+        if (controls.draining() && spool_empty) break;  // drained: this slot's tasks are completed
+        if (!controls.may_claim(slot.device)) {
+          waiting = operator_hold_note(controls.state_of(slot.device));
+        } else if (held_for_faults()) {
           waiting = fmt::format("held: {} tasks failed in a row by this rig's fault (last: {}); fix it, then send "
                                 "SIGHUP or restart", status.worker_faults_in_a_row(), status.last_worker_fault());
+        } else if (const std::optional<std::string> outdated = version_gate.outdated()) {
+          waiting = *outdated;
         } else {
           if (!stop && config.has_role("solve") && disk_has_room(config)) {
             if (const std::optional<net::Lease> lease = market.claim_task()) {
@@ -241,7 +278,7 @@ struct Agent::Impl {
       if (until_idle && spool_empty) break;
       const std::chrono::milliseconds delay = idle_delay(++idle_rounds);
       status.set_waiting(slot.index, waiting, delay);
-      net::sleep_unless_stopped(delay, &stop);
+      controls.wait(delay, stop);  // a control (resume, enable, drain) ends the wait at once
     }
     status.set_finished(slot.index);
   }
@@ -275,7 +312,8 @@ struct Agent::Impl {
 
   int finish_run() {
     status.write();
-    log_info("agent", "{}: {} tasks completed, {} verdicts posted", stop ? "stopped" : "no work left",
+    log_info("agent", "{}: {} tasks completed, {} verdicts posted",
+             stop ? "stopped" : controls.draining() ? "drained" : "no work left",
              status.tasks_completed(), status.verdicts_posted());
     return 0;
   }

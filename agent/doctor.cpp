@@ -11,7 +11,9 @@
 #include "common/device.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/json_reader.h"
 #include "common/keys.h"
+#include "common/version.h"
 #include "hardware/host_benchmark.h"
 #include "hardware/nvml.h"
 #include "kernels/distance.h"
@@ -98,20 +100,9 @@ void check_gpus(const AgentConfig& config, Checks& checks) {
                              stress.checked_values),
                  status == CheckStatus::Ok ? "" : "do not let this GPU take work: it computes wrong under load");
     });
-    if (static_cast<std::size_t>(device.index) >= inventory.gpus.size()) continue;
-    const hardware::GpuInfo& gpu = inventory.gpus[static_cast<std::size_t>(device.index)];
-    std::vector<std::string> concerns;
-    if (gpu.temperature_c && *gpu.temperature_c >= kHotGpuCelsius) concerns.push_back(fmt::format("{} °C", *gpu.temperature_c));
-    if (gpu.throttle_reasons && (*gpu.throttle_reasons & kThermalOrPowerThrottle) != 0)
-      concerns.push_back(fmt::format("clocks throttled for heat or power (reasons 0x{:x})", *gpu.throttle_reasons));
-    const std::uint64_t total = gpu.memory_total_bytes.value_or(0);
-    const std::uint64_t used = gpu.memory_used_bytes.value_or(0);
-    const std::string detail = fmt::format("{} {}: {:.1f} of {:.1f} GB free{}", gpu.name, gpu.uuid, (total - used) / 1e9,
-                                           total / 1e9,
-                                           gpu.temperature_c ? fmt::format(", {} °C", *gpu.temperature_c) : std::string());
-    checks.add("gpu", "health " + name, concerns.empty() ? CheckStatus::Ok : CheckStatus::Warn,
-               concerns.empty() ? detail : detail + "; " + fmt::format("{}", fmt::join(concerns, "; ")),
-               concerns.empty() ? "" : "improve the rig's cooling or power before it trains for days");
+    const hardware::GpuInfo* gpu = hardware::gpu_of_cuda_device(inventory, device.index);
+    if (gpu == nullptr) continue;
+    for (Check& check : gpu_health_checks(name, *gpu)) checks.report.checks.push_back(std::move(check));
   }
 }
 
@@ -170,6 +161,7 @@ void check_identity_and_network(const AgentConfig& config, const std::filesystem
   }
 
   bool reachable = false;
+  std::string health;  // the market's health reply
   checks.run("network", "market", "check config.market and that the market is up and reachable from here", [&] {
     net::HttpRequest request;
     request.url = config.market_url + "/v1/health";
@@ -177,6 +169,7 @@ void check_identity_and_network(const AgentConfig& config, const std::filesystem
     const net::HttpResponse reply = net::perform(request);
     net::throw_unless_success(reply, "market health " + request.url);
     reachable = true;
+    health = reply.body;
     checks.add("network", "market", CheckStatus::Ok, config.market_url + " answers");
     const std::optional<double> offset = clock_offset(reply);
     if (!offset) {
@@ -190,6 +183,20 @@ void check_identity_and_network(const AgentConfig& config, const std::filesystem
     checks.add("network", "clock", status, fmt::format("{:+.0f} s against the market's clock", *offset),
                status == CheckStatus::Ok ? "" : "run an NTP client (systemd-timesyncd or chrony)");
   });
+  if (reachable) {
+    checks.run("network", "version", "the market advertises a malformed minimum agent version: tell its operator", [&] {
+      const std::optional<Version> minimum =
+          net::parse_min_agent_version(parse_json_document(health, "market health reply"), "market health reply");
+      const Version mine = Version::parse(solver_version(), "solver_version");
+      const std::string accepts = minimum ? minimum->text() + " or newer" : "any version";
+      if (minimum && mine < *minimum)
+        checks.add("network", "version", CheckStatus::Fail,
+                   fmt::format("this agent is {}; the market accepts {}: it claims nothing", mine.text(), accepts),
+                   fmt::format("upgrade solver to {} or newer", minimum->text()));
+      else
+        checks.add("network", "version", CheckStatus::Ok, fmt::format("this agent is {}; the market accepts {}", mine.text(), accepts));
+    });
+  }
   if (reachable && key) {
     checks.run("network", "registration", "read the market's reason above; it may hold back this key", [&] {
       net::MarketClient market(net::MarketClientOptions{config.market_url}, *key);
@@ -213,6 +220,39 @@ void check_identity_and_network(const AgentConfig& config, const std::filesystem
 }
 
 }  // namespace
+
+std::vector<Check> gpu_health_checks(const std::string& device, const hardware::GpuInfo& gpu) {
+  std::vector<Check> rows;
+  std::vector<std::string> concerns;
+  if (gpu.temperature_c && *gpu.temperature_c >= kHotGpuCelsius) concerns.push_back(fmt::format("{} °C", *gpu.temperature_c));
+  if (gpu.throttle_reasons && (*gpu.throttle_reasons & kThermalOrPowerThrottle) != 0)
+    concerns.push_back(fmt::format("clocks throttled for heat or power (reasons 0x{:x})", *gpu.throttle_reasons));
+  std::string detail = fmt::format("{} {}: {:.1f} of {:.1f} GB free", gpu.name, gpu.uuid, gpu.memory_free_bytes.value_or(0) / 1e9,
+                                   gpu.memory_total_bytes.value_or(0) / 1e9);
+  if (gpu.temperature_c) detail += fmt::format(", {} °C", *gpu.temperature_c);
+  if (gpu.power_draw_watts) detail += fmt::format(", drawing {:.0f} W", *gpu.power_draw_watts);
+  if (!concerns.empty()) detail += fmt::format("; {}", fmt::join(concerns, "; "));
+  rows.push_back({"gpu", "health " + device, concerns.empty() ? CheckStatus::Ok : CheckStatus::Warn, detail,
+                  concerns.empty() ? "" : "improve the rig's cooling or power before it trains for days"});
+
+  const std::string ecc = "ecc " + device;
+  if (gpu.ecc_uncorrected_errors.value_or(0) > 0)
+    rows.push_back({"gpu", ecc, CheckStatus::Fail,
+                    fmt::format("{} uncorrected ECC error(s) in {}'s memory since the driver loaded", *gpu.ecc_uncorrected_errors,
+                                gpu.uuid),
+                    "reset the GPU or reboot; if it recurs the memory is failing — take this GPU out of devices"});
+  else if (!gpu.ecc_enabled)
+    rows.push_back({"gpu", ecc, CheckStatus::Ok, "not supported (NVML reports no ECC mode for this GPU)", ""});
+  else if (!*gpu.ecc_enabled)
+    rows.push_back({"gpu", ecc, CheckStatus::Warn, "ECC off: a flipped memory bit would go unnoticed and corrupt training",
+                    fmt::format("turn ECC on: sudo nvidia-smi -i {} -e 1, then reboot", gpu.index)});
+  else
+    rows.push_back({"gpu", ecc, CheckStatus::Ok,
+                    gpu.ecc_uncorrected_errors ? "on, no uncorrected errors since the driver loaded"
+                                               : "on (NVML did not report its error count)",
+                    ""});
+  return rows;
+}
 
 std::string_view check_status_name(CheckStatus status) {
   switch (status) {
@@ -238,14 +278,16 @@ nlohmann::json DoctorReport::to_json() const {
   return {{"passed", passed()}, {"checks", rows}};
 }
 
-DoctorReport check_rig(const AgentConfig& config, bool measure_disk) {
+DoctorReport check_rig(const AgentConfig& configured, bool measure_disk) {
+  const AgentConfig config = with_visible_devices(configured, train::torch_cuda_device_count());
   Checks checks;
   check_gpus(config, checks);
   check_disks(config, measure_disk, checks);
   return checks.report;
 }
 
-DoctorReport run_doctor(const AgentConfig& config, const std::filesystem::path& key_file) {
+DoctorReport run_doctor(const AgentConfig& configured, const std::filesystem::path& key_file) {
+  const AgentConfig config = with_visible_devices(configured, train::torch_cuda_device_count());
   Checks checks;
   checks.report = check_rig(config, true);
   check_identity_and_network(config, key_file, checks);

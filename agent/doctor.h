@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/agent_config.h"
+#include "hardware/nvml.h"
 
 namespace solver::agent {
 
@@ -32,9 +33,15 @@ struct DoctorReport {
 
 std::string_view check_status_name(CheckStatus status);
 
+// What NVML's reading of the GPU behind configured device `device` ("cuda:0") says, as two rows:
+// "health cuda:0" (free memory, temperature, power; WARN when hot or throttled for heat or power)
+// and "ecc cuda:0" (FAIL on uncorrected ECC errors since the driver loaded, WARN when ECC is
+// off, OK "not supported" on a GPU without ECC).
+std::vector<Check> gpu_health_checks(const std::string& device, const hardware::GpuInfo& gpu);
+
 // The checks that need nothing but this machine: the NVIDIA driver, LibTorch's CUDA devices
 // against the config's, a training-sized matmul on each configured device and, on a GPU, the
-// FMA kernel against its CPU twin bit for bit with the GPU's temperature and throttling; the
+// FMA kernel against its CPU twin bit for bit, with gpu_health_checks' rows; the
 // work and cache dirs writable and the work disk's free space. `measure_disk`: also the
 // fsync'd write rate of the work dir (a second or so).
 DoctorReport check_rig(const AgentConfig& config, bool measure_disk);

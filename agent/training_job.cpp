@@ -51,6 +51,7 @@ TrainingJob::TrainingJob(const Task& task, const train::TrainerOptions& trainer_
   if (auto point = writer_->resume_point()) {
     trainer_.load_state(point->second);
     start_step_ = point->first;
+    resumed_ = true;
     log_info("agent", "task={} resuming from checkpoint step={}", task_.id, start_step_);
   } else {
     log_info("agent", "task={} no checkpoint to resume from: starting at step 0", task_.id);
@@ -93,6 +94,8 @@ TrainingRun TrainingJob::run(train::TrainHooks hooks) {
   const auto seconds_so_far = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
   if (writer_) {
     hooks.on_checkpoint = [&](std::int64_t step, checkpoint::Checkpoint&& state) {
+      // Resumed from checkpoint 0, the trainer hands over the initial state again: the bundle has it.
+      if (resumed_ && step == start_step_) return;
       writer_->add_checkpoint(step, std::move(state), writer_->earlier_train_seconds() + seconds_so_far());
       log_debug("proof", "task={} checkpoint step={} queued", task_.id, step);
     };
@@ -117,6 +120,10 @@ TrainingRun TrainingJob::run(train::TrainHooks hooks) {
 
 std::vector<CheckpointCommitment> TrainingJob::written_checkpoints() const {
   return writer_ ? writer_->written_checkpoints() : std::vector<CheckpointCommitment>{};
+}
+
+std::vector<double> TrainingJob::take_checkpoint_write_seconds() {
+  return writer_ ? writer_->take_write_seconds() : std::vector<double>{};
 }
 
 }  // namespace solver::agent

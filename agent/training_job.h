@@ -77,6 +77,8 @@ class TrainingJob {
 
   // The checkpoints written and journaled so far. Safe from any thread while run() runs.
   std::vector<CheckpointCommitment> written_checkpoints() const;
+  // The seconds each checkpoint write took, since the last call (BundleWriter::take_write_seconds).
+  std::vector<double> take_checkpoint_write_seconds();
 
  private:
   // The trainer's options, with the job's stuck-step handler.
@@ -91,6 +93,7 @@ class TrainingJob {
   train::Trainer trainer_;
   std::optional<proof::BundleWriter> writer_;
   std::int64_t start_step_ = 0;
+  bool resumed_ = false;  // from the bundle's checkpoint at start_step_
 };
 
 }  // namespace solver::agent

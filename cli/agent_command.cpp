@@ -38,7 +38,7 @@ struct AgentOptions {
   bool local = false;       // a market in-process with the embedded task; solve, publish, verify, exit
   // Each overrides the config's (and $SOLVER_MARKET) when given; --local runs its own market.
   std::optional<std::string> market_url;
-  std::vector<std::string> devices;  // as the config's devices; --local: default cpu
+  std::vector<std::string> devices;  // as the config's devices
   std::optional<int> threads;
 };
 
@@ -72,7 +72,7 @@ int run_local(const AgentOptions& options, const std::atomic<bool>& stop) {
   config.cache_dir = work / "cache";
   config.storage.directory = work / "published";
   config.downloads.allow_local_files = true;  // the embedded task reads Debian's Fashion-MNIST files
-  config.devices = options.devices.empty() ? std::vector<std::string>{"cpu"} : options.devices;
+  config.devices = options.devices;
   config.threads = options.threads.value_or(0);
   config.poll_min_seconds = config.poll_max_seconds = 0.2;
   config.roles = {"solve"};
@@ -102,7 +102,7 @@ int agent_command(const AgentOptions& options) {
   if (options.local) return run_local(options, StopSignals::flag());
   const auto read_config = [&] {
     agent::AgentConfig config = options.config_file ? agent::load_agent_config(*options.config_file) : agent::default_agent_config();
-    if (options.key_file) config.key_file = options.key_file;
+    if (const auto key = options.key_file ? options.key_file : key_from_environment()) config.key_file = *key;
     if (options.work_dir) agent::move_work_dir(config, *options.work_dir);
     if (const auto url = options.market_url ? options.market_url : agent::market_url_from_environment()) config.market_url = *url;
     if (!options.devices.empty()) config.devices = options.devices;
@@ -137,7 +137,9 @@ int status_command(const StatusOptions& options) {
               running ? "running" : "not running", status.value("market", "?").c_str());
   std::printf("activity: %s\n", status.value("activity", "?").c_str());
   for (const nlohmann::json& slot : status.value("slots", nlohmann::json::array())) {
-    std::printf("  %-8s %s", slot.value("device", "?").c_str(), slot.value("activity", "?").c_str());
+    std::printf("  %-8s", slot.value("device", "?").c_str());
+    if (!slot.value("control", "").empty()) std::printf(" [%s]", slot.value("control", "").c_str());
+    std::printf(" %s", slot.value("activity", "?").c_str());
     if (!slot.value("task_id", "").empty()) std::printf(" task %s", slot.value("task_id", "").c_str());
     if (slot.value("total_steps", 0) > 0)
       std::printf(" step %lld/%lld", static_cast<long long>(slot.value("step", 0)),
@@ -150,6 +152,7 @@ int status_command(const StatusOptions& options) {
       std::printf(", lease for %.0f s more", slot["lease_expires_at"].get<double>() - static_cast<double>(std::time(nullptr)));
     std::printf("\n");
   }
+  if (!status.value("outdated", "").empty()) std::printf("outdated: %s\n", status.value("outdated", "").c_str());
   if (!status.value("last_error", "").empty() && status["last_error_at"].is_number())
     std::printf("last error %.0f s ago: %s\n", static_cast<double>(std::time(nullptr)) - status["last_error_at"].get<double>(),
                 status.value("last_error", "").c_str());
@@ -165,7 +168,7 @@ Command add_agent_command(CLI::App& parent) {
   auto options = std::make_shared<AgentOptions>();
   CLI::App* command = parent.add_subcommand("agent", "Work for a market: claim tasks, train, prove, publish; verify others' work");
   command->add_option("--config", options->config_file, "Agent config (JSON with comments; docs/agent.md)");
-  command->add_option("--key", options->key_file, "Solver key (default: the config's, else $SOLVER_KEY or ~/.config/solver/solver.key)");
+  command->add_option("--key", options->key_file, "Solver key (default: $SOLVER_KEY, else the config's key, else ~/.config/solver/solver.key)");
   command->add_option("--work-dir", options->work_dir, "Where tasks in flight and status.json live (default: the config's)");
   command->add_flag("--until-idle", options->until_idle, "Exit once there is no work and nothing left to publish");
   command->add_flag("--local", options->local,
@@ -173,7 +176,7 @@ Command add_agent_command(CLI::App& parent) {
   command->add_option("--market", options->market_url, "Market URL (default: $SOLVER_MARKET, else the config's market)");
   command->add_option("--device", options->devices,
                       "cpu, cuda, cuda:N or a list like cuda:0,cuda:1 (one slot on both); repeatable, as the config's "
-                      "devices, which it replaces (--local: default cpu)")
+                      "devices, which it replaces (default: every GPU LibTorch sees, else cpu)")
       ->check([](const std::string& text) {
         try {
           parse_device_list(text);
@@ -184,7 +187,19 @@ Command add_agent_command(CLI::App& parent) {
       });
   command->add_option("--threads", options->threads, "CPU threads for LibTorch (default: the config's; 0: min(cores, 4))")
       ->check(CLI::Range(0, 256));
-  return {command, [options] { return agent_command(*options); }};
+  const std::vector<Command> controls = add_agent_control_commands(*command);
+  return {command, [options, command, controls] {
+    for (const Command& control : controls) {
+      if (!control.app->parsed()) continue;
+      for (const CLI::Option* option : command->get_options())
+        if (option->count() > 0)
+          throw Error(ErrorKind::Usage, "solver agent " + control.app->get_name() + ": " + option->get_name() +
+                                            " is not one of its options (it takes --config and --work-dir, after `" +
+                                            control.app->get_name() + "`)");
+      return control.run();
+    }
+    return agent_command(*options);
+  }};
 }
 
 Command add_status_command(CLI::App& parent) {

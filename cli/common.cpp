@@ -18,8 +18,13 @@ Task parse_embedded_default_task() {
   }
 }
 
-std::filesystem::path default_key_path() {
+std::optional<std::filesystem::path> key_from_environment() {
   if (const char* key = std::getenv("SOLVER_KEY"); key != nullptr && *key != '\0') return key;
+  return std::nullopt;
+}
+
+std::filesystem::path default_key_path() {
+  if (const auto key = key_from_environment()) return *key;
   if (const char* config = std::getenv("XDG_CONFIG_HOME"); config != nullptr && *config != '\0')
     return std::filesystem::path(config) / "solver" / "solver.key";
   const char* home = std::getenv("HOME");

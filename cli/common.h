@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string_view>
 
 #include "common/keys.h"
@@ -17,7 +18,10 @@ std::string_view embedded_default_task();
 // build embedded an invalid one.
 Task parse_embedded_default_task();
 
-// The solver key: --key, else $SOLVER_KEY, else $XDG_CONFIG_HOME (or ~/.config)/solver/solver.key.
+// $SOLVER_KEY when set and not empty. For the agent and the doctor it replaces the config's key,
+// and --key replaces it (flag > environment > config file > default).
+std::optional<std::filesystem::path> key_from_environment();
+// The solver key when no flag names one: $SOLVER_KEY, else $XDG_CONFIG_HOME (or ~/.config)/solver/solver.key.
 std::filesystem::path default_key_path();
 // The key at `path`, or a new one saved there (with a warning to back it up) when none exists.
 // `role` names it in that warning ("solver", "local verifier").

@@ -32,7 +32,7 @@ void print_table(const agent::DoctorReport& report) {
 
 int doctor_command(const DoctorOptions& options) {
   agent::AgentConfig config = options.config_file ? agent::load_agent_config(*options.config_file) : agent::default_agent_config();
-  if (options.key_file) config.key_file = options.key_file;
+  if (const auto key = options.key_file ? options.key_file : key_from_environment()) config.key_file = *key;
   if (options.work_dir) agent::move_work_dir(config, *options.work_dir);
   const agent::DoctorReport report = agent::run_doctor(config, config.key_file.value_or(default_key_path()));
   if (options.json)
@@ -49,7 +49,7 @@ Command add_doctor_command(CLI::App& parent) {
   CLI::App* command = parent.add_subcommand(
       "doctor", "Check whether this rig can take work: GPUs, disks, key, market, store; says what to fix");
   command->add_option("--config", options->config_file, "Agent config (JSON with comments; docs/agent.md)");
-  command->add_option("--key", options->key_file, "Solver key (default: the config's, else $SOLVER_KEY or ~/.config/solver/solver.key)");
+  command->add_option("--key", options->key_file, "Solver key (default: $SOLVER_KEY, else the config's key, else ~/.config/solver/solver.key)");
   command->add_option("--work-dir", options->work_dir, "The agent's work dir (default: the config's)");
   command->add_flag("--json", options->json, "Print the checks as JSON");
   return {command, [options] { return doctor_command(*options); }};

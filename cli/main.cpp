@@ -15,6 +15,7 @@
 #include "cli/command.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/version.h"
 
 namespace {
 
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   CLI::App app{"solver: train tasks for the compute market and prove the work"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags (-v, -q) also work after the subcommand
+  app.set_version_flag("--version", "solver " + std::string(solver_version()));
   int verbosity = 0;
   bool quiet = false;
   app.add_flag("-v,--verbose", verbosity, "More log detail");

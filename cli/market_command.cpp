@@ -32,6 +32,7 @@ struct MarketServeOptions {
   int port = 8470;  // 0: any free port
   std::int64_t lease_seconds = 300;
   std::int64_t fault_hold_seconds = 60;
+  std::string min_agent_version;  // empty: any
 };
 
 // What submit, status and cancel share.
@@ -113,6 +114,7 @@ int market_serve_command(const MarketServeOptions& options) {
   server_options.port = options.port;
   server_options.lease_seconds = options.lease_seconds;
   server_options.fault_hold_seconds = options.fault_hold_seconds;
+  server_options.min_agent_version = options.min_agent_version;
   market::MarketServer server(server_options);
   StopSignals signals;
   server.start();
@@ -173,6 +175,8 @@ Command add_market_serve_command(CLI::App& market) {
   command->add_option("--lease-seconds", options->lease_seconds, "How long a claim lasts without a heartbeat")
       ->check(CLI::Range(1, 86400))
       ->capture_default_str();
+  command->add_option("--min-agent-version", options->min_agent_version,
+                      "Lowest agent version allowed to claim work, e.g. 0.2.0 (default: any); advertised in GET /v1/health");
   return {command, [options] { return market_serve_command(*options); }};
 }
 

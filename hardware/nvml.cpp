@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <memory>
 
+#include "common/error.h"
+#include "kernels/cuda_device.h"
+
 namespace solver::hardware {
 namespace {
 
@@ -17,12 +20,20 @@ using NvmlReturn = int;
 using NvmlDevice = struct NvmlDeviceOpaque*;
 constexpr NvmlReturn kNvmlSuccess = 0;
 constexpr int kNvmlTemperatureGpu = 0;  // NVML_TEMPERATURE_GPU
+constexpr int kNvmlFeatureEnabled = 1;  // nvmlEnableState_t NVML_FEATURE_ENABLED
+constexpr int kNvmlMemoryErrorUncorrected = 1;  // nvmlMemoryErrorType_t NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+constexpr int kNvmlVolatileEcc = 0;             // nvmlEccCounterType_t NVML_VOLATILE_ECC
 constexpr unsigned kNvmlStringBuffer = 96;  // ≥ NVML's name (96), UUID (96) and driver version (80) sizes
 
 struct NvmlMemory {  // nvmlMemory_t
   unsigned long long total;
   unsigned long long free;
   unsigned long long used;
+};
+
+struct NvmlUtilization {  // nvmlUtilization_t
+  unsigned gpu;
+  unsigned memory;
 };
 
 struct CloseLibrary {
@@ -48,6 +59,10 @@ struct Nvml {
   NvmlReturn (*pcie_max_generation)(NvmlDevice, unsigned*) = nullptr;
   NvmlReturn (*pcie_max_width)(NvmlDevice, unsigned*) = nullptr;
   NvmlReturn (*power_limit_mw)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*power_usage_mw)(NvmlDevice, unsigned*) = nullptr;
+  NvmlReturn (*utilization)(NvmlDevice, NvmlUtilization*) = nullptr;
+  NvmlReturn (*ecc_mode)(NvmlDevice, int* current, int* pending) = nullptr;
+  NvmlReturn (*total_ecc_errors)(NvmlDevice, int error_type, int counter_type, unsigned long long*) = nullptr;
   NvmlReturn (*temperature)(NvmlDevice, int, unsigned*) = nullptr;
   NvmlReturn (*throttle_reasons)(NvmlDevice, unsigned long long*) = nullptr;
 };
@@ -85,17 +100,33 @@ GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
   if (nvml.memory != nullptr && nvml.memory(device, &memory) == kNvmlSuccess) {
     gpu.memory_total_bytes = memory.total;
     gpu.memory_used_bytes = memory.used;
+    gpu.memory_free_bytes = memory.free;
   }
   gpu.pcie_generation = query_unsigned(nvml.pcie_generation, device);
   gpu.pcie_width = query_unsigned(nvml.pcie_width, device);
   gpu.pcie_max_generation = query_unsigned(nvml.pcie_max_generation, device);
   gpu.pcie_max_width = query_unsigned(nvml.pcie_max_width, device);
   if (const auto milliwatts = query_unsigned(nvml.power_limit_mw, device)) gpu.power_limit_watts = *milliwatts / 1000.0;
+  if (const auto milliwatts = query_unsigned(nvml.power_usage_mw, device)) gpu.power_draw_watts = *milliwatts / 1000.0;
   unsigned temperature = 0;
   if (nvml.temperature != nullptr && nvml.temperature(device, kNvmlTemperatureGpu, &temperature) == kNvmlSuccess)
     gpu.temperature_c = static_cast<int>(temperature);
   unsigned long long reasons = 0;
   if (nvml.throttle_reasons != nullptr && nvml.throttle_reasons(device, &reasons) == kNvmlSuccess) gpu.throttle_reasons = reasons;
+  NvmlUtilization utilization{};
+  if (nvml.utilization != nullptr && nvml.utilization(device, &utilization) == kNvmlSuccess) {
+    gpu.utilization_gpu_percent = utilization.gpu;
+    gpu.utilization_memory_percent = utilization.memory;
+  }
+  int ecc_current = 0;
+  int ecc_pending = 0;
+  if (nvml.ecc_mode != nullptr && nvml.ecc_mode(device, &ecc_current, &ecc_pending) == kNvmlSuccess)
+    gpu.ecc_enabled = ecc_current == kNvmlFeatureEnabled;
+  // NVML counts ECC errors only while ECC is on; a count from a GPU with it off would mean nothing.
+  unsigned long long uncorrected = 0;
+  if (gpu.ecc_enabled == true && nvml.total_ecc_errors != nullptr &&
+      nvml.total_ecc_errors(device, kNvmlMemoryErrorUncorrected, kNvmlVolatileEcc, &uncorrected) == kNvmlSuccess)
+    gpu.ecc_uncorrected_errors = uncorrected;
   return gpu;
 }
 
@@ -131,6 +162,10 @@ GpuInventory read_gpu_inventory(const std::string& library_name) {
   bind(library, "nvmlDeviceGetMaxPcieLinkWidth", nvml.pcie_max_width);
   bind(library, "nvmlDeviceGetEnforcedPowerLimit", nvml.power_limit_mw);
   bind(library, "nvmlDeviceGetTemperature", nvml.temperature);
+  bind(library, "nvmlDeviceGetPowerUsage", nvml.power_usage_mw);
+  bind(library, "nvmlDeviceGetUtilizationRates", nvml.utilization);
+  bind(library, "nvmlDeviceGetEccMode", nvml.ecc_mode);
+  bind(library, "nvmlDeviceGetTotalEccErrors", nvml.total_ecc_errors);
   // Renamed "clocks event reasons" in driver 535; the old name is kept there but may go.
   bind(library, "nvmlDeviceGetCurrentClocksEventReasons", nvml.throttle_reasons);
   if (nvml.throttle_reasons == nullptr) bind(library, "nvmlDeviceGetCurrentClocksThrottleReasons", nvml.throttle_reasons);
@@ -160,6 +195,18 @@ GpuInventory read_gpu_inventory(const std::string& library_name) {
   }
   nvml.shutdown();
   return inventory;
+}
+
+const GpuInfo* gpu_of_cuda_device(const GpuInventory& inventory, int cuda_device) {
+  std::string uuid;
+  try {
+    uuid = kernels::cuda_device_properties(cuda_device).uuid;
+  } catch (const Error&) {
+    return nullptr;  // no CUDA runtime, driver or such device: nothing to match
+  }
+  for (const GpuInfo& gpu : inventory.gpus)
+    if (gpu.uuid == uuid) return &gpu;
+  return nullptr;
 }
 
 std::vector<std::string> throttle_reason_names(std::uint64_t reasons) {

@@ -22,13 +22,23 @@ struct GpuInfo {
   std::string uuid;              // "GPU-…", stable across reboots: the name to label metrics with
   std::optional<std::uint64_t> memory_total_bytes;
   std::optional<std::uint64_t> memory_used_bytes;
+  std::optional<std::uint64_t> memory_free_bytes;
   std::optional<unsigned> pcie_generation;      // current link; an idle GPU may downshift to save power
   std::optional<unsigned> pcie_width;           // current lanes
   std::optional<unsigned> pcie_max_generation;  // what the GPU and slot can do
   std::optional<unsigned> pcie_max_width;
   std::optional<double> power_limit_watts;  // enforced limit
+  std::optional<double> power_draw_watts;   // now, for the whole board
   std::optional<int> temperature_c;         // GPU core
   std::optional<std::uint64_t> throttle_reasons;  // NVML clock throttle (event) reason bits
+  // Percent of NVML's last sample period (1/6 s to 1 s by GPU) in which a kernel ran / the
+  // memory was read or written.
+  std::optional<unsigned> utilization_gpu_percent;
+  std::optional<unsigned> utilization_memory_percent;
+  std::optional<bool> ecc_enabled;  // current ECC mode; empty on GPUs without ECC (GeForce)
+  // Uncorrected (double-bit) ECC errors in NVML's volatile counter: since the driver last
+  // loaded (each boot with persistence mode on). Needs ECC on.
+  std::optional<std::uint64_t> ecc_uncorrected_errors;
 };
 
 struct GpuInventory {
@@ -45,6 +55,10 @@ struct GpuInventory {
 // for a missing or failing NVML: that is a normal machine state, reported in
 // unavailable_reason. Not thread-safe (NVML's init and shutdown are process-wide).
 GpuInventory read_gpu_inventory(const std::string& library = std::string(kNvmlLibrary));
+
+// NVML's figures for CUDA device `cuda_device` (matched by UUID, since CUDA and NVML number GPUs
+// differently), or nullptr when the CUDA runtime or NVML does not know it.
+const GpuInfo* gpu_of_cuda_device(const GpuInventory& inventory, int cuda_device);
 
 // Names of the set bits of an NVML throttle-reason mask ("sw_power_cap", "hw_thermal_slowdown",
 // ...); bits NVML may add later appear as hex ("0x400"). Empty for 0.

@@ -14,6 +14,9 @@ struct CudaDeviceProperties {
   int compute_major = 0;       // compute capability, e.g. 9.0 for Hopper
   int compute_minor = 0;
   std::size_t memory_bytes = 0;
+  // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", as NVML spells it: CUDA numbers devices its own
+  // way (fastest first, CUDA_VISIBLE_DEVICES), so the UUID is what finds a device's NVML figures.
+  std::string uuid;
 };
 
 // Throws Error(Cuda) without a CUDA device (or without CUDA in this build), Error(Config) for a

@@ -110,12 +110,14 @@ struct MarketServer::Impl {
 
   explicit Impl(MarketServerOptions opts)
       : options(std::move(opts)),
+        min_agent_version(parse_min_agent_version(options.min_agent_version)),
         store(options.db_path, StorePolicy{options.lease_seconds, options.verification_lease_seconds, options.max_attempts,
                                           options.fault_hold_seconds}),
         key_rate(options.limits.per_key),
         http(options.limits, [this](const detail::Request& request) { return respond(request); }) {}
 
   MarketServerOptions options;
+  std::optional<Version> min_agent_version;
   Store store;
   detail::RateLimiter key_rate;
   std::vector<Route> routes;  // filled before the front starts, read-only after
@@ -127,6 +129,15 @@ struct MarketServer::Impl {
   bool timer_stopping = false;
   std::atomic<bool> serving{false};
   int bound_port = 0;
+
+  static std::optional<Version> parse_min_agent_version(const std::string& text) {
+    if (text.empty()) return std::nullopt;
+    try {
+      return Version::parse(text, "--min-agent-version");
+    } catch (const Error& error) {
+      throw Error(ErrorKind::Config, error.what());
+    }
+  }
 
   std::int64_t now() const { return options.clock ? options.clock() : system_unix_seconds(); }
 
@@ -149,11 +160,19 @@ struct MarketServer::Impl {
     return headers.key;
   }
 
+  // The profile of a worker that may claim work in `role`: registered with it, by an agent at
+  // least min_agent_version (leases it already holds it may still finish).
   net::WorkerProfile worker_with_role(const std::string& key, const std::string& role) {
     std::optional<net::WorkerProfile> profile = store.worker(key);
     if (!profile) throw Refusal(403, "unregistered", "worker " + short_key(key) + " is not registered; POST /v1/workers first");
     if (std::find(profile->roles.begin(), profile->roles.end(), role) == profile->roles.end())
       throw Refusal(403, "role_missing", "worker " + short_key(key) + " did not register the role \"" + role + "\"");
+    if (min_agent_version &&
+        (profile->agent_version.empty() || Version::parse(profile->agent_version, "worker.agent_version") < *min_agent_version))
+      throw Refusal(403, "agent_outdated",
+                    "worker " + short_key(key) + " registered agent version " +
+                        (profile->agent_version.empty() ? "(none)" : profile->agent_version) + "; this market accepts " +
+                        min_agent_version->text() + " or newer: upgrade solver");
     return *profile;
   }
 
@@ -234,14 +253,17 @@ struct MarketServer::Impl {
   }
 
   void add_routes() {
-    get("/v1/health", false, [](Call&) -> Reply {
-      return {200, {{"protocol", net::kMarketProtocol}, {"version", solver_version()}}};
+    get("/v1/health", false, [this](Call&) -> Reply {
+      json health = {{"protocol", net::kMarketProtocol}, {"version", solver_version()}};
+      if (min_agent_version) health["min_agent_version"] = min_agent_version->text();
+      return {200, health};
     });
     post("/v1/workers", [this](Call& call) -> Reply {
       const net::WorkerProfile profile = net::parse_worker_profile(call.body, "body");
       store.register_worker(call.key, profile, call.now);
-      log_info("market", "worker {} ({}) registered: roles {}, {} device(s), {} MB, models {}", short_key(call.key), profile.name,
-               json(profile.roles).dump(), profile.devices, profile.memory_mb, json(profile.model_kinds).dump());
+      log_info("market", "worker {} ({}) registered: agent {}, roles {}, {} device(s), {} MB, models {}", short_key(call.key),
+               profile.name, profile.agent_version.empty() ? "(no version)" : profile.agent_version, json(profile.roles).dump(),
+               profile.devices, profile.memory_mb, json(profile.model_kinds).dump());
       return {200, {{"worker", call.key}}};
     });
     post("/v1/tasks", [this](Call& call) { return submit(call); });

@@ -47,6 +47,9 @@ struct MarketServerOptions {
   std::int64_t verification_lease_seconds = 900;
   int max_attempts = 3;  // leases that end without a completion before a task fails
   std::int64_t fault_hold_seconds = 60;  // StorePolicy::fault_hold_seconds
+  // The lowest agent version allowed to claim, advertised in GET /v1/health; empty: any.
+  // A dotted version ("0.2.0"); the constructor throws Error(Config) on another value.
+  std::string min_agent_version;
   ClientLimits limits;
   std::chrono::milliseconds expiry_interval{1000};  // how often the timer returns expired leases to the queue
   std::function<std::int64_t()> clock;              // unix seconds; empty: the system clock

@@ -102,6 +102,11 @@ MarketClient::Reply MarketClient::call(std::string_view method, const std::strin
 
 json MarketClient::health() { return call("GET", "/v1/health", nullptr).body; }
 
+std::optional<Version> MarketClient::min_agent_version() {
+  const json reply = health();
+  return read_reply("GET /v1/health", [&] { return parse_min_agent_version(reply, "reply"); });
+}
+
 void MarketClient::register_worker(const WorkerProfile& profile) {
   const json body = to_json(profile);
   const Reply reply = call("POST", "/v1/workers", &body);

@@ -51,6 +51,9 @@ class MarketClient {
   MarketClient(MarketClientOptions options, const SigningKey& key);  // keeps a reference to key
 
   nlohmann::json health();
+  // The lowest agent version the market accepts (its health reply's min_agent_version), or
+  // nullopt when it names none. A malformed one throws Error(Network, not retryable) naming it.
+  std::optional<Version> min_agent_version();
   void register_worker(const WorkerProfile& profile);
   std::string submit_task(const nlohmann::json& task);  // returns the task id
   std::optional<Lease> claim_task();                     // nullopt: no work now

@@ -179,10 +179,12 @@ RequestCheck verify_request(const SignedHeaders& headers, std::string_view metho
 json to_json(const CheckpointCommitment& commitment) { return {{"step", commitment.step}, {"sha256", commitment.sha256}}; }
 
 json to_json(const WorkerProfile& profile) {
-  return {{"name", profile.name},
-          {"roles", profile.roles},
-          {"hardware", profile.hardware.is_null() ? json::object() : profile.hardware},
-          {"capabilities", {{"devices", profile.devices}, {"memory_mb", profile.memory_mb}, {"model_kinds", profile.model_kinds}}}};
+  json body = {{"name", profile.name},
+               {"roles", profile.roles},
+               {"hardware", profile.hardware.is_null() ? json::object() : profile.hardware},
+               {"capabilities", {{"devices", profile.devices}, {"memory_mb", profile.memory_mb}, {"model_kinds", profile.model_kinds}}}};
+  if (!profile.agent_version.empty()) body["agent_version"] = profile.agent_version;
+  return body;
 }
 
 json to_json(const Lease& lease) {
@@ -251,7 +253,15 @@ WorkerProfile parse_worker_profile(const json& value, const std::string& name) {
   profile.devices = static_cast<int>(devices);
   profile.memory_mb = capabilities.non_negative("memory_mb");
   profile.model_kinds = names_from(capabilities, "model_kinds", kModelKinds);
+  if (reader.has("agent_version"))
+    profile.agent_version = Version::parse(reader.string("agent_version"), reader.field("agent_version")).text();
   return profile;
+}
+
+std::optional<Version> parse_min_agent_version(const json& health, const std::string& name) {
+  ObjectReader reader(health, name);
+  if (!reader.has("min_agent_version") || health.at("min_agent_version").is_null()) return std::nullopt;
+  return Version::parse(reader.string("min_agent_version"), reader.field("min_agent_version"));
 }
 
 Lease parse_lease(const json& value, const std::string& name) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/records.h"
+#include "common/version.h"
 #include "net/http.h"
 
 namespace solver {
@@ -87,6 +88,9 @@ struct WorkerProfile {
   int devices = 0;
   std::int64_t memory_mb = 0;
   std::vector<std::string> model_kinds;  // of kModelKinds (common/task.h)
+  // The agent's solver version (common/version.h), checked against the market's minimum;
+  // empty when an agent older than that check registered without one.
+  std::string agent_version;
 };
 
 struct Lease {
@@ -146,6 +150,10 @@ Completion parse_completion(const nlohmann::json& json, const std::string& name)
 FailureReport parse_failure_report(const nlohmann::json& json, const std::string& name);
 VerificationJob parse_verification_job(const nlohmann::json& json, const std::string& name);
 VerdictSummary parse_verdict(const nlohmann::json& json, const std::string& name);
+// The lowest agent version the market accepts, from its health reply (GET /v1/health):
+// nullopt when the reply names none. Throws Error(Input) "<name>.min_agent_version: ..." when it
+// is not a string or not a version.
+std::optional<Version> parse_min_agent_version(const nlohmann::json& health, const std::string& name);
 // A decline's body, {reason}: why the verifier cannot judge the bundle.
 std::string parse_decline_reason(const nlohmann::json& json, const std::string& name);
 

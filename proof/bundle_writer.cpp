@@ -8,6 +8,7 @@
 // them in between and no lock is needed.
 #include "proof/bundle_writer.h"
 
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <string>
@@ -91,13 +92,18 @@ struct BundleWriter::Impl {
 
   double earlier_train_seconds = 0.0;  // of the runs before a resume, from the journal
 
-  // Any thread: the journaled checkpoints, for commitments sent while training runs.
+  // Any thread: the journaled checkpoints, for commitments sent while training runs, and how
+  // long this run's writes took, from queued to journaled, until take_write_seconds().
   mutable std::mutex written_mutex;
   std::vector<CheckpointCommitment> written;
+  std::vector<double> untaken_write_seconds;
 
-  void note_written(const CheckpointEntry& entry) {
+  // `queued_at`: when this run queued the checkpoint; none for those found in the journal.
+  void note_written(const CheckpointEntry& entry, std::optional<std::chrono::steady_clock::time_point> queued_at) {
     const std::lock_guard lock(written_mutex);
     written.push_back(entry.commitment());
+    if (queued_at)
+      untaken_write_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - *queued_at).count());
   }
 
   // Last member: destroyed first, so queued jobs finish while the state they use still exists.
@@ -129,7 +135,7 @@ struct BundleWriter::Impl {
     manifest.segments = std::move(journaled.segments);
     manifest.chain_root = manifest.checkpoints.empty() ? "" : manifest.checkpoints.back().chain;
     earlier_train_seconds = journaled.train_seconds;
-    for (const CheckpointEntry& entry : manifest.checkpoints) note_written(entry);
+    for (const CheckpointEntry& entry : manifest.checkpoints) note_written(entry, std::nullopt);
     resume_pending = !manifest.checkpoints.empty();
   }
 
@@ -178,7 +184,7 @@ struct BundleWriter::Impl {
 
   // Runs on the writer thread: one checkpoint, the segment it closes, the chain, the journal.
   void write_checkpoint(std::int64_t step, checkpoint::Checkpoint& state, const std::vector<StepRecord>& steps,
-                        double train_seconds) {
+                        double train_seconds, std::chrono::steady_clock::time_point queued_at) {
     // A job that failed (the run stops on its error) journaled nothing; the jobs queued behind
     // it must not journal theirs, or the journal would skip a checkpoint.
     const std::int64_t first_step = step == 0 ? 0 : steps.front().step;
@@ -211,7 +217,7 @@ struct BundleWriter::Impl {
     manifest.chain_root = entry.chain;
     manifest.checkpoints.push_back(std::move(entry));
     previous_parameters = take_parameters(state);
-    note_written(manifest.checkpoints.back());
+    note_written(manifest.checkpoints.back(), queued_at);
     log_debug("proof", "checkpoint step={} written bytes={} sha256={}", step, written.size, written.sha256);
   }
 };
@@ -311,10 +317,13 @@ void BundleWriter::add_checkpoint(std::int64_t step, checkpoint::Checkpoint stat
     checkpoint::Checkpoint state;
     std::vector<StepRecord> steps;
     double train_seconds;
+    std::chrono::steady_clock::time_point queued_at;
   };
-  auto job = std::make_shared<Job>(Job{step, std::move(state), std::move(self.pending_steps), train_seconds});
+  auto job = std::make_shared<Job>(
+      Job{step, std::move(state), std::move(self.pending_steps), train_seconds, std::chrono::steady_clock::now()});
   self.pending_steps = {};
-  self.writer.submit([&self, job] { self.write_checkpoint(job->step, job->state, job->steps, job->train_seconds); });
+  self.writer.submit(
+      [&self, job] { self.write_checkpoint(job->step, job->state, job->steps, job->train_seconds, job->queued_at); });
 }
 
 void BundleWriter::flush() { impl_->writer.wait(); }
@@ -324,6 +333,11 @@ double BundleWriter::earlier_train_seconds() const { return impl_->earlier_train
 std::vector<CheckpointCommitment> BundleWriter::written_checkpoints() const {
   const std::lock_guard lock(impl_->written_mutex);
   return impl_->written;
+}
+
+std::vector<double> BundleWriter::take_write_seconds() {
+  const std::lock_guard lock(impl_->written_mutex);
+  return std::exchange(impl_->untaken_write_seconds, {});
 }
 
 Manifest BundleWriter::finish(const TrainOutcome& outcome) {

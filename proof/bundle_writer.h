@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "checkpoint/safetensors.h"
 #include "common/records.h"
@@ -53,6 +54,9 @@ class BundleWriter {
   // The checkpoints journaled so far (including those found on resume), oldest first: what the
   // agent commits to the market while training. Safe to call from any thread while training runs.
   std::vector<CheckpointCommitment> written_checkpoints() const;
+  // How long each checkpoint journaled since the last call took, from add_checkpoint() to its
+  // journal line, in seconds: the agent's checkpoint-write metric. Safe from any thread.
+  std::vector<double> take_write_seconds();
   // The training time earlier runs of a resumed bundle spent up to its resume point (0 for a
   // fresh one): the manifest's train_seconds counts it with this run's.
   double earlier_train_seconds() const;

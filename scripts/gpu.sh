@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU path in one command (docs/gpu.md), on a machine with an NVIDIA GPU and PyTorch:
-# builds solver against PyTorch's own LibTorch into build-gpu/, runs the unit and torch tests,
+# builds solver against a CUDA LibTorch (scripts/libtorch.sh) into build-gpu/, runs the unit and torch tests,
 # `solver bench --quick` on the GPU, trains the reference task on the GPU, and verifies its
 # bundle on the GPU (bitwise) and on the CPU (within the distance threshold).
 # Build dependencies the machine lacks come from third_party/debs/ (scripts/fetch-gpu-debs.sh,
@@ -11,10 +11,8 @@ python=${PYTHON:-python3}
 out=${OUT:-runs/gpu}
 mkdir -p "$out"
 
-torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)') || {
-  echo "gpu: $python cannot import torch; set PYTHON to an interpreter that has PyTorch" >&2
-  exit 1
-}
+# A CUDA LibTorch: SOLVER_LIBTORCH's, or PyTorch's own (docs/gpu.md, "Which LibTorch the build uses").
+torch_prefix=$(PYTHON=$python scripts/libtorch.sh --require-cuda)
 "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print("gpu: torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name(0))'
 
 prefix=$PWD/build-gpu/prefix

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
+  unzip                    # a LibTorch zip from pytorch.org (SOLVER_LIBTORCH, scripts/libtorch.sh)
   libtorch-dev             # LibTorch 1.13 (CPU); the GPU machine builds against PyTorch's own
   nlohmann-json3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev
   libfmt-dev libcli11-dev
@@ -17,6 +18,7 @@ packages=(
   python3-torch python3-numpy  # tests only: exported models and independent readers (/usr/bin/python3)
   python3-botocore awscli ipfs-cid  # tests only: independent SigV4 signer, S3 reader, CIDv0 calculator
   systemd                  # tests only: systemd-analyze verify and security on the packaged unit
+  zip                      # tests only: LibTorch zips for scripts/libtorch.sh's tests
 )
 
 missing=()

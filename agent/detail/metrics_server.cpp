@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "common/error.h"
@@ -64,31 +65,61 @@ MetricsServer::~MetricsServer() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
+void set_gpu_gauges(Metrics& metrics, const std::vector<hardware::GpuInfo>& gpus) {
+  struct Figure {
+    const char* name;
+    const char* help;
+    std::optional<double> (*of)(const hardware::GpuInfo&);
+  };
+  static constexpr auto percent = [](const std::optional<unsigned>& value) -> std::optional<double> {
+    if (!value) return std::nullopt;
+    return *value / 100.0;
+  };
+  static constexpr auto number = [](const auto& value) -> std::optional<double> {
+    if (!value) return std::nullopt;
+    return static_cast<double>(*value);
+  };
+  static const Figure kFigures[] = {
+      {"solver_gpu_temperature_celsius", "GPU core temperature (NVML).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.temperature_c); }},
+      {"solver_gpu_power_watts", "Power the GPU board draws now (NVML).",
+       [](const hardware::GpuInfo& gpu) { return gpu.power_draw_watts; }},
+      {"solver_gpu_power_limit_watts", "Enforced GPU power limit (NVML).",
+       [](const hardware::GpuInfo& gpu) { return gpu.power_limit_watts; }},
+      {"solver_gpu_utilization_ratio", "Share of NVML's last sample period in which a kernel ran on the GPU (0 to 1).",
+       [](const hardware::GpuInfo& gpu) { return percent(gpu.utilization_gpu_percent); }},
+      {"solver_gpu_memory_utilization_ratio",
+       "Share of NVML's last sample period in which GPU memory was read or written (0 to 1).",
+       [](const hardware::GpuInfo& gpu) { return percent(gpu.utilization_memory_percent); }},
+      {"solver_gpu_memory_used_bytes", "GPU memory in use (NVML).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.memory_used_bytes); }},
+      {"solver_gpu_memory_free_bytes", "GPU memory free (NVML).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.memory_free_bytes); }},
+      {"solver_gpu_memory_total_bytes", "GPU memory in all (NVML).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.memory_total_bytes); }},
+      {"solver_gpu_throttle_reasons", "NVML clock throttle reason bits now active (0: none; docs/agent.md names the bits).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.throttle_reasons); }},
+      {"solver_gpu_ecc_enabled", "1 when the GPU's ECC is on, 0 when off; absent on GPUs without ECC (NVML).",
+       [](const hardware::GpuInfo& gpu) -> std::optional<double> {
+         if (!gpu.ecc_enabled) return std::nullopt;
+         return *gpu.ecc_enabled ? 1.0 : 0.0;
+       }},
+      {"solver_gpu_ecc_uncorrected_errors",
+       "Uncorrected ECC errors in GPU memory since the driver loaded (NVML's volatile count; above 0: take the GPU out).",
+       [](const hardware::GpuInfo& gpu) { return number(gpu.ecc_uncorrected_errors); }},
+  };
+  for (const Figure& figure : kFigures) metrics.clear_gauges(figure.name);
+  for (const hardware::GpuInfo& gpu : gpus) {
+    const MetricLabels labels{{"gpu", std::to_string(gpu.index)}, {"uuid", gpu.uuid}, {"name", gpu.name}};
+    for (const Figure& figure : kFigures)
+      if (const std::optional<double> value = figure.of(gpu)) metrics.gauge(figure.name, figure.help, labels).set(*value);
+  }
+}
+
 void add_gpu_collector(Metrics& metrics, std::string nvml_library) {
   metrics.add_collector([library = std::move(nvml_library)](Metrics& into) {
     // NVML's init and shutdown are process-wide: collectors never run two at once (Metrics says so).
-    const hardware::GpuInventory inventory = hardware::read_gpu_inventory(library);
-    for (const char* family : {"solver_gpu_temperature_celsius", "solver_gpu_power_limit_watts",
-                               "solver_gpu_memory_used_bytes", "solver_gpu_memory_total_bytes",
-                               "solver_gpu_throttle_reasons"})
-      into.clear_gauges(family);
-    for (const hardware::GpuInfo& gpu : inventory.gpus) {
-      const MetricLabels labels{{"gpu", std::to_string(gpu.index)}, {"uuid", gpu.uuid}, {"name", gpu.name}};
-      if (gpu.temperature_c)
-        into.gauge("solver_gpu_temperature_celsius", "GPU core temperature (NVML).", labels).set(*gpu.temperature_c);
-      if (gpu.power_limit_watts)
-        into.gauge("solver_gpu_power_limit_watts", "Enforced GPU power limit (NVML).", labels).set(*gpu.power_limit_watts);
-      if (gpu.memory_used_bytes)
-        into.gauge("solver_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels)
-            .set(static_cast<double>(*gpu.memory_used_bytes));
-      if (gpu.memory_total_bytes)
-        into.gauge("solver_gpu_memory_total_bytes", "GPU memory in all (NVML).", labels)
-            .set(static_cast<double>(*gpu.memory_total_bytes));
-      if (gpu.throttle_reasons)
-        into.gauge("solver_gpu_throttle_reasons",
-                   "NVML clock throttle reason bits now active (0: none; docs/agent.md names the bits).", labels)
-            .set(static_cast<double>(*gpu.throttle_reasons));
-    }
+    set_gpu_gauges(into, hardware::read_gpu_inventory(library).gpus);
   });
 }
 

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agent/metrics.h"
 #include "hardware/nvml.h"
@@ -29,8 +30,12 @@ class MetricsServer {
   int port_ = 0;
 };
 
+// Replaces the solver_gpu_* gauges with one series per GPU in `gpus` (labelled `gpu`, `uuid`,
+// `name`) for each figure NVML gave; a GPU gone since the last call leaves no series behind.
+void set_gpu_gauges(Metrics& metrics, const std::vector<hardware::GpuInfo>& gpus);
+
 // Registers a collector that reads the GPU inventory through NVML (`nvml_library`) at each
-// scrape and sets the solver_gpu_* gauges, labelled by GPU UUID; a machine without NVML has none.
+// scrape and sets the solver_gpu_* gauges with set_gpu_gauges; a machine without NVML has none.
 void add_gpu_collector(Metrics& metrics, std::string nvml_library = std::string(hardware::kNvmlLibrary));
 
 }  // namespace solver::agent::detail

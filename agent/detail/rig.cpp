@@ -16,6 +16,7 @@
 #include "common/json_reader.h"
 #include "common/log.h"
 #include "common/task.h"
+#include "common/version.h"
 #include "hardware/nvml.h"
 #include "kernels/distance.h"
 
@@ -39,8 +40,8 @@ net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_
   profile.memory_mb = ram_mb;
   // A task's memory budget is checked against the device it trains on: the first slot's first device.
   const Device first = parse_device_list(device).front();
-  if (first.is_cuda() && static_cast<std::size_t>(first.index) < inventory.gpus.size())
-    profile.memory_mb = static_cast<std::int64_t>(inventory.gpus[static_cast<std::size_t>(first.index)].memory_total_bytes.value_or(0) >> 20);
+  if (const hardware::GpuInfo* gpu = first.is_cuda() ? hardware::gpu_of_cuda_device(inventory, first.index) : nullptr)
+    profile.memory_mb = static_cast<std::int64_t>(gpu->memory_total_bytes.value_or(0) >> 20);
   profile.hardware = {{"cpu_threads", std::thread::hardware_concurrency()},
                       {"ram_mb", ram_mb},
                       {"gpus", gpus},
@@ -57,6 +58,7 @@ net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_
     }
   }
   profile.model_kinds.assign(kModelKinds.begin(), kModelKinds.end());
+  profile.agent_version = std::string(solver_version());
   return profile;
 }
 

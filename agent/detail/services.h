@@ -1,11 +1,13 @@
 // What the agent lends each job it runs: the market, the store, the input cache, the key, the
-// status board and the stop flag. The agent owns them; a job only borrows them while it runs.
+// status board, the stop flag and the operator's controls. The agent owns them; a job only
+// borrows them while it runs.
 #pragma once
 
 #include <atomic>
 #include <mutex>
 
 #include "agent/agent_config.h"
+#include "agent/detail/agent_controls.h"
 #include "agent/detail/status_board.h"
 #include "net/fetch.h"
 #include "net/market_client.h"
@@ -26,6 +28,7 @@ struct AgentServices {
   std::mutex& publish_mutex;  // one upload at a time: the uplink is shared anyway
   StatusBoard& status;
   int max_worker_faults;      // limits.max_worker_faults, logged when reached
+  const AgentControls& controls;  // the operator's drain, pause and disabled devices
 };
 
 // Where a job runs: a slot of the agent (its index on the status board) and its device.

@@ -43,7 +43,8 @@ struct StatusBoard::Counters {
                                      "Time from a checkpoint's step to its journal line (encode, durable write, hash).",
                                      kDurationBuckets)),
         publish(m.histogram("solver_publish_seconds", "Time to publish a bundle to the store.", kDurationBuckets)),
-        last_error(m.gauge("solver_last_error_timestamp_seconds", "Unix time of the last error logged about work (0: none).")) {
+        last_error(m.gauge("solver_last_error_timestamp_seconds", "Unix time of the last error logged about work (0: none).")),
+        outdated(m.gauge("solver_agent_outdated", "1 while the market accepts only newer agents and this one claims nothing.")) {
     m.gauge("solver_build_info", "The running solver's version.", {{"version", std::string(solver_version())}}).set(1);
     for (const char* fault : {"task", "worker", "unknown"}) failed_by_fault(m, fault);
     for (const char* result : {"accepted", "rejected", "declined"}) verdicts(m, result);
@@ -58,7 +59,7 @@ struct StatusBoard::Counters {
   }
   Metrics::Counter claimed, completed, steps, samples, heartbeat_failures, uploaded;
   Metrics::Histogram checkpoint_write, publish;
-  Metrics::Gauge last_error;
+  Metrics::Gauge last_error, outdated;
 };
 
 StatusBoard::StatusBoard(std::filesystem::path status_file, StatusIdentity identity,
@@ -123,11 +124,12 @@ void StatusBoard::set_progress(int slot, std::int64_t step, std::int64_t total_s
   write_locked();
 }
 
-void StatusBoard::count_step(int slot, std::int64_t samples) {
+void StatusBoard::count_step(int slot, std::int64_t step, std::int64_t samples) {
   counters_->steps.add();
   counters_->samples.add(static_cast<double>(samples));
   const std::lock_guard lock(mutex_);
   Slot& entry = slots_.at(static_cast<std::size_t>(slot));
+  entry.step = step;
   entry.samples += samples;
   entry.silent_since = std::chrono::steady_clock::now();
 }
@@ -135,6 +137,12 @@ void StatusBoard::count_step(int slot, std::int64_t samples) {
 void StatusBoard::set_lease_expiry(int slot, std::int64_t expires_at) {
   const std::lock_guard lock(mutex_);
   slots_.at(static_cast<std::size_t>(slot)).lease_expires_at = expires_at;
+}
+
+void StatusBoard::set_control(int slot, std::string control) {
+  const std::lock_guard lock(mutex_);
+  slots_.at(static_cast<std::size_t>(slot)).control = std::move(control);
+  write_locked();
 }
 
 void StatusBoard::set_waiting(int slot, std::string activity, std::chrono::milliseconds wait) {
@@ -170,7 +178,7 @@ std::string StatusBoard::summary() const {
       std::string line = slot.activity;
       if (!slot.task_id.empty()) line += " task " + slot.task_id;
       if (slot.total_steps > 0) line += fmt::format(" step {}/{}", slot.step, slot.total_steps);
-      doing.push_back(line + " on " + slot.device);
+      doing.push_back((slot.control.empty() ? "" : slot.control + ": ") + line + " on " + slot.device);
     }
   }
   // Activities quote the market's and the store's errors: one line, no control characters.
@@ -201,6 +209,13 @@ void StatusBoard::record_error(std::string what) {
   last_error_ = std::move(what);
   last_error_at_ = unix_now();
   counters_->last_error.set(static_cast<double>(last_error_at_));
+  write_locked();
+}
+
+void StatusBoard::set_outdated(std::string why) {
+  const std::lock_guard lock(mutex_);
+  outdated_ = std::move(why);
+  counters_->outdated.set(outdated_.empty() ? 0 : 1);
   write_locked();
 }
 
@@ -235,6 +250,7 @@ void StatusBoard::write_locked() {
   for (const Slot& slot : slots_) {
     slot_list.push_back({{"device", slot.device},
                          {"activity", slot.activity},
+                         {"control", slot.control},
                          {"task_id", slot.task_id},
                          {"step", slot.step},
                          {"total_steps", slot.total_steps},
@@ -258,6 +274,8 @@ void StatusBoard::write_locked() {
                               {"verdicts_posted", verdicts_posted_.load()},
                               {"faults_in_a_row", faults_in_a_row_.load()},
                               {"last_fault", last_fault_},
+                              {"version", solver_version()},
+                              {"outdated", outdated_},
                               {"last_error", last_error_},
                               {"last_error_at", last_error_at_ > 0 ? nlohmann::json(last_error_at_) : nlohmann::json(nullptr)},
                               {"updated_at", now_utc()}};

@@ -34,8 +34,9 @@ class StatusBoard {
   void set_activity(int slot, std::string activity, std::string task_id = "");
   // Also measures the slot's rate (since its first progress report of this activity) and ETA.
   void set_progress(int slot, std::int64_t step, std::int64_t total_steps);
-  // One training step of `samples` samples: counted, not written (set_progress writes).
-  void count_step(int slot, std::int64_t samples);
+  // Training step `step`, of `samples` samples, is done: counted and shown by summary() at
+  // once, not written (set_progress writes, and measures the rates).
+  void count_step(int slot, std::int64_t step, std::int64_t samples);
   // Signs of life for systemd's watchdog (service_manager.h): set_activity and count_step show one.
   // set_waiting: the slot waits `wait` for its next turn, and may stay silent that long on top of
   // kSilenceLimit. set_finished: its loop has ended; it is idle and no longer expected to show life.
@@ -52,6 +53,9 @@ class StatusBoard {
   std::string summary() const;
   // When the slot's lease runs out (unix seconds; 0: it holds none).
   void set_lease_expiry(int slot, std::int64_t expires_at);
+  // What the operator's controls make of the slot (AgentControls::state_of): "disabled",
+  // "paused", "draining" or "" (none); shown per slot in status.json and in summary().
+  void set_control(int slot, std::string control);
 
   void count_task_completed();
   void count_task_claimed();
@@ -75,6 +79,10 @@ class StatusBoard {
   int worker_faults_in_a_row() const { return faults_in_a_row_; }
   std::string last_worker_fault() const;
 
+  // Why the market no longer lets this agent claim (detail/version_gate.h), "" while it does:
+  // status.json's "outdated" and the solver_agent_outdated gauge.
+  void set_outdated(std::string why);
+
   void write();
 
  private:
@@ -93,6 +101,7 @@ class StatusBoard {
     std::chrono::steady_clock::time_point silent_since = std::chrono::steady_clock::now();  // its last sign of life
     std::chrono::milliseconds may_wait{0};  // on top of kSilenceLimit
     bool finished = false;
+    std::string control;
   };
   struct Counters;  // the metrics' handles
   void write_locked();
@@ -107,6 +116,7 @@ class StatusBoard {
   std::atomic<int> faults_in_a_row_{0};
   std::string last_fault_;  // guarded by mutex_
   std::string last_error_;  // guarded by mutex_
+  std::string outdated_;    // guarded by mutex_
   std::int64_t last_error_at_ = 0;  // unix seconds; guarded by mutex_
   Metrics metrics_;
   std::unique_ptr<Counters> counters_;

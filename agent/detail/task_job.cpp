@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <chrono>
-#include <map>
 #include <mutex>
 #include <thread>
 
@@ -73,7 +72,8 @@ TaskJob::Progress TaskJob::next() {
 bool TaskJob::run() {
   for (;;) {
     switch (next()) {
-      case Progress::Advanced: continue;
+      case Progress::Advanced:
+      case Progress::Held: continue;
       case Progress::Waiting: return false;
       case Progress::Done: return true;
     }
@@ -119,6 +119,8 @@ std::unique_ptr<TrainingJob> TaskJob::open_training(const Task& task, Progress& 
 }
 
 TaskJob::Progress TaskJob::train() {
+  if (services_.controls.holds(place_.device))
+    if (const std::optional<Progress> ended = hold()) return *ended;
   services_.status.set_activity(place_.index, "training", state_.task_id);
   const bool resuming = resume_ && std::filesystem::exists(state_.bundle_dir());
   Task task;
@@ -146,31 +148,24 @@ TaskJob::Progress TaskJob::train() {
   std::atomic<bool> abandon{false};       // cancelled by the submitter, or the lease is gone
   std::atomic<bool> past_ceiling{false};  // ran longer than this rig allows a task
   std::atomic<bool> done{false};
+  std::atomic<bool> at_checkpoint{false};         // the last step wrote one
+  std::atomic<bool> stopped_for_operator{false};  // held (a pause, a disabled device) at a checkpoint
   std::exception_ptr failure;
   TrainingRun run;
-  // When each checkpoint's step ended, to time its write until it is journaled.
-  std::mutex checkpoints_due_mutex;
-  std::map<std::int64_t, Clock::time_point> checkpoints_due;
-  if (start_step == 0) checkpoints_due[0] = Clock::now();
-  const auto observe_written = [&](const std::vector<CheckpointCommitment>& written) {
-    const std::lock_guard lock(checkpoints_due_mutex);
-    for (const CheckpointCommitment& checkpoint : written)
-      if (const auto due = checkpoints_due.find(checkpoint.step); due != checkpoints_due.end()) {
-        services_.status.observe_checkpoint_write(std::chrono::duration<double>(Clock::now() - due->second).count());
-        checkpoints_due.erase(due);
-      }
+  const auto observe_checkpoint_writes = [&] {
+    for (const double seconds : job->take_checkpoint_write_seconds()) services_.status.observe_checkpoint_write(seconds);
   };
   train::TrainHooks hooks;
   hooks.on_step = [&](StepRecord&& record) {
     step = record.step;
     loss = record.loss;
-    services_.status.count_step(place_.index, static_cast<std::int64_t>(record.indices.size()));
-    if (record.step == next_checkpoint_step(record.step - 1, task.checkpoint_every, total_steps)) {
-      const std::lock_guard lock(checkpoints_due_mutex);
-      checkpoints_due[record.step] = Clock::now();
-    }
+    at_checkpoint = record.step == next_checkpoint_step(record.step - 1, task.checkpoint_every, total_steps);
+    services_.status.count_step(place_.index, record.step, static_cast<std::int64_t>(record.indices.size()));
   };
-  hooks.should_stop = [&] { return services_.stop.load() || abandon.load() || past_ceiling.load(); };
+  hooks.should_stop = [&] {
+    if (at_checkpoint && services_.controls.holds(place_.device)) stopped_for_operator = true;
+    return services_.stop.load() || abandon.load() || past_ceiling.load() || stopped_for_operator.load();
+  };
   const auto ceiling = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                           std::chrono::duration<double>(settings_.ceilings.max_wall_seconds));
   std::thread worker([&] {
@@ -183,8 +178,7 @@ TaskJob::Progress TaskJob::train() {
   });
 
   std::set<std::int64_t> committed;
-  const auto interval = std::chrono::milliseconds(static_cast<std::int64_t>(
-      1000 * std::min(settings_.heartbeat_seconds, std::max<double>(1.0, state_.lease_seconds / 3.0))));
+  const std::chrono::milliseconds interval = heartbeat_interval();
   // A heartbeat goes out when the lease needs renewing, and also soon after each checkpoint
   // lands: the sooner a hash is committed, the less time a forger has to rewrite history.
   auto next_beat = Clock::now();
@@ -196,7 +190,7 @@ TaskJob::Progress TaskJob::train() {
     const auto now = Clock::now();
     if (now > ceiling) past_ceiling = true;
     const std::vector<CheckpointCommitment> written = job->written_checkpoints();
-    observe_written(written);
+    observe_checkpoint_writes();
     const bool uncommitted = !written.empty() && !committed.contains(written.back().step);
     if (now < next_beat && !(market_answered && uncommitted && now - last_beat >= kMinCommitInterval)) continue;
     last_beat = now;
@@ -205,7 +199,7 @@ TaskJob::Progress TaskJob::train() {
     market_answered = heartbeat(written, committed, step, total_steps, loss, abandon);
   }
   worker.join();
-  observe_written(job->written_checkpoints());
+  observe_checkpoint_writes();
 
   if (failure) {
     try {
@@ -222,6 +216,15 @@ TaskJob::Progress TaskJob::train() {
                                                        "(limits.max_task_hours) at step {} of {}",
                                                        settings_.ceilings.max_wall_seconds / 3600.0, run.last_step,
                                                        run.total_steps)));
+  if (!run.finished && stopped_for_operator) {
+    log_info("agent", "task={} stopped at checkpoint step {} of {} for the operator ({})", state_.task_id, run.last_step,
+             run.total_steps, services_.controls.state_of(place_.device));
+    held_step_ = run.last_step;
+    held_total_steps_ = run.total_steps;
+    held_loss_ = loss;
+    resume_ = true;  // the bundle holds this lease's checkpoints now
+    return Progress::Held;
+  }
   if (!run.finished) {
     log_info("agent", "task={} stopped at step {} of {}; the lease is kept and training resumes from the last "
              "checkpoint when the agent starts again", state_.task_id, run.last_step, run.total_steps);
@@ -236,6 +239,43 @@ TaskJob::Progress TaskJob::train() {
            state_.task_id, run.last_step - run.first_step, run.seconds, run.outcome.test_accuracy * 100.0,
            run.manifest->checkpoints.size(), state_.manifest_sha256.substr(0, 16));
   return Progress::Advanced;
+}
+
+std::chrono::milliseconds TaskJob::heartbeat_interval() const {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(
+      1000 * std::min(settings_.heartbeat_seconds, std::max<double>(1.0, state_.lease_seconds / 3.0))));
+}
+
+std::optional<TaskJob::Progress> TaskJob::hold() {
+  const auto release_after = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(settings_.pause_release_seconds));
+  log_info("agent", "task={} held for the operator ({}): the lease is kept; the task goes back to the market after "
+           "{:.0f} s held (pause.release_after_seconds)", state_.task_id, services_.controls.state_of(place_.device),
+           settings_.pause_release_seconds);
+  std::set<std::int64_t> committed;  // the training job committed its checkpoints; completion sends them all again
+  std::atomic<bool> abandon{false};
+  while (const std::optional<Clock::time_point> since = services_.controls.held_since(place_.device)) {
+    if (services_.stop) return Progress::Waiting;
+    const Clock::duration left = *since + release_after - Clock::now();
+    if (left <= Clock::duration::zero()) {
+      const std::string why = fmt::format("held by the operator for {:.0f} s (pause.release_after_seconds)",
+                                          settings_.pause_release_seconds);
+      try {
+        services_.market.fail_task(state_.task_id, state_.lease_id, "given back: " + why, net::Fault::Worker);
+      } catch (const Error& error) {
+        log_warn("agent", "task={} could not be given back ({}); the lease will expire instead", state_.task_id,
+                 error.what());
+      }
+      return forget("given back to the market after being " + why);
+    }
+    services_.status.set_activity(place_.index, "held", state_.task_id);
+    heartbeat({}, committed, held_step_, held_total_steps_, held_loss_, abandon);
+    if (abandon) return forget("abandoned while held");
+    services_.controls.wait(std::min(heartbeat_interval(), std::chrono::ceil<std::chrono::milliseconds>(left)),
+                            services_.stop);
+  }
+  log_info("agent", "task={} may go on: training resumes from its last checkpoint", state_.task_id);
+  return std::nullopt;
 }
 
 bool TaskJob::heartbeat(const std::vector<CheckpointCommitment>& written, std::set<std::int64_t>& committed,

@@ -1,7 +1,9 @@
 // One task in flight, as a state machine over its folder (task_state.h):
 //
 //   claimed ─▶ training ─▶ bundled ─▶ published ─▶ completed: folder removed
-//                 │   └─ stopped: stays in training; resumes from the last journaled checkpoint
+//                 │   ├─ stopped: stays in training; resumes from the last journaled checkpoint
+//                 │   └─ held by the operator (a pause, a disabled device): stops at the next checkpoint,
+//                 │      heartbeats the lease until resumed, or gives the task back after pause.release_after_seconds
 //                 └─ failed, cancelled, lease lost: the market is told (when it should be), folder removed
 //
 // next() does the work of the current phase and moves the task on. What an error means there
@@ -10,9 +12,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -41,6 +45,7 @@ class TaskJob {
     Advanced,  // the task moved to its next phase
     Waiting,   // it stays in its phase for now: stopped, or the store or market is down
     Done,      // completed, failed or dropped; its folder is gone
+    Held,      // stopped at a checkpoint for the operator (agent_controls.h); next() holds the lease until it may go on
   };
 
   // A task the market just leased: its folder, with state.json in phase training; its bundle
@@ -71,6 +76,11 @@ class TaskJob {
   // Returns whether the market answered; sets `abandon` when the task is not ours any more.
   bool heartbeat(const std::vector<CheckpointCommitment>& written, std::set<std::int64_t>& committed,
                  std::int64_t step, std::int64_t total, float loss, std::atomic<bool>& abandon);
+  // While the operator holds the slot: nothing on the device, the lease renewed by heartbeats.
+  // nullopt once the hold ends (training goes on from the journal); else how the task left: the
+  // agent stopped (Waiting), or it was cancelled, lost, or given back after pause.release_after_seconds (Done).
+  std::optional<Progress> hold();
+  std::chrono::milliseconds heartbeat_interval() const;
   // What the error policy says about `error` at `stage`, done.
   Progress respond(Stage stage, const std::exception& error);
   // Tells the market the task failed and whose fault it was; removes the folder.
@@ -81,6 +91,9 @@ class TaskJob {
   AgentConfig settings_;
   AgentServices& services_;
   SlotPlace place_;
+  // Where training stopped for the operator, for the heartbeats while held (0: not known).
+  std::int64_t held_step_ = 0, held_total_steps_ = 0;
+  float held_loss_ = 0.0f;
   bool resume_ = true;  // false for a fresh claim: whatever lies in its bundle folder is not ours to resume
 };
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "agent/agent_config.h"
+#include "agent/detail/agent_controls.h"
 #include "agent/detail/services.h"
 #include "agent/detail/status_board.h"
 #include "common/files.h"
@@ -62,7 +63,7 @@ struct Rig {
   std::filesystem::path tasks_dir() const { return settings.work_dir / "tasks"; }
 
   agent::detail::AgentServices services(net::BundleStore& store) {
-    return agent::detail::AgentServices{worker_key, stop, *worker, store, *cache, publish_mutex, status, 3};
+    return agent::detail::AgentServices{worker_key, stop, *worker, store, *cache, publish_mutex, status, 3, controls};
   }
 
   // Submits a task and leases it to the rig.
@@ -86,6 +87,7 @@ struct Rig {
   std::unique_ptr<net::FileCache> cache;
   std::mutex publish_mutex;
   agent::detail::StatusBoard status{dir / "status.json", agent::detail::StatusIdentity{"test-rig", "", ""}, {"cpu"}, stop};
+  agent::detail::AgentControls controls{{"cpu"}};
   std::string task_id;
 };
 

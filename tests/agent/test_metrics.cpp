@@ -131,14 +131,72 @@ TEST_CASE("GPU metrics come from NVML at each scrape and are labelled by GPU UUI
   CHECK(sample(text, "solver_gpu_memory_total_bytes" + gpu0) == 85899345920.0);
   CHECK(sample(text, "solver_gpu_memory_used_bytes" + gpu0) == 1073741824.0);
   CHECK(sample(text, "solver_gpu_throttle_reasons" + gpu0) == 5);
+  CHECK(sample(text, "solver_gpu_power_watts" + gpu0) == 412.345);
+  CHECK(sample(text, "solver_gpu_utilization_ratio" + gpu0) == 0.87);
+  CHECK(sample(text, "solver_gpu_memory_utilization_ratio" + gpu0) == 0.35);
+  CHECK(sample(text, "solver_gpu_memory_free_bytes" + gpu0) == 85899345920.0 - 1073741824.0);
+  CHECK(sample(text, "solver_gpu_ecc_enabled" + gpu0) == 1);
+  CHECK(sample(text, "solver_gpu_ecc_uncorrected_errors" + gpu0) == 2);
   // GPU 1 answers no temperature and no power limit: those series are absent, its memory is not.
   CHECK(sample(text, "solver_gpu_temperature_celsius" + gpu1) == -1);
   CHECK(sample(text, "solver_gpu_power_limit_watts" + gpu1) == -1);
   CHECK(sample(text, "solver_gpu_memory_total_bytes" + gpu1) == 85899345920.0);
+  // Nor has it ECC: no ECC series claims anything about it.
+  CHECK(sample(text, "solver_gpu_ecc_enabled" + gpu1) == -1);
+  CHECK(sample(text, "solver_gpu_ecc_uncorrected_errors" + gpu1) == -1);
 
   Metrics without;
   add_gpu_collector(without, "/nonexistent/libnvidia-ml.so.1");
   CHECK(without.exposition().find("solver_gpu_") == std::string::npos);
+}
+
+TEST_CASE("every GPU figure is a gauge in base units that passes promtool check metrics, and a GPU gone leaves none", "[agent]") {
+  hardware::GpuInfo gpu;
+  gpu.index = 3;
+  gpu.name = "NVIDIA H200";
+  gpu.uuid = "GPU-abcdef01-2345-6789-abcd-ef0123456789";
+  gpu.memory_total_bytes = 150'000'000'000;
+  gpu.memory_used_bytes = 100'000'000'000;
+  gpu.memory_free_bytes = 50'000'000'000;
+  gpu.pcie_generation = 5;
+  gpu.pcie_width = 16;
+  gpu.pcie_max_generation = 5;
+  gpu.pcie_max_width = 16;
+  gpu.power_limit_watts = 700;
+  gpu.power_draw_watts = 512.25;
+  gpu.temperature_c = 63;
+  gpu.throttle_reasons = 0x4;
+  gpu.utilization_gpu_percent = 97;
+  gpu.utilization_memory_percent = 41;
+  gpu.ecc_enabled = true;
+  gpu.ecc_uncorrected_errors = 1;
+  Metrics metrics;
+  set_gpu_gauges(metrics, {gpu});
+  const std::string text = metrics.exposition();
+
+  test::ScratchDir dir("metrics-gpu");
+  write_file_durably(dir.path() / "gpu.txt", text);
+  const test::CommandResult promtool =
+      test::run_command({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + (dir.path() / "gpu.txt").string() + "'"});
+  INFO(text);
+  INFO(promtool.output);
+  CHECK(promtool.exit_code == 0);
+  const std::string labels = "{gpu=\"3\",uuid=\"GPU-abcdef01-2345-6789-abcd-ef0123456789\",name=\"NVIDIA H200\"}";
+  CHECK(sample(text, "solver_gpu_temperature_celsius" + labels) == 63);
+  CHECK(sample(text, "solver_gpu_power_watts" + labels) == 512.25);
+  CHECK(sample(text, "solver_gpu_power_limit_watts" + labels) == 700);
+  CHECK(sample(text, "solver_gpu_utilization_ratio" + labels) == 0.97);
+  CHECK(sample(text, "solver_gpu_memory_utilization_ratio" + labels) == 0.41);
+  CHECK(sample(text, "solver_gpu_memory_used_bytes" + labels) == 100e9);
+  CHECK(sample(text, "solver_gpu_memory_free_bytes" + labels) == 50e9);
+  CHECK(sample(text, "solver_gpu_memory_total_bytes" + labels) == 150e9);
+  CHECK(sample(text, "solver_gpu_throttle_reasons" + labels) == 4);
+  CHECK(sample(text, "solver_gpu_ecc_enabled" + labels) == 1);
+  CHECK(sample(text, "solver_gpu_ecc_uncorrected_errors" + labels) == 1);
+  CHECK_THAT(text, Catch::Contains("# TYPE solver_gpu_power_watts gauge\n"));
+
+  set_gpu_gauges(metrics, {});
+  CHECK(metrics.exposition().find("solver_gpu_") == std::string::npos);
 }
 
 TEST_CASE("a scrape after a task job trained passes promtool check metrics and shows the work done", "[agent][torch]") {

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -128,4 +129,23 @@ TEST_CASE("a task left in training with an unusable journal trains again from st
 
   CHECK(TaskJob(TaskState::load(claimed.state().dir), rig.settings, services, kSlot).run());
   CHECK(rig.market_state() == "completed");
+}
+
+TEST_CASE("a task stopped before its second checkpoint resumes from checkpoint 0 and completes", "[agent][torch]") {
+  Rig rig("task-job-resume-0");
+  net::DirectoryStore store(rig.dir / "store");
+  AgentServices services = rig.services(store);
+  TaskJob claimed = TaskJob::claim(rig.lease(small_task(6)), rig.tasks_dir(), rig.settings, services, kSlot);
+  // A stop at once (SIGTERM, an upgrade's restart): training ends after its first step, with
+  // only the initial state, checkpoint 0, in the journal.
+  rig.stop = true;
+  REQUIRE(claimed.next() == TaskJob::Progress::Waiting);
+  rig.stop = false;
+
+  test::LogCapture log;
+  CHECK(TaskJob(TaskState::load(claimed.state().dir), rig.settings, services, kSlot).run());
+  CHECK(rig.market_state() == "completed");
+  const std::vector<std::string> lines = log.lines();
+  CHECK(std::any_of(lines.begin(), lines.end(),
+                    [](const std::string& line) { return line.find("resuming from checkpoint step=0") != std::string::npos; }));
 }

@@ -24,10 +24,18 @@ int free_port() {
   return ntohs(address.sin_port);
 }
 
-Market::Market(const std::filesystem::path& dir, int port, int lease_seconds)
-    : process_({solver_binary().string(), "market", "serve", "--db", (dir / "market.db").string(), "--port",
-                std::to_string(port), "--lease-seconds", std::to_string(lease_seconds)},
-               dir / "market.log") {
+namespace {
+std::vector<std::string> market_argv(const std::filesystem::path& dir, int port, int lease_seconds,
+                                     const std::vector<std::string>& extra_args) {
+  std::vector<std::string> argv{solver_binary().string(), "market", "serve", "--db", (dir / "market.db").string(), "--port",
+                                std::to_string(port), "--lease-seconds", std::to_string(lease_seconds)};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  return argv;
+}
+}  // namespace
+
+Market::Market(const std::filesystem::path& dir, int port, int lease_seconds, const std::vector<std::string>& extra_args)
+    : process_(market_argv(dir, port, lease_seconds, extra_args), dir / "market.log") {
   url_ = process_.wait_for_match(R"(listening on (http://127\.0\.0\.1:[0-9]+))", 30).value_or("");
   INFO(process_.output());
   REQUIRE(!url_.empty());

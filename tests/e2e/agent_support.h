@@ -15,10 +15,10 @@ namespace solver::test {
 // A port that was free a moment ago (for a market that must come back on the same address).
 int free_port();
 
-// `solver market serve` in the background.
+// `solver market serve` in the background; `extra_args` are more of its flags.
 class Market {
  public:
-  Market(const std::filesystem::path& dir, int port, int lease_seconds = 300);
+  Market(const std::filesystem::path& dir, int port, int lease_seconds = 300, const std::vector<std::string>& extra_args = {});
   const std::string& url() const { return url_; }
   BackgroundProcess& process() { return process_; }
 

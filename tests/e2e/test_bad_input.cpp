@@ -160,6 +160,12 @@ TEST_CASE("usage errors exit 64 and a key readable by others exits 78", "[e2e]")
   // A mistyped command names itself and the closest command, past global options and their values.
   check_fails(run_solver({"agnet"}), 64, "unknown command \"agnet\"; did you mean `agent`?");
   check_fails(run_solver({"-v", "--log-format", "json", "verfy"}), 64, "did you mean `verify`?");
+  // --version needs no command, as every tool's does.
+  const CommandResult version = run_solver({"--version"});
+  CHECK(version.exit_code == 0);
+  const std::string named = version.output.substr(0, version.output.find('\n'));
+  CHECK_THAT(named, Catch::Matches(R"(solver \d+\.\d+\.\d+)"));
+  CHECK_THAT(run_solver({"version"}).output, Catch::StartsWith(named + " "));
 
   const auto key = make_key(dir.path());
   ::chmod(key.c_str(), 0644);

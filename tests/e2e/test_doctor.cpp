@@ -15,6 +15,7 @@
 
 using namespace solver::test;
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -39,7 +40,7 @@ TEST_CASE("doctor: a rig that can work passes every check, the market's clock an
   CHECK(result.exit_code == 0);
   std::map<std::string, json> rows = rows_of(result);
   for (const char* name : {"libtorch cuda", "self-test cpu", "work_dir", "cache_dir", "free space", "write rate", "key",
-                           "market", "clock", "registration", "store"}) {
+                           "market", "clock", "version", "registration", "store"}) {
     INFO(name);
     REQUIRE(rows.contains(name));
     CHECK(rows[name]["status"] == "OK");
@@ -81,4 +82,30 @@ TEST_CASE("doctor: each broken part of a rig is a FAIL naming what to do, and th
   const CommandResult table = run_solver({"doctor", "--config", config.string(), "--key", key.string()});
   CHECK(table.exit_code == 1);
   CHECK_THAT(table.output, Catch::Contains("FAIL") && Catch::Contains("this rig cannot take work"));
+}
+
+TEST_CASE("doctor and agent take the key from --key, else $SOLVER_KEY, else the config", "[e2e][doctor]") {
+  ScratchDir dir("doctor-key-order");
+  Market market(dir.path(), free_port());
+  const auto config_key = make_key(dir.path());  // the config names this one (0600)
+  const fs::path environment_key = dir / "environment.key";
+  fs::copy_file(config_key, environment_key);
+  ::chmod(environment_key.c_str(), 0644);  // so the key row tells which key the doctor read
+  const auto config = agent_config(dir.path(), "rig", market.url(), {"solve"}, {{"key", config_key.string()}});
+  const auto key_row = [&](const std::vector<std::string>& argv) {
+    const CommandResult result = run_command(argv);
+    INFO(result.output);
+    return rows_of(result).at("key");
+  };
+  const std::string solver = solver_binary().string();
+
+  const json from_config = key_row({solver, "doctor", "--config", config.string(), "--json"});
+  CHECK(from_config["status"] == "OK");
+  const json from_environment =
+      key_row({"/usr/bin/env", "SOLVER_KEY=" + environment_key.string(), solver, "doctor", "--config", config.string(), "--json"});
+  CHECK(from_environment["status"] == "FAIL");
+  CHECK_THAT(from_environment["detail"].get<std::string>(), Catch::Contains("environment.key"));
+  const json from_flag = key_row({"/usr/bin/env", "SOLVER_KEY=" + environment_key.string(), solver, "doctor", "--config",
+                                  config.string(), "--key", config_key.string(), "--json"});
+  CHECK(from_flag["status"] == "OK");
 }

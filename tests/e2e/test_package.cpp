@@ -10,39 +10,12 @@
 #include <sstream>
 
 #include "tests/e2e/e2e_support.h"
+#include "tests/e2e/package_support.h"
 
 using namespace solver::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-const std::string kUnitPath = "/lib/systemd/system/solver.service";
-
-// One package for every test case here: cpack and dpkg-deb -x, once.
-struct BuiltPackage {
-  ScratchDir dir{"package"};
-  CommandResult cpack;
-  fs::path deb;
-  fs::path root;  // the package's files, unpacked
-
-  BuiltPackage() {
-    const fs::path build_dir = solver_binary().parent_path();  // cli/ puts solver at the build's top
-    cpack = run_command({"/usr/bin/cpack", "--config", (build_dir / "CPackConfig.cmake").string(), "-B",
-                         (dir / "out").string()});
-    for (const fs::directory_entry& entry : fs::directory_iterator(dir / "out"))
-      if (entry.path().extension() == ".deb") deb = entry.path();
-    root = dir / "root";
-    if (!deb.empty()) run_command({"/usr/bin/dpkg-deb", "-x", deb.string(), root.string()});
-  }
-};
-
-const BuiltPackage& package() {
-  static const BuiltPackage built;
-  INFO(built.cpack.output);
-  REQUIRE(built.cpack.exit_code == 0);
-  REQUIRE_FALSE(built.deb.empty());
-  return built;
-}
 
 std::string dpkg_deb(const std::vector<std::string>& arguments) {
   std::vector<std::string> argv{"/usr/bin/dpkg-deb"};
@@ -83,7 +56,7 @@ fs::path unit_against_unpacked_binary(const BuiltPackage& built) {
 }  // namespace
 
 TEST_CASE("package: cpack builds solver_VERSION_amd64.deb with the binary, unit, config and docs at their paths and modes", "[e2e]") {
-  const BuiltPackage& built = package();
+  const BuiltPackage& built = built_package();
   CHECK(std::regex_match(built.deb.filename().string(), std::regex(R"(solver_\d+\.\d+\.\d+_amd64\.deb)")));
 
   const std::map<std::string, std::string> entries = contents_by_path(built.deb);
@@ -115,7 +88,7 @@ TEST_CASE("package: cpack builds solver_VERSION_amd64.deb with the binary, unit,
 }
 
 TEST_CASE("package: the config is a conffile, the maintainer scripts are there, and Depends names what the binary links", "[e2e]") {
-  const BuiltPackage& built = package();
+  const BuiltPackage& built = built_package();
   CHECK(dpkg_deb({"--info", built.deb.string(), "conffiles"}) == "/etc/solver/agent.json\n");
   for (const std::string script : {"postinst", "prerm", "postrm"}) {
     INFO(script);
@@ -140,7 +113,7 @@ TEST_CASE("package: the config is a conffile, the maintainer scripts are there, 
 }
 
 TEST_CASE("package: systemd-analyze verify accepts the shipped unit", "[e2e]") {
-  const BuiltPackage& built = package();
+  const BuiltPackage& built = built_package();
   const fs::path unit = unit_against_unpacked_binary(built);
   const CommandResult verify = run_command({"/usr/bin/systemd-analyze", "verify", unit.string()});
   INFO(verify.output);
@@ -149,7 +122,7 @@ TEST_CASE("package: systemd-analyze verify accepts the shipped unit", "[e2e]") {
 }
 
 TEST_CASE("package: systemd-analyze security rates the shipped unit's exposure at most 2.5", "[e2e]") {
-  const BuiltPackage& built = package();
+  const BuiltPackage& built = built_package();
   const fs::path unit = unit_against_unpacked_binary(built);
   const CommandResult security =
       run_command({"/usr/bin/systemd-analyze", "security", "--offline=yes", "--no-pager", unit.string()});

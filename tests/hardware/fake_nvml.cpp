@@ -1,8 +1,9 @@
 // A stand-in for libnvidia-ml.so.1 with two canned GPUs, so the NVML loader's happy path is
 // tested on machines without a driver. It exports the C entry points hardware/nvml.cpp looks
-// up, with NVML's ABI. GPU 1 differs from GPU 0 in ways the loader must handle: an
-// unsupported temperature query (NVML_ERROR_NOT_SUPPORTED = 3) and no power limit. Only the
-// pre-535 throttle-reason name is exported, to test the loader's fallback to it.
+// up, with NVML's ABI. GPU 1 differs from GPU 0 in ways the loader must handle: unsupported
+// temperature, power and ECC queries (NVML_ERROR_NOT_SUPPORTED = 3), like a GeForce card. Only
+// the pre-535 throttle-reason name is exported, to test the loader's fallback to it. GPU 0's ECC
+// counters differ by error and counter type, so a test sees which one the loader asked for.
 #include <cstdio>
 #include <cstring>
 
@@ -14,18 +15,30 @@ struct FakeGpu {
   unsigned long long memory_total, memory_used;
   unsigned pcie_generation, pcie_width, pcie_max_generation, pcie_max_width;
   unsigned power_limit_mw;  // 0: not supported
+  unsigned power_usage_mw;  // 0: not supported
   unsigned temperature_c;   // 0: not supported
   unsigned long long throttle_reasons;
+  unsigned utilization_gpu, utilization_memory;
+  bool ecc_supported;
 };
 
+// NVML's nvmlMemoryErrorType_t and nvmlEccCounterType_t values (nvml.h).
+constexpr int kCorrected = 0, kUncorrected = 1;
+constexpr int kVolatile = 0, kAggregate = 1;
+
 FakeGpu gpus[] = {
-    {"NVIDIA H100 80GB HBM3", "GPU-11111111-2222-3333-4444-555555555555", 85899345920ull, 1073741824ull, 5, 16, 5, 16, 700000, 41,
-     0x1 | 0x4},
-    {"NVIDIA H100 80GB HBM3", "GPU-66666666-7777-8888-9999-000000000000", 85899345920ull, 0ull, 1, 16, 5, 16, 0, 0, 0},
+    {"NVIDIA H100 80GB HBM3", "GPU-11111111-2222-3333-4444-555555555555", 85899345920ull, 1073741824ull, 5, 16, 5, 16, 700000, 412345, 41,
+     0x1 | 0x4, 87, 35, true},
+    {"NVIDIA H100 80GB HBM3", "GPU-66666666-7777-8888-9999-000000000000", 85899345920ull, 0ull, 1, 16, 5, 16, 0, 0, 0, 0, 0,
+     0, false},
 };
 
 struct NvmlMemory {
   unsigned long long total, free, used;
+};
+
+struct NvmlUtilization {
+  unsigned gpu, memory;
 };
 
 constexpr int kSuccess = 0;
@@ -96,6 +109,30 @@ int nvmlDeviceGetTemperature(void* device, int sensor, unsigned* celsius) {
 }
 int nvmlDeviceGetCurrentClocksThrottleReasons(void* device, unsigned long long* reasons) {
   *reasons = gpu_of(device)->throttle_reasons;
+  return kSuccess;
+}
+int nvmlDeviceGetPowerUsage(void* device, unsigned* milliwatts) {
+  if (gpu_of(device)->power_usage_mw == 0) return kNotSupported;
+  *milliwatts = gpu_of(device)->power_usage_mw;
+  return kSuccess;
+}
+int nvmlDeviceGetUtilizationRates(void* device, NvmlUtilization* utilization) {
+  utilization->gpu = gpu_of(device)->utilization_gpu;
+  utilization->memory = gpu_of(device)->utilization_memory;
+  return kSuccess;
+}
+int nvmlDeviceGetEccMode(void* device, int* current, int* pending) {
+  if (!gpu_of(device)->ecc_supported) return kNotSupported;
+  *current = 1;  // NVML_FEATURE_ENABLED
+  *pending = 1;
+  return kSuccess;
+}
+int nvmlDeviceGetTotalEccErrors(void* device, int error_type, int counter_type, unsigned long long* count) {
+  if (!gpu_of(device)->ecc_supported) return kNotSupported;
+  if ((error_type != kCorrected && error_type != kUncorrected) || (counter_type != kVolatile && counter_type != kAggregate))
+    return kInvalidArgument;
+  // Uncorrected volatile: 2; the other three counters answer other numbers.
+  *count = (error_type == kUncorrected ? 2 : 40) + (counter_type == kAggregate ? 5 : 0);
   return kSuccess;
 }
 }

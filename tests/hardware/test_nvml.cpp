@@ -7,6 +7,8 @@
 
 #include "hardware/datasheet_peaks.h"
 #include "hardware/nvml.h"
+#include "kernels/cuda_device.h"
+#include "tests/kernels/gpu_guard.h"
 
 using namespace solver::hardware;
 
@@ -37,12 +39,18 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   CHECK(first.uuid == "GPU-11111111-2222-3333-4444-555555555555");
   CHECK(first.memory_total_bytes == 85899345920ull);
   CHECK(first.memory_used_bytes == 1073741824ull);
+  CHECK(first.memory_free_bytes == 85899345920ull - 1073741824ull);
   CHECK(first.pcie_generation == 5u);
   CHECK(first.pcie_width == 16u);
   CHECK(first.pcie_max_generation == 5u);
   CHECK(first.pcie_max_width == 16u);
   CHECK(first.power_limit_watts == 700.0);
+  CHECK(first.power_draw_watts == 412.345);
   CHECK(first.temperature_c == 41);
+  CHECK(first.utilization_gpu_percent == 87u);
+  CHECK(first.utilization_memory_percent == 35u);
+  CHECK(first.ecc_enabled == true);
+  CHECK(first.ecc_uncorrected_errors == 2u);  // the uncorrected volatile counter, not the corrected or aggregate ones
   REQUIRE(first.throttle_reasons.has_value());  // through the pre-535 symbol: the only one the fake exports
   CHECK(throttle_reason_names(*first.throttle_reasons) == std::vector<std::string>{"gpu_idle", "sw_power_cap"});
 
@@ -52,6 +60,9 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   CHECK(second.pcie_generation == 1u);  // an idle GPU's downshifted link
   CHECK_FALSE(second.power_limit_watts.has_value());
   CHECK_FALSE(second.temperature_c.has_value());
+  CHECK_FALSE(second.power_draw_watts.has_value());
+  CHECK_FALSE(second.ecc_enabled.has_value());  // a GPU without ECC claims nothing about it
+  CHECK_FALSE(second.ecc_uncorrected_errors.has_value());
   CHECK(second.throttle_reasons == 0u);
 }
 
@@ -103,4 +114,19 @@ TEST_CASE("PCIe peaks follow the specification's rates and encodings", "[hardwar
   CHECK_FALSE(pcie_peak_gb_per_s(0, 16).has_value());
   CHECK_FALSE(pcie_peak_gb_per_s(6, 16).has_value());
   CHECK_FALSE(pcie_peak_gb_per_s(4, 0).has_value());
+}
+
+TEST_CASE("Each CUDA device finds its own NVML figures by UUID", "[hardware][gpu]") {
+  if (solver::test::no_gpu_here()) return;
+  const GpuInventory inventory = read_gpu_inventory();
+  REQUIRE(inventory.unavailable_reason.empty());
+  const int devices = solver::kernels::cuda_device_count();
+  for (int device = 0; device < devices; ++device) {
+    const solver::kernels::CudaDeviceProperties properties = solver::kernels::cuda_device_properties(device);
+    const GpuInfo* gpu = gpu_of_cuda_device(inventory, device);
+    REQUIRE(gpu != nullptr);
+    CHECK(gpu->uuid == properties.uuid);
+    CHECK(gpu->name == properties.name);
+  }
+  CHECK(gpu_of_cuda_device(inventory, devices) == nullptr);
 }

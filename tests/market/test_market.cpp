@@ -54,11 +54,12 @@ WorkerProfile worker(std::vector<std::string> roles, std::int64_t memory_mb = 81
 
 // A market on a free port, its database in `db`; stopped on destruction.
 struct Market {
-  explicit Market(const std::filesystem::path& db, std::int64_t lease_seconds = 300) {
+  explicit Market(const std::filesystem::path& db, std::int64_t lease_seconds = 300, std::string min_agent_version = "") {
     market::MarketServerOptions options;
     options.db_path = db;
     options.port = 0;
     options.lease_seconds = lease_seconds;
+    options.min_agent_version = std::move(min_agent_version);
     options.expiry_interval = 100ms;
     server = std::make_unique<market::MarketServer>(options);
     server->start();
@@ -417,6 +418,70 @@ TEST_CASE("a market restarted on the same database loses nothing", "[market]") {
   status = submitter.task_status(task_id);
   CHECK(status["state"] == "completed");
   CHECK(status["commitments"].size() == 3);
+}
+
+WorkerProfile agent_of_version(std::string version) {
+  WorkerProfile profile = worker({"solve", "verify"});
+  profile.agent_version = std::move(version);
+  return profile;
+}
+
+TEST_CASE("a market with a minimum agent version advertises it and lets only agents that new claim, older ones finish their leases", "[market]") {
+  test::ScratchDir dir("market-min-version");
+  const SigningKey submitter_key = SigningKey::generate(), old_key = SigningKey::generate(), unversioned_key = SigningKey::generate(),
+                   new_key = SigningKey::generate();
+  std::string task_id;
+  std::optional<Lease> lease;
+  {
+    Market market(dir / "market.db");
+    MarketClient submitter = market.client(submitter_key), old_agent = market.client(old_key);
+    CHECK_FALSE(submitter.health().contains("min_agent_version"));
+    CHECK_FALSE(submitter.min_agent_version());
+    old_agent.register_worker(agent_of_version("0.1.0"));
+    task_id = submitter.submit_task(mlp_task(31));
+    lease = old_agent.claim_task();
+    REQUIRE(lease);
+  }
+
+  Market market(dir / "market.db", 300, "0.2.0");
+  MarketClient submitter = market.client(submitter_key), old_agent = market.client(old_key),
+               unversioned = market.client(unversioned_key), new_agent = market.client(new_key);
+  CHECK(submitter.health()["min_agent_version"] == "0.2.0");
+  REQUIRE(submitter.min_agent_version());
+  CHECK(submitter.min_agent_version()->text() == "0.2.0");
+  submitter.submit_task(mlp_task(32));
+
+  // Older agents, and agents too old to say their version, claim nothing: neither tasks nor verifications.
+  unversioned.register_worker(worker({"solve", "verify"}));
+  for (MarketClient* outdated : {&old_agent, &unversioned}) {
+    CHECK(refusal_of([&] { outdated->claim_task(); }) == std::pair<long, std::string>{403, "agent_outdated"});
+    CHECK(refusal_of([&] { outdated->claim_verification(); }) == std::pair<long, std::string>{403, "agent_outdated"});
+  }
+  const HttpResponse refused = send_signed(market.server->url(), old_key, "POST", "/v1/claims", "{}");
+  CHECK(refused.status == 403);
+  CHECK_THAT(refused.body, Catch::Contains("registered agent version 0.1.0; this market accepts 0.2.0 or newer: upgrade solver"));
+  // The lease it already holds it may still finish.
+  old_agent.heartbeat(task_id, beat(lease->lease_id, 100));
+  old_agent.complete_task(task_id, completion(lease->lease_id));
+  CHECK(submitter.task_status(task_id)["state"] == "completed");
+
+  // 0.10.0 is newer than 0.2.0 (numbers, not text); the same version is accepted too.
+  new_agent.register_worker(agent_of_version("0.10.0"));
+  CHECK(new_agent.claim_task());
+  CHECK(new_agent.claim_verification());
+  old_agent.register_worker(agent_of_version("0.2.0"));  // upgraded
+  CHECK(refusal_of([&] { old_agent.claim_task(); }).first == 0);  // nothing left to claim, and no refusal
+
+  // A malformed version is refused: the market's own setting at start, an agent's at registration.
+  market::MarketServerOptions bad;
+  bad.db_path = dir / "other.db";
+  bad.min_agent_version = "0.2-beta";
+  CHECK_THROWS_WITH(market::MarketServer(bad), Catch::Contains("--min-agent-version: \"0.2-beta\" is not a version"));
+  json body = to_json(worker({"solve"}));
+  body["agent_version"] = "latest";
+  const HttpResponse malformed = send_signed(market.server->url(), new_key, "POST", "/v1/workers", body.dump());
+  CHECK(malformed.status == 400);
+  CHECK_THAT(malformed.body, Catch::Contains("body.agent_version: \\\"latest\\\" is not a version"));
 }
 
 TEST_CASE("a checkpoint commitment cannot be changed, and a heartbeat that tries records nothing", "[market]") {

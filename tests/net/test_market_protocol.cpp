@@ -186,3 +186,22 @@ TEST_CASE("a heartbeat's commitments and a verdict keep their documented wire fo
   CHECK(parsed.report == verdict.report);
   CHECK(to_json(VerdictSummary{false, "unreadable", nullptr}).at("report") == json::object());  // a report is always an object
 }
+
+TEST_CASE("an agent's version travels in its registration, and the market's minimum in its health reply, both checked", "[net][market]") {
+  WorkerProfile profile{"rig", {"solve"}, json::object(), 1, 8192, {"mlp"}};
+  CHECK_FALSE(to_json(profile).contains("agent_version"));  // an agent too old to say stays silent
+  CHECK(parse_worker_profile(to_json(profile), "body").agent_version.empty());
+  profile.agent_version = "0.10.2";
+  CHECK(parse_worker_profile(to_json(profile), "body").agent_version == "0.10.2");
+  json bad = to_json(profile);
+  bad["agent_version"] = "0.10.2-dev";
+  CHECK_THAT(error_message([&] { parse_worker_profile(bad, "body"); }), Catch::Contains("body.agent_version: \"0.10.2-dev\" is not a version"));
+
+  CHECK_FALSE(parse_min_agent_version({{"protocol", "solver-market/1"}}, "health"));
+  CHECK_FALSE(parse_min_agent_version({{"min_agent_version", nullptr}}, "health"));
+  CHECK(parse_min_agent_version({{"min_agent_version", "0.2.0"}}, "health")->text() == "0.2.0");
+  CHECK_THAT(error_message([] { parse_min_agent_version({{"min_agent_version", "newest"}}, "health"); }),
+             Catch::Contains("health.min_agent_version: \"newest\" is not a version"));
+  CHECK_THAT(error_message([] { parse_min_agent_version({{"min_agent_version", 2}}, "health"); }),
+             Catch::Contains("health.min_agent_version: expected a non-empty string, got 2"));
+}

@@ -1,0 +1,72 @@
+// What the operator asked of the running agent through its control socket (control_server.h):
+// drain (claim nothing, finish what is in flight, exit 0), pause and resume, and devices
+// disabled and enabled. A paused slot, or one on a disabled device, stops its training at the
+// next checkpoint, holds the lease with heartbeats and claims nothing (task_job.h). Kept in
+// memory only: a restarted agent starts with none of them. Safe from every thread.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/metrics.h"
+
+namespace solver::agent::detail {
+
+class AgentControls {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  // One entry per slot: the slot's device as the config names it ("cpu", "cuda:0,cuda:1").
+  explicit AgentControls(std::vector<std::string> slot_devices);
+
+  // Answers one request of the control socket: {"command": "drain" | "pause" | "resume" |
+  // "status" | "disable" | "enable", "device": "cuda:0" (disable, enable)}. The reply is
+  // {"ok": true, "message": ..., "draining", "paused", "disabled": [...]}, or {"ok": false,
+  // "error": ...} naming what was wrong (an unknown command, a device no slot trains on).
+  nlohmann::json answer(const nlohmann::json& request);
+
+  bool draining() const;
+  // Whether the slot on `slot_device` is held: the agent is paused or one of its devices is
+  // disabled. A held slot stops training at the next checkpoint and claims nothing.
+  bool holds(const std::string& slot_device) const;
+  // Since when the slot has been held (the earliest of the pause and its devices' disabling).
+  std::optional<Clock::time_point> held_since(const std::string& slot_device) const;
+  // Whether the slot may claim a task or a verification: neither draining nor held.
+  bool may_claim(const std::string& slot_device) const;
+  // What status.json shows for the slot: "disabled", "paused", "draining" or "" (none).
+  std::string state_of(const std::string& slot_device) const;
+
+  // Waits `delay`, or less: until `stop` is set or a control changes (a resume wakes an idle slot at once).
+  void wait(std::chrono::milliseconds delay, const std::atomic<bool>& stop) const;
+  // Called after each change, outside the lock (the status board mirrors the states).
+  void on_change(std::function<void()> callback);
+  // solver_agent_draining, solver_agent_paused, solver_slot_disabled{slot,device}, read at scrape time.
+  void add_metrics(Metrics& metrics) const;
+
+ private:
+  nlohmann::json state_locked() const;
+  std::string device_of_a_slot(std::string_view device) const;  // its canonical name; throws Error(Input)
+  void changed();
+
+  const std::vector<std::string> slot_devices_;
+  const std::vector<std::vector<std::string>> slot_device_names_;  // each slot's devices, parsed
+  mutable std::mutex mutex_;
+  mutable std::condition_variable change_;
+  std::uint64_t generation_ = 0;  // counts changes, for wait()
+  bool draining_ = false;
+  std::optional<Clock::time_point> paused_since_;
+  std::map<std::string, Clock::time_point> disabled_since_;  // by device name
+  std::function<void()> on_change_;
+};
+
+}  // namespace solver::agent::detail
