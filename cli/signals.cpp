@@ -5,16 +5,22 @@
 
 #include <array>
 
+#include "common/log.h"
+
 namespace solver::cli {
 namespace {
 
 std::atomic<bool> stop_requested{false};
 std::atomic<bool> reload_requested{false};
+// The note is for a person watching plain log lines; a journal or JSON stream gets only whole
+// log lines (the agent logs how it stopped).
+std::atomic<bool> note_on_stop{true};
 constexpr std::array<int, 4> kSignals = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
 std::array<struct sigaction, kSignals.size()> previous{};
 
 void on_stop(int) {
   if (stop_requested.exchange(true)) ::_exit(130);  // the second signal: no more waiting
+  if (!note_on_stop) return;
   static constexpr char kNote[] = "\nsolver: stopping, saving work in progress (signal again to exit at once)\n";
   [[maybe_unused]] const auto written = ::write(STDERR_FILENO, kNote, sizeof(kNote) - 1);
 }
@@ -26,6 +32,7 @@ void on_reload(int) { reload_requested = true; }
 StopSignals::StopSignals(bool reload_on_hangup) {
   stop_requested = false;
   reload_requested = false;
+  note_on_stop = log_format() == LogFormat::Text;
   for (std::size_t i = 0; i < kSignals.size(); ++i) {
     struct sigaction action {};
     action.sa_handler = kSignals[i] == SIGHUP && reload_on_hangup ? &on_reload : &on_stop;

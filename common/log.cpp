@@ -80,6 +80,8 @@ void set_log_level(LogLevel level) { g_level = static_cast<int>(level); }
 bool log_enabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(); }
 void set_log_format(LogFormat format) { stderr_format() = format; }
 
+LogFormat log_format() { return stderr_format(); }
+
 std::string format_log_line(LogFormat format, const LogRecord& record, std::chrono::system_clock::time_point when) {
   const std::string_view level = log_level_name(record.level);
   switch (format) {

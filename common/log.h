@@ -36,6 +36,7 @@ enum class LogFormat { Text, Journal, Json };
 
 // The default sink's format until set_log_format: Journal when stderr is the journal, else Text.
 void set_log_format(LogFormat format);
+LogFormat log_format();
 std::string format_log_line(LogFormat format, const LogRecord& record, std::chrono::system_clock::time_point when);
 // Whether `fd` is the stream that `journal_stream` (JOURNAL_STREAM's "device:inode", or null
 // when unset) names: systemd sets it for a service's stderr connected to the journal, and a
