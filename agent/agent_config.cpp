@@ -206,6 +206,19 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
           bounded_number(pause, "release_after_seconds", config.pause_release_seconds, 7 * 24 * 3600.0, "seconds");
       pause.finish();
     }
+    if (reader.has("thermal")) {
+      ObjectReader thermal = reader.object("thermal");
+      ThermalLimits& limits = config.thermal;
+      limits.max_celsius = bounded_number(thermal, "max_celsius", limits.max_celsius, 150.0, "°C");
+      limits.resume_celsius = bounded_number(thermal, "resume_celsius", limits.resume_celsius, 150.0, "°C");
+      limits.max_throttled_seconds =
+          positive_seconds(thermal, "max_throttled_seconds", limits.max_throttled_seconds);
+      thermal.finish();
+      if (limits.resume_celsius >= limits.max_celsius)
+        ObjectReader::fail("config.thermal.resume_celsius",
+                           fmt::format("must be below max_celsius ({:g}), got {:g}", limits.max_celsius,
+                                       limits.resume_celsius));
+    }
     if (reader.has("poll")) {
       ObjectReader poll = reader.object("poll");
       config.poll_min_seconds = positive_seconds(poll, "min_seconds", config.poll_min_seconds);

@@ -23,6 +23,15 @@ struct StorageConfig {
   nlohmann::json settings;          // ipfs / s3: their own fields (docs/storage.md)
 };
 
+// The config's "thermal": a GPU at or above max_celsius, or slowed by heat or power for
+// longer than max_throttled_seconds, pauses its slot between steps until it is at or below
+// resume_celsius and no longer slowed (detail/gpu_steward.h).
+struct ThermalLimits {
+  double max_celsius = 85.0;
+  double resume_celsius = 75.0;
+  double max_throttled_seconds = 60.0;
+};
+
 struct AgentConfig {
   std::string market_url = "http://127.0.0.1:8470";
   std::optional<std::filesystem::path> key_file;  // empty: default_key_path()
@@ -31,7 +40,7 @@ struct AgentConfig {
   std::filesystem::path cache_dir;                // fetched task inputs
   std::filesystem::path bench_file;               // `solver bench --save` figures sent at registration; default <work_dir>/bench.json
   std::uint64_t max_cache_bytes = 50ull << 30;
-  std::uint64_t min_free_disk_bytes = 5ull << 30;  // claim nothing new while the work disk has less free
+  std::uint64_t min_free_disk_bytes = 5ull << 30;  // below it free on the work disk: claim nothing, hold training (disk_watch.h)
   // Published bundles in the directory store (pruner.h): the newest keep_bundles stay; older
   // ones go once the market says their task is over, and any past the age (0: no age limit).
   int keep_bundles = 20;
@@ -55,6 +64,7 @@ struct AgentConfig {
   // pause.release_after_seconds: a task held this long by a pause or a disabled device is given
   // back to the market (docs/agent.md, "Controls")
   double pause_release_seconds = 900.0;
+  ThermalLimits thermal;  // read at start (a reload does not change it)
   // The verifier's policy (the config's "verify": docs/cli.md, solver verify): q, random_count or
   // catch_probability with faked_fraction, and the coverages of its `solver profile` outputs
   // (verify.profiles; bundles from other runtimes than this rig's are judged only within one).

@@ -1,5 +1,5 @@
 // The client side of a running agent's control socket (docs/agent.md, "Controls"): what
-// `solver agent drain|pause|resume|disable|enable` sends.
+// `solver agent drain|pause|resume|disable|enable|clear` sends.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -15,7 +15,9 @@
 #include "agent/control_client.h"
 #include "agent/detail/agent_controls.h"
 #include "agent/detail/control_server.h"
+#include "agent/detail/disk_watch.h"
 #include "agent/detail/error_policy.h"
+#include "agent/detail/gpu_steward.h"
 #include "agent/detail/metrics_server.h"
 #include "agent/detail/pruner.h"
 #include "agent/doctor.h"
@@ -55,10 +57,12 @@ struct Agent::Impl {
   StatusBoard status;
   std::mutex publish_mutex;
   AgentControls controls;  // the operator's drain, pause and disabled devices
+  std::vector<std::unique_ptr<GpuSteward>> stewards;  // one per slot, watching its GPUs
   AgentServices services;
   VersionGate version_gate{market, status};  // after the status board it reports to
   std::optional<MetricsServer> metrics_server;  // metrics.port; after the status board, whose metrics it serves
   std::vector<SlotPlace> slots;  // one per task at once, each on its own thread and device
+  DiskWatch disk_watch{config.work_dir, controls};  // limits.min_free_disk_gb: every slot held while the disk is low
   std::optional<BundlePruner> pruner;  // storage.kind directory: published bundles the market is done with go
   std::mutex busy_mutex;
   std::set<std::string> busy_tasks;  // task folders a slot is working on
@@ -86,6 +90,13 @@ struct Agent::Impl {
         services{key, stop, market, *store, cache, publish_mutex, status, config.max_worker_faults, controls} {
     for (int i = 0; i < config.tasks_at_once; ++i)
       slots.push_back(SlotPlace{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
+    const hardware::GpuInventory inventory =
+        cuda_devices_needed(config) > 0 ? hardware::read_gpu_inventory() : hardware::GpuInventory{};
+    for (SlotPlace& slot : slots) {
+      stewards.push_back(std::make_unique<GpuSteward>(GpuSteward::gpus_of_slot(slot.device, inventory), config.thermal,
+                                                      controls));
+      slot.steward = stewards.back().get();
+    }
     if (config.storage.kind == "directory")
       pruner.emplace(config.storage.directory, tasks_dir(), market, status.metrics(), publish_mutex);
     controls.add_metrics(status.metrics());
@@ -112,7 +123,8 @@ struct Agent::Impl {
   }
 
   // SIGHUP: the ceilings, the download policy, the verification settings and the pruning limits
-  // are re-read and apply to work taken from now on; a hold for worker faults ends. Other changes need a restart.
+  // are re-read and apply to work taken from now on, limits.min_free_disk_gb at once (watch_rig);
+  // a hold for worker faults ends. Other changes need a restart.
   void reload_if_asked() {
     if (reload == nullptr || !reload->exchange(false)) return;
     if (status.clear_worker_faults() >= config.max_worker_faults) log_info("agent", "reload: claiming again");
@@ -131,6 +143,7 @@ struct Agent::Impl {
       config.verify = fresh.verify;
       config.keep_bundles = fresh.keep_bundles;
       config.bundle_max_age_seconds = fresh.bundle_max_age_seconds;
+      config.min_free_disk_bytes = fresh.min_free_disk_bytes;
     }
     cache.set_policy(fresh.downloads);
     std::vector<std::string> unapplied;
@@ -144,7 +157,8 @@ struct Agent::Impl {
     if (fresh.storage.kind != config.storage.kind || fresh.storage.directory != config.storage.directory ||
         fresh.storage.settings != config.storage.settings)
       unapplied.push_back("storage");
-    log_info("agent", "reloaded the config: ceilings, downloads and verify settings apply to work taken from now on{}",
+    log_info("agent", "reloaded the config: ceilings, downloads and verify settings apply to work taken from now on, "
+             "limits.min_free_disk_gb at once{}",
              unapplied.empty() ? "" : fmt::format("; {} changed too, which needs a restart", fmt::join(unapplied, ", ")));
   }
 
@@ -229,6 +243,8 @@ struct Agent::Impl {
   static std::string operator_hold_note(const std::string& state) {
     if (state == "draining") return "draining: claiming nothing; the agent exits once its tasks in flight are completed";
     if (state == "paused") return "paused by the operator: claiming nothing until `solver agent resume`";
+    if (state.starts_with("quarantined")) return state + "; claiming nothing until `solver agent clear DEVICE`";
+    if (state.starts_with("disk low")) return state + "; claiming nothing until the disk has room again";
     return "device disabled by the operator: claiming nothing until `solver agent enable`";
   }
 
@@ -246,15 +262,18 @@ struct Agent::Impl {
       try {
         spool_empty = work_in_flight(slot);
         if (controls.draining() && spool_empty) break;  // drained: this slot's tasks are completed
+        const std::string cooling = slot.steward->check();  // first: it may quarantine a faulty GPU
         if (!controls.may_claim(slot.device)) {
           waiting = operator_hold_note(controls.state_of(slot.device));
+        } else if (!cooling.empty()) {
+          waiting = "cooling: " + cooling;
         } else if (held_for_faults()) {
           waiting = fmt::format("held: {} tasks failed in a row by this rig's fault (last: {}); fix it, then send "
                                 "SIGHUP or restart", status.worker_faults_in_a_row(), status.last_worker_fault());
         } else if (const std::optional<std::string> outdated = version_gate.outdated()) {
           waiting = *outdated;
         } else {
-          if (!stop && config.has_role("solve") && disk_has_room(config)) {
+          if (!stop && config.has_role("solve") && disk_has_room(current())) {
             if (const std::optional<net::Lease> lease = market.claim_task()) {
               const TaskHold hold(*this, lease->task_id);
               TaskJob::claim(*lease, tasks_dir(), current(), services, slot).run();
@@ -304,10 +323,32 @@ struct Agent::Impl {
           failed = true;
         }
       });
+    std::atomic<bool> slots_done{false};
+    std::thread rig_watch([&] { watch_rig(slots_done); });
     service_manager.ready();
     for (std::thread& thread : threads) thread.join();
+    slots_done = true;
+    rig_watch.join();
     if (failure) std::rethrow_exception(failure);
     return finish_run();
+  }
+
+  // Every few seconds, whatever the slots are doing (training, held, idle): a SIGHUP applies, so a
+  // new limits.min_free_disk_gb reaches a held slot, whose own loop does not turn; and the disk
+  // hold follows the work dir's free space (disk_watch.h).
+  void watch_rig(const std::atomic<bool>& slots_done) {
+    constexpr auto kInterval = std::chrono::seconds(2);
+    while (!stop && !slots_done) {
+      try {
+        reload_if_asked();
+        disk_watch.check(current().min_free_disk_bytes);
+      } catch (const std::exception& error) {
+        log_error("agent", "watching the rig: {}", error.what());
+      }
+      for (const auto next = std::chrono::steady_clock::now() + kInterval;
+           !stop && !slots_done && std::chrono::steady_clock::now() < next;)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
   }
 
   int finish_run() {

@@ -1,4 +1,4 @@
-// `solver agent drain|pause|resume|disable DEVICE|enable DEVICE`: the operator's controls of a
+// `solver agent drain|pause|resume|disable DEVICE|enable DEVICE|clear DEVICE`: the operator's controls of a
 // running agent, sent through its control socket (agent/control_client.h, docs/agent.md "Controls").
 #include <cstdio>
 #include <filesystem>
@@ -19,10 +19,10 @@ namespace solver::cli {
 namespace {
 
 struct ControlOptions {
-  std::string command;  // drain, pause, resume, disable, enable
+  std::string command;  // drain, pause, resume, disable, enable, clear
   std::optional<std::filesystem::path> config_file;
   std::optional<std::filesystem::path> work_dir;
-  std::string device;  // disable, enable
+  std::string device;  // disable, enable, clear
 };
 
 // Exit 0 when the agent did it, 2 when it refused (the reply says why), 3 when no agent runs there.
@@ -51,7 +51,7 @@ Command add_control(CLI::App& agent, const std::string& name, const std::string&
   CLI::App* command = agent.add_subcommand(name, description);
   command->add_option("--config", options->config_file, "The agent's config (for its work dir)");
   command->add_option("--work-dir", options->work_dir, "The agent's work dir (default: the config's)");
-  if (name == "disable" || name == "enable")
+  if (name == "disable" || name == "enable" || name == "clear")
     command->add_option("DEVICE", options->device, "cpu or cuda:N, a device a slot of the agent trains on")
         ->required()
         ->check([](const std::string& text) {
@@ -74,6 +74,7 @@ std::vector<Command> add_agent_control_commands(CLI::App& agent) {
       add_control(agent, "resume", "Tell a paused agent to go on from its checkpoints"),
       add_control(agent, "disable", "Tell the running agent to stop using DEVICE (its slot stops at the next checkpoint)"),
       add_control(agent, "enable", "Tell the running agent to use DEVICE again"),
+      add_control(agent, "clear", "Tell the running agent that quarantined DEVICE is fixed: its slot claims again"),
   };
 }
 

@@ -32,7 +32,7 @@ Command add_bench_command(CLI::App& parent);
 // serve, submit, status and cancel, under `solver market`
 Command add_market_command(CLI::App& parent);
 Command add_agent_command(CLI::App& parent);
-// drain, pause, resume, disable DEVICE and enable DEVICE, under `solver agent`: the running agent's controls
+// drain, pause, resume, disable DEVICE, enable DEVICE and clear DEVICE, under `solver agent`: the running agent's controls
 std::vector<Command> add_agent_control_commands(CLI::App& agent);
 Command add_publish_command(CLI::App& parent);
 // `solver status`: what the agent using a work dir is doing

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 
 #include "common/error.h"
 #include "kernels/cuda_device.h"
@@ -133,6 +134,8 @@ GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
 }  // namespace
 
 GpuInventory read_gpu_inventory(const std::string& library_name) {
+  static std::mutex one_reader;
+  const std::lock_guard lock(one_reader);
   GpuInventory inventory;
   Nvml nvml;
   nvml.library.reset(::dlopen(library_name.c_str(), RTLD_NOW | RTLD_LOCAL));

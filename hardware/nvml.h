@@ -53,7 +53,8 @@ struct GpuInventory {
 // Opens `library` with dlopen (a soname or a path), reads every GPU, closes it again. Blocks
 // for as long as NVML takes (well under a second, more when GPUs are waking up). Never throws
 // for a missing or failing NVML: that is a normal machine state, reported in
-// unavailable_reason. Not thread-safe (NVML's init and shutdown are process-wide).
+// unavailable_reason. Safe from every thread: reads are serialised, since NVML's init and
+// shutdown are process-wide (the metrics' collector and each slot's GPU steward read it).
 GpuInventory read_gpu_inventory(const std::string& library = std::string(kNvmlLibrary));
 
 // NVML's figures for CUDA device `cuda_device` (matched by UUID, since CUDA and NVML number GPUs

@@ -293,6 +293,9 @@ struct MarketServer::Impl {
     post(std::string("/v1/tasks/") + kTaskId + "/fail", [this](Call& call) -> Reply {
       return {200, {{"state", store.fail_task(call.id, call.key, net::parse_failure_report(call.body, "body"), call.now)}}};
     });
+    post(std::string("/v1/tasks/") + kTaskId + "/release", [this](Call& call) -> Reply {
+      return {200, {{"state", store.release_task(call.id, call.key, net::parse_release(call.body, "body"), call.now)}}};
+    });
     post(std::string("/v1/tasks/") + kTaskId + "/cancel", [this](Call& call) -> Reply {
       store.cancel_task(call.id, call.key, call.now);
       return {200, {{"state", "cancelled"}}};

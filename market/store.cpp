@@ -1,5 +1,5 @@
 // The market's SQLite store and rules (see store.h and docs/market-protocol.md).
-// Lease states: active -> completed | failed | cancelled | expired; an expired lease comes back
+// Lease states: active -> completed | failed | released | cancelled | expired; an expired lease comes back
 // to active when its holder reports before anyone else claimed the task ("revived"), since the
 // work it did is still good and redoing it helps nobody.
 #include "market/store.h"
@@ -563,6 +563,26 @@ std::string Store::fail_task(const std::string& task_id, const std::string& key,
   }
   transaction.commit();
   return state;
+}
+
+std::string Store::release_task(const std::string& task_id, const std::string& key, const net::Release& release,
+                                std::int64_t now) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->expire_due(now);
+  Impl::Transaction transaction(*impl_);
+  const TaskRow task = impl_->task_or_refuse(task_id);
+  const LeaseRow lease = impl_->owned_lease(task, release.lease_id, key);
+  if (lease.state == "released") return task.state;  // a retry after a lost reply
+  if (task.state != "leased" || task.last_lease != lease.lease_id || lease.state != "active")
+    throw Refusal(409, "not_leased", "task " + task_id + " is " + task.state + " and lease " + lease.lease_id + " is " +
+                                         lease.state + "; only a task's active lease can be released");
+  impl_->run("UPDATE leases SET state = 'released', ended_at = ? WHERE lease_id = ?", now, lease.lease_id);
+  impl_->run("UPDATE tasks SET state = 'queued', updated_at = ? WHERE task_id = ?", now, task_id);
+  transaction.commit();
+  log_info("market", "task {} released by {}… (lease {}): queued again, attempt {} of {} unchanged{}", task_id,
+           short_key(key), lease.lease_id, task.attempts, impl_->policy.max_attempts,
+           release.reason.empty() ? "" : ": " + release.reason.substr(0, kMaxReasonBytes));
+  return "queued";
 }
 
 std::optional<net::VerificationJob> Store::claim_verification(const std::string& key, std::int64_t now) {

@@ -91,6 +91,11 @@ class Store {
   // the worker, which is held back (403 held_back on claims) after repeated faults; a completion
   // clears that count. Returns the task's state afterwards ("queued", "failed", or what it already was).
   std::string fail_task(const std::string& task_id, const std::string& key, const net::FailureReport& report, std::int64_t now);
+  // The lease's holder gives its active lease back unfinished, through no failure: the task is
+  // queued again with its attempts and the worker's fault count untouched, and the same worker
+  // may claim it again. Refusal 409 not_leased when the task is not leased on that lease (a lease
+  // already released is a retry: answered with the task's state). Returns the task's state.
+  std::string release_task(const std::string& task_id, const std::string& key, const net::Release& release, std::int64_t now);
 
   // The oldest completed task that `key` did not solve, has not declined and nobody is verifying, as a job.
   std::optional<net::VerificationJob> claim_verification(const std::string& key, std::int64_t now);

@@ -149,6 +149,11 @@ void MarketClient::fail_task(const std::string& task_id, const std::string& leas
   call("POST", "/v1/tasks/" + url_encode(task_id) + "/fail", &body);
 }
 
+void MarketClient::release_task(const std::string& task_id, const std::string& lease_id, const std::string& reason) {
+  const json body = to_json(Release{lease_id, reason});
+  call("POST", "/v1/tasks/" + url_encode(task_id) + "/release", &body);
+}
+
 void MarketClient::cancel_task(const std::string& task_id) {
   const json body = json::object();
   call("POST", "/v1/tasks/" + url_encode(task_id) + "/cancel", &body);

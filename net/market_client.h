@@ -60,6 +60,8 @@ class MarketClient {
   HeartbeatReply heartbeat(const std::string& task_id, const Heartbeat& beat);
   void complete_task(const std::string& task_id, const Completion& completion);
   void fail_task(const std::string& task_id, const std::string& lease_id, const std::string& reason, Fault fault);
+  // Gives an active lease back unfinished, at no cost to the task or this worker (why: `reason`).
+  void release_task(const std::string& task_id, const std::string& lease_id, const std::string& reason);
   void cancel_task(const std::string& task_id);
   std::optional<VerificationJob> claim_verification();  // nullopt: nothing to verify now
   void post_verdict(const std::string& job_id, const VerdictSummary& verdict);

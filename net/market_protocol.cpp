@@ -216,6 +216,8 @@ json to_json(const FailureReport& report) {
   return {{"lease_id", report.lease_id}, {"reason", report.reason}, {"fault", fault_name(report.fault)}};
 }
 
+json to_json(const Release& release) { return {{"lease_id", release.lease_id}, {"reason", release.reason}}; }
+
 json to_json(const VerificationJob& job) {
   return {{"job_id", job.job_id},
           {"task_id", job.task_id},
@@ -317,6 +319,14 @@ FailureReport parse_failure_report(const json& value, const std::string& name) {
   else if (fault == "unknown") report.fault = Fault::Unknown;
   else ObjectReader::fail(reader.field("fault"), "expected \"task\", \"worker\" or \"unknown\", got \"" + fault + "\"");
   return report;
+}
+
+Release parse_release(const json& value, const std::string& name) {
+  ObjectReader reader(value, name);
+  Release release;
+  release.lease_id = id_field(reader, "lease_id");
+  release.reason = text_or_empty(reader, "reason");
+  return release;
 }
 
 VerificationJob parse_verification_job(const json& value, const std::string& name) {

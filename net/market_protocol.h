@@ -123,6 +123,12 @@ struct FailureReport {
   Fault fault = Fault::Unknown;
 };
 
+// A lease given back unfinished through no failure (the rig's operator paused it too long): the
+// task is queued again as if never claimed. `reason` is for the market's log.
+struct Release {
+  std::string lease_id, reason;
+};
+
 struct VerificationJob {
   std::string job_id, task_id;
   nlohmann::json task;
@@ -138,6 +144,7 @@ nlohmann::json to_json(const Heartbeat& beat);
 nlohmann::json to_json(const HeartbeatReply& reply);
 nlohmann::json to_json(const Completion& completion);
 nlohmann::json to_json(const FailureReport& report);
+nlohmann::json to_json(const Release& release);
 nlohmann::json to_json(const VerificationJob& job);
 nlohmann::json to_json(const VerdictSummary& verdict);
 
@@ -148,6 +155,7 @@ Heartbeat parse_heartbeat(const nlohmann::json& json, const std::string& name);
 HeartbeatReply parse_heartbeat_reply(const nlohmann::json& json, const std::string& name);
 Completion parse_completion(const nlohmann::json& json, const std::string& name);
 FailureReport parse_failure_report(const nlohmann::json& json, const std::string& name);
+Release parse_release(const nlohmann::json& json, const std::string& name);
 VerificationJob parse_verification_job(const nlohmann::json& json, const std::string& name);
 VerdictSummary parse_verdict(const nlohmann::json& json, const std::string& name);
 // The lowest agent version the market accepts, from its health reply (GET /v1/health):

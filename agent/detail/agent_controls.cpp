@@ -32,7 +32,7 @@ nlohmann::json AgentControls::answer(const nlohmann::json& request) {
   if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
     throw Error(ErrorKind::Input, "expected a JSON object with a \"command\" string, e.g. {\"command\": \"pause\"}");
   const std::string command = request["command"].get<std::string>();
-  const bool of_a_device = command == "disable" || command == "enable";
+  const bool of_a_device = command == "disable" || command == "enable" || command == "clear";
   if (of_a_device && !(request.contains("device") && request["device"].is_string()))
     throw Error(ErrorKind::Input, command + " needs a \"device\" string, e.g. \"cuda:0\"");
   std::string message;
@@ -57,13 +57,16 @@ nlohmann::json AgentControls::answer(const nlohmann::json& request) {
       if (command == "disable") {
         did_change = disabled_since_.emplace(device, Clock::now()).second;
         message = device + " disabled: its slot stops at the next checkpoint and claims nothing";
+      } else if (command == "clear") {
+        did_change = quarantined_.erase(device) > 0;
+        message = device + (did_change ? " cleared: its slot claims again" : " was not quarantined");
       } else {
         did_change = disabled_since_.erase(device) > 0;
         message = device + (did_change ? " enabled" : " was not disabled");
       }
     } else if (command != "status") {
       throw Error(ErrorKind::Input, "unknown command \"" + command +
-                                        "\" (drain, pause, resume, disable, enable or status)");
+                                        "\" (drain, pause, resume, disable, enable, clear or status)");
     }
     if (did_change) ++generation_;
   }
@@ -76,6 +79,18 @@ nlohmann::json AgentControls::answer(const nlohmann::json& request) {
   reply["ok"] = true;
   if (!message.empty()) reply["message"] = message;
   return reply;
+}
+
+bool AgentControls::quarantine(const std::string& device, std::string reason, std::string why) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (!quarantined_.emplace(device, Quarantine{Clock::now(), std::move(reason), why}).second) return false;
+    ++generation_;
+  }
+  log_error("agent", "{} quarantined: {}; its slot stops at the next checkpoint and claims nothing until "
+            "`solver agent clear {}`", device, why, device);
+  changed();
+  return true;
 }
 
 std::string AgentControls::device_of_a_slot(std::string_view text) const {
@@ -99,7 +114,10 @@ void AgentControls::changed() {
 nlohmann::json AgentControls::state_locked() const {
   nlohmann::json disabled = nlohmann::json::array();
   for (const auto& [device, since] : disabled_since_) disabled.push_back(device);
-  return {{"draining", draining_}, {"paused", paused_since_.has_value()}, {"disabled", disabled}};
+  nlohmann::json quarantined = nlohmann::json::object();
+  for (const auto& [device, quarantine] : quarantined_) quarantined[device] = quarantine.why;
+  return {{"draining", draining_}, {"paused", paused_since_.has_value()}, {"disabled", disabled},
+          {"quarantined", quarantined}, {"disk_hold", disk_hold_ ? nlohmann::json(*disk_hold_) : nlohmann::json()}};
 }
 
 bool AgentControls::draining() const {
@@ -112,23 +130,50 @@ std::optional<AgentControls::Clock::time_point> AgentControls::held_since(const 
   if (slot == slot_devices_.end()) return std::nullopt;
   const std::lock_guard lock(mutex_);
   std::optional<Clock::time_point> since = paused_since_;
-  for (const std::string& name : slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())])
+  for (const std::string& name : slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())]) {
     if (const auto disabled = disabled_since_.find(name); disabled != disabled_since_.end())
       since = since ? std::min(*since, disabled->second) : disabled->second;
+    if (const auto quarantined = quarantined_.find(name); quarantined != quarantined_.end())
+      since = since ? std::min(*since, quarantined->second.since) : quarantined->second.since;
+  }
   return since;
 }
 
-bool AgentControls::holds(const std::string& slot_device) const { return held_since(slot_device).has_value(); }
+bool AgentControls::holds(const std::string& slot_device) const {
+  return held_since(slot_device).has_value() || disk_hold().has_value();
+}
+
+void AgentControls::set_disk_hold(std::optional<std::string> reason) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (reason == disk_hold_) return;
+    // Only a hold that starts or ends wakes the waiting slots; a new figure of free space just shows.
+    if (reason.has_value() != disk_hold_.has_value()) ++generation_;
+    disk_hold_ = std::move(reason);
+  }
+  changed();
+}
+
+std::optional<std::string> AgentControls::disk_hold() const {
+  const std::lock_guard lock(mutex_);
+  return disk_hold_;
+}
 
 bool AgentControls::may_claim(const std::string& slot_device) const { return !draining() && !holds(slot_device); }
 
 std::string AgentControls::state_of(const std::string& slot_device) const {
   const auto slot = std::ranges::find(slot_devices_, slot_device);
   const std::lock_guard lock(mutex_);
-  if (slot != slot_devices_.end())
-    for (const std::string& name : slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())])
+  if (slot != slot_devices_.end()) {
+    const std::vector<std::string>& names = slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())];
+    for (const std::string& name : names)
+      if (const auto quarantined = quarantined_.find(name); quarantined != quarantined_.end())
+        return "quarantined: " + quarantined->second.why;
+    for (const std::string& name : names)
       if (disabled_since_.contains(name)) return "disabled";
+  }
   if (paused_since_) return "paused";
+  if (disk_hold_) return *disk_hold_;
   return draining_ ? "draining" : "";
 }
 
@@ -160,6 +205,23 @@ void AgentControls::add_metrics(Metrics& metrics) const {
               {{"slot", std::to_string(i)}, {"device", slot_devices_[i]}})
           .set(disabled ? 1 : 0);
     }
+    // Labelled with the reason, so a cleared quarantine leaves no series behind.
+    m.clear_gauges("solver_slot_quarantined");
+    for (std::size_t i = 0; i < slot_devices_.size(); ++i) {
+      const auto quarantined = std::ranges::find_if(slot_device_names_[i], [&](const std::string& name) {
+        return quarantined_.contains(name);
+      });
+      const bool is = quarantined != slot_device_names_[i].end();
+      m.gauge("solver_slot_quarantined",
+              "1 while a device of the slot is quarantined (reason: ecc_uncorrected, lost): it claims nothing until "
+              "`solver agent clear`.",
+              {{"slot", std::to_string(i)}, {"device", slot_devices_[i]},
+               {"reason", is ? quarantined_.at(*quarantined).reason : ""}})
+          .set(is ? 1 : 0);
+    }
+    m.gauge("solver_agent_disk_low", "1 while the work dir's disk is below limits.min_free_disk_gb: training held at a "
+            "checkpoint, leases kept, nothing claimed.")
+        .set(disk_hold_ ? 1 : 0);
   });
 }
 

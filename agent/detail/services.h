@@ -31,10 +31,14 @@ struct AgentServices {
   const AgentControls& controls;  // the operator's drain, pause and disabled devices
 };
 
-// Where a job runs: a slot of the agent (its index on the status board) and its device.
+class GpuSteward;
+
+// Where a job runs: a slot of the agent (its index on the status board) and its device, with
+// the steward of the device's GPUs (gpu_steward.h; none: nothing is watched).
 struct SlotPlace {
   int index = 0;
   std::string device;
+  GpuSteward* steward = nullptr;
 };
 
 }  // namespace solver::agent::detail

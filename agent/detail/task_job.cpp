@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "agent/ceilings.h"
+#include "agent/detail/gpu_steward.h"
 #include "agent/training_job.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -149,7 +150,7 @@ TaskJob::Progress TaskJob::train() {
   std::atomic<bool> past_ceiling{false};  // ran longer than this rig allows a task
   std::atomic<bool> done{false};
   std::atomic<bool> at_checkpoint{false};         // the last step wrote one
-  std::atomic<bool> stopped_for_operator{false};  // held (a pause, a disabled device) at a checkpoint
+  std::atomic<bool> stopped_for_operator{false};  // held (a pause, a disabled device, a low disk) at a checkpoint
   std::exception_ptr failure;
   TrainingRun run;
   const auto observe_checkpoint_writes = [&] {
@@ -162,7 +163,21 @@ TaskJob::Progress TaskJob::train() {
     at_checkpoint = record.step == next_checkpoint_step(record.step - 1, task.checkpoint_every, total_steps);
     services_.status.count_step(place_.index, record.step, static_cast<std::int64_t>(record.indices.size()));
   };
+  // Between steps: while the steward finds the GPU too hot, the training waits (this thread's
+  // caller goes on heartbeating, so the lease holds), then goes on with the next step: no work is lost.
+  const auto cool_down = [&] {
+    if (place_.steward == nullptr) return;
+    bool waited = false;
+    for (std::string why = place_.steward->check(); !why.empty() && !(services_.stop || abandon || past_ceiling);
+         why = place_.steward->check()) {
+      services_.status.set_activity(place_.index, "cooling: " + why, state_.task_id);
+      waited = true;
+      services_.controls.wait(std::chrono::seconds(1), services_.stop);
+    }
+    if (waited) services_.status.set_activity(place_.index, "training", state_.task_id);
+  };
   hooks.should_stop = [&] {
+    cool_down();
     if (at_checkpoint && services_.controls.holds(place_.device)) stopped_for_operator = true;
     return services_.stop.load() || abandon.load() || past_ceiling.load() || stopped_for_operator.load();
   };
@@ -217,7 +232,7 @@ TaskJob::Progress TaskJob::train() {
                                                        settings_.ceilings.max_wall_seconds / 3600.0, run.last_step,
                                                        run.total_steps)));
   if (!run.finished && stopped_for_operator) {
-    log_info("agent", "task={} stopped at checkpoint step {} of {} for the operator ({})", state_.task_id, run.last_step,
+    log_info("agent", "task={} stopped at checkpoint step {} of {} while held ({})", state_.task_id, run.last_step,
              run.total_steps, services_.controls.state_of(place_.device));
     held_step_ = run.last_step;
     held_total_steps_ = run.total_steps;
@@ -249,30 +264,37 @@ std::chrono::milliseconds TaskJob::heartbeat_interval() const {
 std::optional<TaskJob::Progress> TaskJob::hold() {
   const auto release_after = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(settings_.pause_release_seconds));
-  log_info("agent", "task={} held for the operator ({}): the lease is kept; the task goes back to the market after "
-           "{:.0f} s held (pause.release_after_seconds)", state_.task_id, services_.controls.state_of(place_.device),
-           settings_.pause_release_seconds);
+  if (services_.controls.held_since(place_.device))
+    log_info("agent", "task={} held for the operator ({}): the lease is kept; the task goes back to the market after "
+             "{:.0f} s held (pause.release_after_seconds)", state_.task_id, services_.controls.state_of(place_.device),
+             settings_.pause_release_seconds);
+  else  // the disk hold: the rig's own, with no deadline, so the lease is kept for as long as it lasts
+    log_info("agent", "task={} held ({}): the lease is kept until the disk has room again",
+             state_.task_id, services_.controls.state_of(place_.device));
   std::set<std::int64_t> committed;  // the training job committed its checkpoints; completion sends them all again
   std::atomic<bool> abandon{false};
-  while (const std::optional<Clock::time_point> since = services_.controls.held_since(place_.device)) {
+  while (services_.controls.holds(place_.device)) {
     if (services_.stop) return Progress::Waiting;
-    const Clock::duration left = *since + release_after - Clock::now();
-    if (left <= Clock::duration::zero()) {
-      const std::string why = fmt::format("held by the operator for {:.0f} s (pause.release_after_seconds)",
-                                          settings_.pause_release_seconds);
-      try {
-        services_.market.fail_task(state_.task_id, state_.lease_id, "given back: " + why, net::Fault::Worker);
-      } catch (const Error& error) {
-        log_warn("agent", "task={} could not be given back ({}); the lease will expire instead", state_.task_id,
-                 error.what());
+    std::chrono::milliseconds next_beat = heartbeat_interval();
+    if (const std::optional<Clock::time_point> since = services_.controls.held_since(place_.device)) {
+      const Clock::duration left = *since + release_after - Clock::now();
+      if (left <= Clock::duration::zero()) {
+        const std::string why = fmt::format("held by the operator for {:.0f} s (pause.release_after_seconds)",
+                                            settings_.pause_release_seconds);
+        try {
+          services_.market.release_task(state_.task_id, state_.lease_id, why);
+        } catch (const Error& error) {
+          log_warn("agent", "task={} could not be given back ({}); the lease will expire instead", state_.task_id,
+                   error.what());
+        }
+        return forget("given back to the market after being " + why);
       }
-      return forget("given back to the market after being " + why);
+      next_beat = std::min(next_beat, std::chrono::ceil<std::chrono::milliseconds>(left));
     }
     services_.status.set_activity(place_.index, "held", state_.task_id);
     heartbeat({}, committed, held_step_, held_total_steps_, held_loss_, abandon);
     if (abandon) return forget("abandoned while held");
-    services_.controls.wait(std::min(heartbeat_interval(), std::chrono::ceil<std::chrono::milliseconds>(left)),
-                            services_.stop);
+    services_.controls.wait(next_beat, services_.stop);
   }
   log_info("agent", "task={} may go on: training resumes from its last checkpoint", state_.task_id);
   return std::nullopt;

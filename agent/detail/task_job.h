@@ -2,8 +2,9 @@
 //
 //   claimed ─▶ training ─▶ bundled ─▶ published ─▶ completed: folder removed
 //                 │   ├─ stopped: stays in training; resumes from the last journaled checkpoint
-//                 │   └─ held by the operator (a pause, a disabled device): stops at the next checkpoint,
-//                 │      heartbeats the lease until resumed, or gives the task back after pause.release_after_seconds
+//                 │   └─ held by the operator (a pause, a disabled device) or a low disk: stops at the next
+//                 │      checkpoint, heartbeats the lease until the hold ends, or releases the task to the market
+//                 │      after pause.release_after_seconds of the operator's hold (a low disk has no deadline)
 //                 └─ failed, cancelled, lease lost: the market is told (when it should be), folder removed
 //
 // next() does the work of the current phase and moves the task on. What an error means there
@@ -45,7 +46,7 @@ class TaskJob {
     Advanced,  // the task moved to its next phase
     Waiting,   // it stays in its phase for now: stopped, or the store or market is down
     Done,      // completed, failed or dropped; its folder is gone
-    Held,      // stopped at a checkpoint for the operator (agent_controls.h); next() holds the lease until it may go on
+    Held,      // stopped at a checkpoint for a hold (agent_controls.h); next() holds the lease until it may go on
   };
 
   // A task the market just leased: its folder, with state.json in phase training; its bundle
@@ -76,9 +77,9 @@ class TaskJob {
   // Returns whether the market answered; sets `abandon` when the task is not ours any more.
   bool heartbeat(const std::vector<CheckpointCommitment>& written, std::set<std::int64_t>& committed,
                  std::int64_t step, std::int64_t total, float loss, std::atomic<bool>& abandon);
-  // While the operator holds the slot: nothing on the device, the lease renewed by heartbeats.
+  // While the slot is held (the operator, a low disk): nothing on the device, the lease renewed by heartbeats.
   // nullopt once the hold ends (training goes on from the journal); else how the task left: the
-  // agent stopped (Waiting), or it was cancelled, lost, or given back after pause.release_after_seconds (Done).
+  // agent stopped (Waiting), or it was cancelled, lost, or released after pause.release_after_seconds (Done).
   std::optional<Progress> hold();
   std::chrono::milliseconds heartbeat_interval() const;
   // What the error policy says about `error` at `stage`, done.

@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include "agent/agent_config.h"
+#include "common/files.h"
+#include "tests/test_support.h"
 
 using solver::agent::AgentConfig;
 using solver::agent::parse_agent_config;
@@ -51,4 +53,27 @@ TEST_CASE("limits.keep_bundles and limits.bundle_max_age_days are read and a bad
   CHECK_THROWS_WITH(parsed(R"({"limits": {"keep_bundles": 2.5}})"), Catch::Contains("config.limits.keep_bundles"));
   CHECK_THROWS_WITH(parsed(R"({"limits": {"bundle_max_age_days": 1e30}})"),
                     Catch::Contains("config.limits.bundle_max_age_days"));
+}
+
+TEST_CASE("thermal limits are read, and a resume mark not below the ceiling names its field", "[agent]") {
+  const AgentConfig defaults = parsed("{}");
+  CHECK(defaults.thermal.max_celsius == 85.0);
+  CHECK(defaults.thermal.resume_celsius == 75.0);
+  CHECK(defaults.thermal.max_throttled_seconds == 60.0);
+  const AgentConfig set = parsed(R"({"thermal": {"max_celsius": 80, "resume_celsius": 70, "max_throttled_seconds": 30}})");
+  CHECK(set.thermal.max_celsius == 80.0);
+  CHECK(set.thermal.resume_celsius == 70.0);
+  CHECK(set.thermal.max_throttled_seconds == 30.0);
+  CHECK_THROWS_WITH(parsed(R"({"thermal": {"max_celsius": 80, "resume_celsius": 80}})"),
+                    Catch::Contains("config.thermal.resume_celsius"));
+  CHECK_THROWS_WITH(parsed(R"({"thermal": {"max_celsius": 400}})"), Catch::Contains("config.thermal.max_celsius"));
+  CHECK_THROWS_WITH(parsed(R"({"thermal": {"max_throttled_seconds": 0}})"),
+                    Catch::Contains("config.thermal.max_throttled_seconds"));
+}
+
+TEST_CASE("the example configs parse", "[agent]") {
+  for (const char* example : {"configs/agent.json", "packaging/agent.json"}) {
+    INFO(example);
+    CHECK_NOTHROW(parse_agent_config(solver::read_file(solver::test::source_dir() / example), "/"));
+  }
 }

@@ -134,7 +134,7 @@ TEST_CASE("agent controls: pause stops training at a checkpoint and holds the le
   const CommandResult paused = control("pause", dir / "solver");
   INFO(paused.output);
   CHECK(paused.exit_code == 0);
-  const std::optional<std::string> stopped_at = agent.wait_for_match("stopped at checkpoint step ([0-9]+) of 6000 for the operator", 60);
+  const std::optional<std::string> stopped_at = agent.wait_for_match("stopped at checkpoint step ([0-9]+) of 6000 while held", 60);
   INFO(agent.output());
   REQUIRE(stopped_at);
   CHECK(std::stoi(*stopped_at) % 200 == 0);
@@ -163,7 +163,8 @@ TEST_CASE("agent controls: pause stops training at a checkpoint and holds the le
   CHECK(market_status["attempts"] == 0);  // one lease throughout
 }
 
-TEST_CASE("agent controls: a task held past pause.release_after_seconds goes back to the market", "[e2e][agent][controls]") {
+TEST_CASE("agent controls: a task held past pause.release_after_seconds is released to the market without blame, and "
+          "this rig claims it again once resumed", "[e2e][agent][controls]") {
   ScratchDir dir("agent-release");
   const auto key = make_key(dir / "solver");
   Market market(dir.path(), 0);
@@ -176,12 +177,75 @@ TEST_CASE("agent controls: a task held past pause.release_after_seconds goes bac
   CHECK(control("pause", dir / "solver").exit_code == 0);
   INFO(agent.output());
   REQUIRE(agent.wait_for_output("given back to the market", 60));
-  CHECK(task_status(market.url(), key, task_id)["state"] == "queued");
+  const json released = task_status(market.url(), key, task_id);
+  CHECK(released["state"] == "queued");
+  CHECK(released["attempts"] == 0);
+  CHECK(released["failure_reason"].is_null());  // released, not failed: no fault on record
   CHECK_FALSE(std::filesystem::exists(dir / "solver" / "tasks" / task_id));
   std::this_thread::sleep_for(std::chrono::seconds(2));
   CHECK(agent.output().find("claimed", agent.output().find("given back")) == std::string::npos);  // paused: claims nothing
+
+  // Not excluded, not held back: resumed, the rig claims the same task again and completes it.
+  CHECK(control("resume", dir / "solver").exit_code == 0);
+  CHECK(agent.wait_for_output("task=" + task_id + " completed", 120));
+  const json completed = task_status(market.url(), key, task_id);
+  CHECK(completed["state"] == "completed");
+  CHECK(completed["attempts"] == 0);
   agent.signal(SIGTERM);
   CHECK(agent.wait(30) == 0);
+}
+
+TEST_CASE("agent controls: a disk below limits.min_free_disk_gb holds the task at a checkpoint with its lease, past "
+          "pause.release_after_seconds; with room again it completes", "[e2e][agent][controls]") {
+  ScratchDir dir("agent-disk-low");
+  const auto key = make_key(dir / "solver");
+  Market market(dir.path(), 0, /*lease_seconds=*/6);  // held only by the heartbeats while the disk is low
+  const std::string task_id = submit(market.url(), key, long_task(dir.path(), "disk-low"));
+  const int metrics_port = free_port();
+  // A release deadline of 1 s, which an operator's pause would hit: the disk hold has none.
+  const auto config_with_mark = [&](double min_free_disk_gb) {
+    return agent_config(dir.path(), "solver", market.url(), {"solve"},
+                        {{"metrics", {{"port", metrics_port}}},
+                         {"pause", {{"release_after_seconds", 1}}},
+                         {"limits", {{"min_free_disk_gb", min_free_disk_gb}}}});
+  };
+  BackgroundProcess agent(agent_argv(config_with_mark(0), key), dir / "agent.log");
+  REQUIRE(agent.wait_for_output("checkpoint step=200 committed", 60));
+
+  config_with_mark(1000000);  // 1 PB: more than this disk has free
+  agent.signal(SIGHUP);
+  const std::optional<std::string> stopped_at =
+      agent.wait_for_match("stopped at checkpoint step ([0-9]+) of 6000 while held .disk low: ", 60);
+  INFO(agent.output());
+  REQUIRE(stopped_at);
+  CHECK(std::stoi(*stopped_at) % 200 == 0);
+  REQUIRE(agent.wait_for_output("the lease is kept until the disk has room again", 10));
+  const json slot = slot_status(dir / "solver");
+  CHECK_THAT(slot["control"].get<std::string>(),
+             Catch::StartsWith("disk low: ") && Catch::Contains("GB free, limits.min_free_disk_gb is 1000000"));
+  CHECK(slot["activity"] == "held");
+  CHECK_THAT(metrics_of(metrics_port), Catch::Contains("solver_agent_disk_low 1"));
+  CHECK_THAT(control("resume", dir / "solver").output, Catch::Contains("was not paused"));  // not the operator's to end
+
+  // Longer than the lease and the release deadline: the heartbeats keep the lease, and no step is trained.
+  std::this_thread::sleep_for(std::chrono::seconds(8));
+  CHECK(task_status(market.url(), key, task_id)["state"] == "leased");
+  CHECK(slot_status(dir / "solver")["activity"] == "held");
+  CHECK(agent.output().find("given back") == std::string::npos);
+  CHECK(agent.output().find("checkpoint step=" + std::to_string(std::stoi(*stopped_at) + 200) + " committed") ==
+        std::string::npos);
+
+  config_with_mark(0);
+  agent.signal(SIGHUP);
+  const std::optional<int> status = agent.wait(120);
+  INFO(agent.output());
+  REQUIRE(status == 0);
+  CHECK_THAT(agent.output(), Catch::Contains("training goes on") &&
+                                 Catch::Contains("resuming from checkpoint step=" + *stopped_at) &&
+                                 Catch::Contains("task=" + task_id + " completed"));
+  const json market_status = task_status(market.url(), key, task_id);
+  CHECK(market_status["state"] == "completed");
+  CHECK(market_status["attempts"] == 0);  // one lease throughout
 }
 
 TEST_CASE("agent controls: a disabled device's slot takes no work until it is enabled", "[e2e][agent][controls]") {

@@ -4,7 +4,14 @@
 // temperature, power and ECC queries (NVML_ERROR_NOT_SUPPORTED = 3), like a GeForce card. Only
 // the pre-535 throttle-reason name is exported, to test the loader's fallback to it. GPU 0's ECC
 // counters differ by error and counter type, so a test sees which one the loader asked for.
+//
+// A test changes the GPUs at run time through a state file named by $SOLVER_FAKE_NVML_STATE,
+// read at each nvmlInit_v2 (every inventory read): lines "KEY VALUE", each key optional —
+// gpu_count N (the first N of the GPUs stay listed; fewer: the others fell off the bus), and for
+// GPU 0 temperature_c N, throttle_reasons BITS (0x… allowed) and ecc_uncorrected N (its
+// uncorrected volatile ECC count). Without the variable or file, the canned values below hold.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace {
@@ -26,12 +33,38 @@ struct FakeGpu {
 constexpr int kCorrected = 0, kUncorrected = 1;
 constexpr int kVolatile = 0, kAggregate = 1;
 
-FakeGpu gpus[] = {
+constexpr FakeGpu kCannedGpus[] = {
     {"NVIDIA H100 80GB HBM3", "GPU-11111111-2222-3333-4444-555555555555", 85899345920ull, 1073741824ull, 5, 16, 5, 16, 700000, 412345, 41,
      0x1 | 0x4, 87, 35, true},
     {"NVIDIA H100 80GB HBM3", "GPU-66666666-7777-8888-9999-000000000000", 85899345920ull, 0ull, 1, 16, 5, 16, 0, 0, 0, 0, 0,
      0, false},
 };
+constexpr unsigned kCannedGpuCount = 2;
+constexpr unsigned long long kCannedUncorrectedVolatile = 2;
+
+// What this process's NVML shows now: the canned GPUs, changed by the state file.
+FakeGpu gpus[kCannedGpuCount];
+unsigned gpu_count = kCannedGpuCount;
+unsigned long long uncorrected_volatile = kCannedUncorrectedVolatile;  // GPU 0's
+
+void load_state() {
+  std::memcpy(gpus, kCannedGpus, sizeof gpus);
+  gpu_count = kCannedGpuCount;
+  uncorrected_volatile = kCannedUncorrectedVolatile;
+  const char* path = std::getenv("SOLVER_FAKE_NVML_STATE");
+  if (path == nullptr) return;
+  std::FILE* file = std::fopen(path, "r");
+  if (file == nullptr) return;
+  char key[64];
+  unsigned long long value = 0;
+  while (std::fscanf(file, "%63s %lli", key, &value) == 2) {
+    if (std::strcmp(key, "gpu_count") == 0) gpu_count = value < kCannedGpuCount ? static_cast<unsigned>(value) : kCannedGpuCount;
+    if (std::strcmp(key, "temperature_c") == 0) gpus[0].temperature_c = static_cast<unsigned>(value);
+    if (std::strcmp(key, "throttle_reasons") == 0) gpus[0].throttle_reasons = value;
+    if (std::strcmp(key, "ecc_uncorrected") == 0) uncorrected_volatile = value;
+  }
+  std::fclose(file);
+}
 
 struct NvmlMemory {
   unsigned long long total, free, used;
@@ -56,15 +89,18 @@ int copy_string(const char* text, char* buffer, unsigned length) {
 }  // namespace
 
 extern "C" {
-int nvmlInit_v2() { return kSuccess; }
+int nvmlInit_v2() {
+  load_state();
+  return kSuccess;
+}
 int nvmlShutdown() { return kSuccess; }
 const char* nvmlErrorString(int status) { return status == kNotSupported ? "Not Supported" : "Unknown Error"; }
 int nvmlDeviceGetCount_v2(unsigned* count) {
-  *count = 2;
+  *count = gpu_count;
   return kSuccess;
 }
 int nvmlDeviceGetHandleByIndex_v2(unsigned index, void** device) {
-  if (index >= 2) return kInvalidArgument;
+  if (index >= gpu_count) return kInvalidArgument;
   *device = &gpus[index];
   return kSuccess;
 }
@@ -131,7 +167,11 @@ int nvmlDeviceGetTotalEccErrors(void* device, int error_type, int counter_type, 
   if (!gpu_of(device)->ecc_supported) return kNotSupported;
   if ((error_type != kCorrected && error_type != kUncorrected) || (counter_type != kVolatile && counter_type != kAggregate))
     return kInvalidArgument;
-  // Uncorrected volatile: 2; the other three counters answer other numbers.
+  // Uncorrected volatile: 2 (or the state file's); the other three counters answer other numbers.
+  if (error_type == kUncorrected && counter_type == kVolatile) {
+    *count = uncorrected_volatile;
+    return kSuccess;
+  }
   *count = (error_type == kUncorrected ? 2 : 40) + (counter_type == kAggregate ? 5 : 0);
   return kSuccess;
 }

@@ -796,6 +796,56 @@ TEST_CASE("failures carry their fault: the task's fails it, a worker's requeues 
   CHECK(lease->task_id == fifth);
 }
 
+TEST_CASE("a released lease queues its task again at no cost to the task or its worker, which may claim it again; "
+          "only the holder may release, and only a leased task",
+          "[market]") {
+  test::ScratchDir dir("market-release");
+  std::atomic<std::int64_t> offset{0};  // the market's clock runs ahead by this much
+  market::MarketServerOptions options;
+  options.db_path = dir / "market.db";
+  options.port = 0;
+  options.lease_seconds = 60;
+  options.clock = [&] { return unix_now() + offset.load(); };
+  market::MarketServer server(options);
+  server.start();
+  const SigningKey submitter_key = SigningKey::generate(), holder_key = SigningKey::generate(), other_key = SigningKey::generate();
+  MarketClient submitter({server.url(), quick_retries()}, submitter_key), holder({server.url(), quick_retries()}, holder_key),
+      other({server.url(), quick_retries()}, other_key);
+  holder.register_worker(worker({"solve"}));
+  other.register_worker(worker({"solve"}));
+  const std::string task_id = submitter.submit_task(mlp_task(30));
+
+  // Released three times in a row: were any a fault, the task would be withheld from this worker
+  // after the first, and the worker held back after the second.
+  for (int round = 1; round <= 3; ++round) {
+    const std::optional<Lease> lease = holder.claim_task();
+    REQUIRE(lease);
+    REQUIRE(lease->task_id == task_id);
+    holder.heartbeat(task_id, beat(lease->lease_id, 10 * round));
+    CHECK(refusal_of([&] { other.release_task(task_id, lease->lease_id, "not mine"); }) ==
+          std::pair<long, std::string>{409, "lease_not_yours"});
+    CHECK(submitter.task_status(task_id)["state"] == "leased");
+    holder.release_task(task_id, lease->lease_id, "held by the operator for 900 s");
+    const json status = submitter.task_status(task_id);
+    CHECK(status["state"] == "queued");
+    CHECK(status["attempts"] == 0);
+    CHECK(status["lease"].is_null());
+    CHECK(status["failure_reason"].is_null());
+    holder.release_task(task_id, lease->lease_id, "a retry after a lost reply");  // answered, changes nothing
+    CHECK(refusal_of([&] { holder.heartbeat(task_id, beat(lease->lease_id, 99)); }) ==
+          std::pair<long, std::string>{409, "lease_lost"});
+  }
+
+  // A task that is queued (its last lease expired) has nothing to release.
+  const std::optional<Lease> lease = holder.claim_task();
+  REQUIRE(lease);
+  offset = 61;
+  REQUIRE(wait_for_state(submitter, task_id, "queued", 5s));
+  CHECK(refusal_of([&] { holder.release_task(task_id, lease->lease_id, "too late"); }) ==
+        std::pair<long, std::string>{409, "not_leased"});
+  CHECK(submitter.task_status(task_id)["attempts"] == 1);  // the expiry counted; the refused release changed nothing
+}
+
 // Runs SQL on a market database directly, as an older market (or a newer one) would have left it.
 void run_sql(const std::filesystem::path& db_path, const std::string& sql) {
   sqlite3* db = nullptr;

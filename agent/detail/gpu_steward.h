@@ -1,0 +1,84 @@
+// A slot's guard over the GPUs it trains on, read through NVML (hardware/nvml.h) at most every
+// few seconds. It answers whether the slot must wait for its GPUs to cool down (the task job
+// asks between steps, the slot loop before claiming), and quarantines a GPU that shows
+// uncorrected ECC errors or that NVML no longer lists (fallen off the bus) through the
+// operator's controls, where `solver agent clear DEVICE` lifts it (agent_controls.h).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/agent_config.h"
+#include "hardware/nvml.h"
+
+namespace solver::agent::detail {
+
+class AgentControls;
+
+// NVML's throttle reasons that mean heat or power trouble: hw_slowdown, sw_thermal_slowdown,
+// hw_thermal_slowdown, hw_power_brake_slowdown. Not sw_power_cap: a busy GPU runs at its
+// power limit as it should.
+inline constexpr std::uint64_t kHeatOrPowerThrottle = 0x8 | 0x20 | 0x40 | 0x80;
+
+// The thermal decision for one GPU over its readings, with hysteresis: it starts cooling at or
+// above max_celsius, or once slowed by heat or power for longer than max_throttled_seconds;
+// it ends at or below resume_celsius with no such slowdown.
+class ThermalGate {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit ThermalGate(ThermalLimits limits) : limits_(limits) {}
+  // Takes the reading of `gpu` (named `device` in the answer) at `now`; returns why it must
+  // cool down, or "" while it may work.
+  std::string update(const std::string& device, const hardware::GpuInfo& gpu, Clock::time_point now);
+
+ private:
+  ThermalLimits limits_;
+  bool cooling_ = false;
+  std::optional<Clock::time_point> throttled_since_;
+};
+
+// A GPU a slot trains on: the device as the slot names it ("cuda:0") and its NVML UUID.
+struct WatchedGpu {
+  std::string device;
+  std::string uuid;
+};
+
+class GpuSteward {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::seconds kReadInterval{2};
+
+  // The NVML GPUs behind the slot's CUDA devices, matched by UUID (gpu_of_cuda_device); a CPU
+  // slot has none, and a device NVML does not know is left out, with a warning.
+  static std::vector<WatchedGpu> gpus_of_slot(const std::string& slot_device, const hardware::GpuInventory& inventory);
+
+  // Watches `gpus`, reading NVML from `nvml_library`; quarantines through `controls`.
+  GpuSteward(std::vector<WatchedGpu> gpus, ThermalLimits limits, AgentControls& controls,
+             std::string nvml_library = std::string(hardware::kNvmlLibrary));
+
+  // Reads NVML when the last reading is kReadInterval old, quarantining a GPU with a new fault
+  // (errors beyond those already reported, or newly missing). Returns why the slot must wait for
+  // its GPUs to cool down, "" while it may work (always, watching none or without NVML).
+  std::string check();
+
+ private:
+  void read_locked();
+
+  const std::vector<WatchedGpu> gpus_;
+  const std::string nvml_library_;
+  AgentControls& controls_;
+  std::mutex mutex_;
+  std::optional<Clock::time_point> last_read_;
+  std::vector<ThermalGate> gates_;           // one per watched GPU
+  std::vector<std::string> cooling_;         // per GPU: why it cools down, "" when it does not
+  std::vector<std::uint64_t> reported_ecc_;  // per GPU: uncorrected errors already quarantined for
+  std::vector<bool> reported_missing_;       // per GPU: its absence already quarantined for
+  bool reported_unavailable_ = false;        // NVML's absence logged once
+};
+
+}  // namespace solver::agent::detail
