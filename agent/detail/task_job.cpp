@@ -35,14 +35,7 @@ std::uint64_t state_bytes(const train::Trainer& trainer) {
 
 TaskJob TaskJob::claim(const net::Lease& lease, const std::filesystem::path& tasks_dir, AgentConfig settings,
                        AgentServices& services, SlotPlace place) {
-  TaskState state;
-  state.task_id = lease.task_id;
-  state.lease_id = lease.lease_id;
-  state.task = lease.task;
-  state.task_sha256 = lease.task_sha256;
-  state.lease_seconds = lease.lease_seconds;
-  state.phase = TaskPhase::Training;
-  state.dir = confined_path(tasks_dir, lease.task_id);
+  TaskState state = TaskState::leased(lease, confined_path(tasks_dir, lease.task_id));
   std::filesystem::create_directories(state.dir);
   state.save();
   log_info("agent", "task={} claimed (lease {} for {} s) on {}", state.task_id, state.lease_id, state.lease_seconds,

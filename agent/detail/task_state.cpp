@@ -30,6 +30,17 @@ std::string_view phase_name(TaskPhase phase) {
   return "unknown";
 }
 
+TaskState TaskState::leased(const net::Lease& lease, std::filesystem::path dir) {
+  TaskState state;
+  state.task_id = lease.task_id;
+  state.lease_id = lease.lease_id;
+  state.task = lease.task;
+  state.task_sha256 = lease.task_sha256;
+  state.lease_seconds = lease.lease_seconds;
+  state.dir = std::move(dir);
+  return state;
+}
+
 void TaskState::save() const {
   write_file_durably(dir / "state.json", json{{"schema", kTaskStateSchema},
                                               {"task_id", task_id},

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "net/market_protocol.h"
+
 namespace solver::agent::detail {
 
 // The phases of a task in flight, in order. Each is written before the work it names begins
@@ -34,6 +36,9 @@ struct TaskState {
   std::string manifest_signature;  // from phase bundled on
   std::string bundle_address;      // from phase published on
   std::filesystem::path dir;       // not saved: the folder state.json lives in
+
+  // A task just leased, in phase Training, in `dir` (not created, not saved).
+  static TaskState leased(const net::Lease& lease, std::filesystem::path dir);
 
   std::filesystem::path bundle_dir() const { return dir / "bundle"; }
 

@@ -64,14 +64,8 @@ struct StoreRig {
   // A task still in the work dir in `phase`, its bundle published (or not) to the store.
   std::string in_flight(TaskPhase phase, std::chrono::minutes age) {
     const net::Lease lease = leased();
-    TaskState state;
-    state.task_id = lease.task_id;
-    state.lease_id = lease.lease_id;
-    state.task = lease.task;
-    state.task_sha256 = lease.task_sha256;
-    state.lease_seconds = lease.lease_seconds;
+    TaskState state = TaskState::leased(lease, rig.tasks_dir() / lease.task_id);
     state.phase = phase;
-    state.dir = rig.tasks_dir() / lease.task_id;
     std::filesystem::create_directories(state.bundle_dir());
     test::write_text(state.bundle_dir() / "manifest.json", "{}");
     if (phase == TaskPhase::Published) state.bundle_address = bundle(lease.task_id, age).string();
