@@ -120,7 +120,7 @@ TEST_CASE("agent controls: drain under a running task completes it, claims nothi
   CHECK(task_status(market.url(), key, other)["state"] == "queued");
 }
 
-TEST_CASE("agent controls: pause stops training at a checkpoint and holds the lease; resume completes the task", "[e2e][agent][controls]") {
+TEST_CASE("agent controls: pause stops training at a checkpoint and holds the lease, and resume completes the task", "[e2e][agent][controls]") {
   ScratchDir dir("agent-pause");
   const auto key = make_key(dir / "solver");
   Market market(dir.path(), 0, /*lease_seconds=*/6);  // held only by the heartbeats while paused
@@ -196,7 +196,7 @@ TEST_CASE("agent controls: a task held past pause.release_after_seconds is relea
 }
 
 TEST_CASE("agent controls: a disk below limits.min_free_disk_gb holds the task at a checkpoint with its lease, past "
-          "pause.release_after_seconds; with room again it completes", "[e2e][agent][controls]") {
+          "pause.release_after_seconds, and with room again it completes", "[e2e][agent][controls]") {
   ScratchDir dir("agent-disk-low");
   const auto key = make_key(dir / "solver");
   Market market(dir.path(), 0, /*lease_seconds=*/6);  // held only by the heartbeats while the disk is low

@@ -139,7 +139,7 @@ TEST_CASE("libtorch choice: a SOLVER_LIBTORCH folder with TorchConfig.cmake is a
   CHECK(for_gpu.output.find("has no CUDA (no lib/libtorch_cuda.so)") != std::string::npos);
 }
 
-TEST_CASE("libtorch choice: a zip with the expected sha256 is unpacked once into libtorch-HASH and accepted; a second run reuses it", "[e2e]") {
+TEST_CASE("libtorch choice: a zip with the expected sha256 is unpacked once into libtorch-HASH and accepted, and a second run reuses it", "[e2e]") {
   ScratchDir dir("libtorch-choice");
   make_libtorch_folder(dir / "staging/libtorch", "1.13.0");
   const fs::path zip = dir / "libtorch.zip";

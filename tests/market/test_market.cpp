@@ -796,7 +796,7 @@ TEST_CASE("failures carry their fault: the task's fails it, a worker's requeues 
   CHECK(lease->task_id == fifth);
 }
 
-TEST_CASE("a released lease queues its task again at no cost to the task or its worker, which may claim it again; "
+TEST_CASE("a released lease queues its task again at no cost to the task or its worker, which may claim it again, and "
           "only the holder may release, and only a leased task",
           "[market]") {
   test::ScratchDir dir("market-release");
