@@ -92,7 +92,37 @@ StorageConfig parse_storage(const nlohmann::json& json, const std::filesystem::p
   return storage;
 }
 
+// "HH:MM-HH:MM" (hours 00-23, minutes 00-59), the two ends different.
+HourWindow parse_hour_window(const nlohmann::json& item, const std::string& field) {
+  const std::string expected = "expected \"HH:MM-HH:MM\" in local time, e.g. \"22:00-08:00\", got ";
+  if (!item.is_string()) ObjectReader::fail(field, expected + ObjectReader::shown(item));
+  const std::string text = item.get<std::string>();
+  const auto minute_at = [&](std::size_t at) {
+    const auto digit = [&](std::size_t i) { return text[at + i] - '0'; };
+    for (const std::size_t i : {0u, 1u, 3u, 4u})
+      if (text[at + i] < '0' || text[at + i] > '9') ObjectReader::fail(field, expected + "\"" + text + "\"");
+    const int hours = 10 * digit(0) + digit(1);
+    const int minutes = 10 * digit(3) + digit(4);
+    if (text[at + 2] != ':' || hours > 23 || minutes > 59) ObjectReader::fail(field, expected + "\"" + text + "\"");
+    return 60 * hours + minutes;
+  };
+  if (text.size() != 11 || text[5] != '-') ObjectReader::fail(field, expected + "\"" + text + "\"");
+  const HourWindow window{minute_at(0), minute_at(6)};
+  if (window.start_minute == window.end_minute)
+    ObjectReader::fail(field, "\"" + text + "\" starts where it ends; leave idle_only.hours out to allow every hour");
+  return window;
+}
+
 }  // namespace
+
+bool HourWindow::contains(int minute_of_day) const {
+  if (start_minute < end_minute) return minute_of_day >= start_minute && minute_of_day < end_minute;
+  return minute_of_day >= start_minute || minute_of_day < end_minute;  // across midnight
+}
+
+bool IdleOnly::inside_hours(int minute_of_day) const {
+  return hours.empty() || std::ranges::any_of(hours, [&](const HourWindow& window) { return window.contains(minute_of_day); });
+}
 
 bool AgentConfig::has_role(const std::string& role) const {
   return std::find(roles.begin(), roles.end(), role) != roles.end();
@@ -218,6 +248,18 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
         ObjectReader::fail("config.thermal.resume_celsius",
                            fmt::format("must be below max_celsius ({:g}), got {:g}", limits.max_celsius,
                                        limits.resume_celsius));
+    }
+    if (reader.has("idle_only")) {
+      ObjectReader idle = reader.object("idle_only");
+      config.idle_only.enabled = idle.boolean_or("enabled", config.idle_only.enabled);
+      config.idle_only.stop_within_seconds =
+          bounded_number(idle, "stop_within_seconds", config.idle_only.stop_within_seconds, 3600.0, "seconds");
+      if (idle.has("hours")) {
+        const nlohmann::json& hours = idle.array("hours");
+        for (std::size_t i = 0; i < hours.size(); ++i)
+          config.idle_only.hours.push_back(parse_hour_window(hours[i], "config.idle_only.hours[" + std::to_string(i) + "]"));
+      }
+      idle.finish();
     }
     if (reader.has("poll")) {
       ObjectReader poll = reader.object("poll");

@@ -32,6 +32,24 @@ struct ThermalLimits {
   double max_throttled_seconds = 60.0;
 };
 
+// One of idle_only.hours: "22:00-08:00", in minutes after local midnight. An end before the
+// start crosses midnight; the end's minute itself is outside.
+struct HourWindow {
+  int start_minute = 0;
+  int end_minute = 0;
+  bool contains(int minute_of_day) const;
+};
+
+// The config's "idle_only" (docs/agent.md): a GPU slot works only while no other process uses
+// its GPUs and, when hours are given, inside one of them. Otherwise the slot is held, and a
+// running task stops within stop_within_seconds (detail/gpu_steward.h).
+struct IdleOnly {
+  bool enabled = false;
+  double stop_within_seconds = 60.0;
+  std::vector<HourWindow> hours;  // empty: every hour
+  bool inside_hours(int minute_of_day) const;
+};
+
 struct AgentConfig {
   std::string market_url = "http://127.0.0.1:8470";
   std::optional<std::filesystem::path> key_file;  // empty: default_key_path()
@@ -65,6 +83,7 @@ struct AgentConfig {
   // back to the market (docs/agent.md, "Controls")
   double pause_release_seconds = 900.0;
   ThermalLimits thermal;  // read at start (a reload does not change it)
+  IdleOnly idle_only;     // read at start (a reload does not change it)
   // The verifier's policy (the config's "verify": docs/cli.md, solver verify): q, random_count or
   // catch_probability with faked_fraction, and the coverages of its `solver profile` outputs
   // (verify.profiles; bundles from other runtimes than this rig's are judged only within one).

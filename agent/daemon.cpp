@@ -94,7 +94,7 @@ struct Agent::Impl {
         cuda_devices_needed(config) > 0 ? hardware::read_gpu_inventory() : hardware::GpuInventory{};
     for (SlotPlace& slot : slots) {
       stewards.push_back(std::make_unique<GpuSteward>(GpuSteward::gpus_of_slot(slot.device, inventory), config.thermal,
-                                                      controls));
+                                                      controls, std::string(hardware::kNvmlLibrary), config.idle_only));
       slot.steward = stewards.back().get();
     }
     if (config.storage.kind == "directory")
@@ -245,6 +245,7 @@ struct Agent::Impl {
     if (state == "paused") return "paused by the operator: claiming nothing until `solver agent resume`";
     if (state.starts_with("quarantined")) return state + "; claiming nothing until `solver agent clear DEVICE`";
     if (state.starts_with("disk low")) return state + "; claiming nothing until the disk has room again";
+    if (state.starts_with("idle-only")) return state + "; claiming nothing until its GPUs are idle inside the hours";
     return "device disabled by the operator: claiming nothing until `solver agent enable`";
   }
 

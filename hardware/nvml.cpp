@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <memory>
@@ -37,6 +38,16 @@ struct NvmlUtilization {  // nvmlUtilization_t
   unsigned memory;
 };
 
+// nvmlProcessInfo_t as the _v3 process lists fill it (the layout of nvmlProcessInfo_v2_t).
+struct NvmlProcessInfo {
+  unsigned pid;
+  unsigned long long used_gpu_memory;
+  unsigned gpu_instance_id;
+  unsigned compute_instance_id;
+};
+using NvmlProcessList = NvmlReturn (*)(NvmlDevice, unsigned* count, NvmlProcessInfo*);
+constexpr NvmlReturn kNvmlInsufficientSize = 7;  // NVML_ERROR_INSUFFICIENT_SIZE
+
 struct CloseLibrary {
   void operator()(void* handle) const { ::dlclose(handle); }
 };
@@ -66,6 +77,8 @@ struct Nvml {
   NvmlReturn (*total_ecc_errors)(NvmlDevice, int error_type, int counter_type, unsigned long long*) = nullptr;
   NvmlReturn (*temperature)(NvmlDevice, int, unsigned*) = nullptr;
   NvmlReturn (*throttle_reasons)(NvmlDevice, unsigned long long*) = nullptr;
+  NvmlProcessList compute_processes = nullptr;
+  NvmlProcessList graphics_processes = nullptr;
 };
 
 template <typename Function>
@@ -90,6 +103,26 @@ std::string query_string(NvmlReturn (*call)(NvmlDevice, char*, unsigned), NvmlDe
   if (call == nullptr || call(device, buffer.data(), buffer.size()) != kNvmlSuccess) return "";
   buffer.back() = '\0';
   return buffer.data();
+}
+
+// The PIDs `list` names, or nullopt when the call is missing or fails. Given too small a
+// buffer, NVML answers INSUFFICIENT_SIZE with the count it needs; processes may start between
+// two calls, so each retry asks with room to spare.
+std::optional<std::vector<unsigned>> query_processes(NvmlProcessList list, NvmlDevice device) {
+  if (list == nullptr) return std::nullopt;
+  std::vector<NvmlProcessInfo> infos(16);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    unsigned count = static_cast<unsigned>(infos.size());
+    const NvmlReturn status = list(device, &count, infos.data());
+    if (status == kNvmlSuccess) {
+      std::vector<unsigned> pids;
+      for (std::size_t i = 0; i < std::min<std::size_t>(count, infos.size()); ++i) pids.push_back(infos[i].pid);
+      return pids;
+    }
+    if (status != kNvmlInsufficientSize) return std::nullopt;
+    infos.resize(2 * std::max<std::size_t>(count, infos.size()));
+  }
+  return std::nullopt;
 }
 
 GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
@@ -128,6 +161,15 @@ GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
   if (gpu.ecc_enabled == true && nvml.total_ecc_errors != nullptr &&
       nvml.total_ecc_errors(device, kNvmlMemoryErrorUncorrected, kNvmlVolatileEcc, &uncorrected) == kNvmlSuccess)
     gpu.ecc_uncorrected_errors = uncorrected;
+  std::optional<std::vector<unsigned>> compute = query_processes(nvml.compute_processes, device);
+  const std::optional<std::vector<unsigned>> graphics = query_processes(nvml.graphics_processes, device);
+  if (compute || graphics) {
+    std::vector<unsigned> pids = compute.value_or(std::vector<unsigned>{});
+    if (graphics) pids.insert(pids.end(), graphics->begin(), graphics->end());
+    std::ranges::sort(pids);
+    pids.erase(std::ranges::unique(pids).begin(), pids.end());  // a process may hold both kinds of context
+    gpu.process_ids = std::move(pids);
+  }
   return gpu;
 }
 
@@ -169,6 +211,8 @@ GpuInventory read_gpu_inventory(const std::string& library_name) {
   bind(library, "nvmlDeviceGetUtilizationRates", nvml.utilization);
   bind(library, "nvmlDeviceGetEccMode", nvml.ecc_mode);
   bind(library, "nvmlDeviceGetTotalEccErrors", nvml.total_ecc_errors);
+  bind(library, "nvmlDeviceGetComputeRunningProcesses_v3", nvml.compute_processes);
+  bind(library, "nvmlDeviceGetGraphicsRunningProcesses_v3", nvml.graphics_processes);
   // Renamed "clocks event reasons" in driver 535; the old name is kept there but may go.
   bind(library, "nvmlDeviceGetCurrentClocksEventReasons", nvml.throttle_reasons);
   if (nvml.throttle_reasons == nullptr) bind(library, "nvmlDeviceGetCurrentClocksThrottleReasons", nvml.throttle_reasons);

@@ -39,6 +39,10 @@ struct GpuInfo {
   // Uncorrected (double-bit) ECC errors in NVML's volatile counter: since the driver last
   // loaded (each boot with persistence mode on). Needs ECC on.
   std::optional<std::uint64_t> ecc_uncorrected_errors;
+  // PIDs of the processes with a compute or graphics context on the GPU, sorted, each once.
+  // Empty when NVML lists neither (MIG mode without privileges, an old driver). In a container
+  // without the host's PID namespace they are host PIDs, not the container's.
+  std::optional<std::vector<unsigned>> process_ids;
 };
 
 struct GpuInventory {

@@ -116,8 +116,11 @@ nlohmann::json AgentControls::state_locked() const {
   for (const auto& [device, since] : disabled_since_) disabled.push_back(device);
   nlohmann::json quarantined = nlohmann::json::object();
   for (const auto& [device, quarantine] : quarantined_) quarantined[device] = quarantine.why;
+  nlohmann::json idle_held = nlohmann::json::object();
+  for (const auto& [device, hold] : idle_held_) idle_held[device] = hold.why;
   return {{"draining", draining_}, {"paused", paused_since_.has_value()}, {"disabled", disabled},
-          {"quarantined", quarantined}, {"disk_hold", disk_hold_ ? nlohmann::json(*disk_hold_) : nlohmann::json()}};
+          {"quarantined", quarantined}, {"idle_held", idle_held},
+          {"disk_hold", disk_hold_ ? nlohmann::json(*disk_hold_) : nlohmann::json()}};
 }
 
 bool AgentControls::draining() const {
@@ -135,8 +138,40 @@ std::optional<AgentControls::Clock::time_point> AgentControls::held_since(const 
       since = since ? std::min(*since, disabled->second) : disabled->second;
     if (const auto quarantined = quarantined_.find(name); quarantined != quarantined_.end())
       since = since ? std::min(*since, quarantined->second.since) : quarantined->second.since;
+    if (const auto idle = idle_held_.find(name); idle != idle_held_.end())
+      since = since ? std::min(*since, idle->second.since) : idle->second.since;
   }
   return since;
+}
+
+std::optional<AgentControls::Clock::time_point> AgentControls::idle_hold_since(const std::string& slot_device) const {
+  const auto slot = std::ranges::find(slot_devices_, slot_device);
+  if (slot == slot_devices_.end()) return std::nullopt;
+  const std::lock_guard lock(mutex_);
+  std::optional<Clock::time_point> since;
+  for (const std::string& name : slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())])
+    if (const auto idle = idle_held_.find(name); idle != idle_held_.end())
+      since = since ? std::min(*since, idle->second.since) : idle->second.since;
+  return since;
+}
+
+void AgentControls::set_idle_hold(const std::string& device, std::optional<std::string> why) {
+  {
+    const std::lock_guard lock(mutex_);
+    const auto held = idle_held_.find(device);
+    if (!why) {
+      if (held == idle_held_.end()) return;
+      idle_held_.erase(held);
+      ++generation_;  // wakes the held slot at once
+    } else if (held == idle_held_.end()) {
+      idle_held_.emplace(device, IdleHold{Clock::now(), std::move(*why)});
+      ++generation_;
+    } else {
+      if (held->second.why == *why) return;
+      held->second.why = std::move(*why);  // a new reason for the same hold only shows: its start stays
+    }
+  }
+  changed();
 }
 
 bool AgentControls::holds(const std::string& slot_device) const {
@@ -173,6 +208,9 @@ std::string AgentControls::state_of(const std::string& slot_device) const {
       if (disabled_since_.contains(name)) return "disabled";
   }
   if (paused_since_) return "paused";
+  if (slot != slot_devices_.end())
+    for (const std::string& name : slot_device_names_[static_cast<std::size_t>(slot - slot_devices_.begin())])
+      if (const auto idle = idle_held_.find(name); idle != idle_held_.end()) return "idle-only: " + idle->second.why;
   if (disk_hold_) return *disk_hold_;
   return draining_ ? "draining" : "";
 }
@@ -218,6 +256,15 @@ void AgentControls::add_metrics(Metrics& metrics) const {
               {{"slot", std::to_string(i)}, {"device", slot_devices_[i]},
                {"reason", is ? quarantined_.at(*quarantined).reason : ""}})
           .set(is ? 1 : 0);
+    }
+    for (std::size_t i = 0; i < slot_devices_.size(); ++i) {
+      const bool held = std::ranges::any_of(slot_device_names_[i], [&](const std::string& name) {
+        return idle_held_.contains(name);
+      });
+      m.gauge("solver_slot_idle_hold",
+              "1 while idle_only holds the slot: another process uses its GPU, or it is outside idle_only.hours.",
+              {{"slot", std::to_string(i)}, {"device", slot_devices_[i]}})
+          .set(held ? 1 : 0);
     }
     m.gauge("solver_agent_disk_low", "1 while the work dir's disk is below limits.min_free_disk_gb: training held at a "
             "checkpoint, leases kept, nothing claimed.")

@@ -47,18 +47,26 @@ class AgentControls {
   // never given back for it (held_since does not count it).
   void set_disk_hold(std::optional<std::string> reason);
   std::optional<std::string> disk_hold() const;
+  // The idle-only mode's hold on `device` (gpu_steward.h): `why` it may not work now (another
+  // process uses it, outside idle_only.hours); nullopt ends it. Like the disk hold, `resume` does
+  // not end it; unlike it, held_since counts it, so a task held this long is given back after
+  // pause.release_after_seconds like a paused one.
+  void set_idle_hold(const std::string& device, std::optional<std::string> why);
+  // Since when the idle-only mode holds a device of the slot (the earliest), nullopt while it does not.
+  std::optional<Clock::time_point> idle_hold_since(const std::string& slot_device) const;
 
   bool draining() const;
   // Whether the slot on `slot_device` is held: the agent is paused or one of its devices is
-  // disabled or quarantined, or the disk is low. A held slot stops training at the next
+  // disabled, quarantined or held by the idle-only mode, or the disk is low. A held slot stops training at the next
   // checkpoint and claims nothing.
   bool holds(const std::string& slot_device) const;
-  // Since when the slot has been held, disk hold aside (the earliest of the pause and its devices' disabling).
+  // Since when the slot has been held, disk hold aside (the earliest of the pause and its devices'
+  // disabling, quarantine and idle-only hold).
   std::optional<Clock::time_point> held_since(const std::string& slot_device) const;
   // Whether the slot may claim a task or a verification: neither draining nor held.
   bool may_claim(const std::string& slot_device) const;
-  // What status.json shows for the slot: "quarantined: <why>", "disabled", "paused", the disk
-  // hold's reason, "draining" or "" (none).
+  // What status.json shows for the slot: "quarantined: <why>", "disabled", "paused",
+  // "idle-only: <why>", the disk hold's reason, "draining" or "" (none).
   std::string state_of(const std::string& slot_device) const;
 
   // Waits `delay`, or less: until `stop` is set or a control changes (a resume wakes an idle slot at once).
@@ -66,7 +74,8 @@ class AgentControls {
   // Called after each change, outside the lock (the status board mirrors the states).
   void on_change(std::function<void()> callback);
   // solver_agent_draining, solver_agent_paused, solver_slot_disabled{slot,device} and
-  // solver_slot_quarantined{slot,device,reason} and solver_agent_disk_low, read at scrape time.
+  // solver_slot_quarantined{slot,device,reason}, solver_slot_idle_hold{slot,device} and
+  // solver_agent_disk_low, read at scrape time.
   void add_metrics(Metrics& metrics) const;
 
  private:
@@ -87,6 +96,11 @@ class AgentControls {
     std::string reason, why;
   };
   std::map<std::string, Quarantine> quarantined_;  // by device name
+  struct IdleHold {
+    Clock::time_point since;
+    std::string why;
+  };
+  std::map<std::string, IdleHold> idle_held_;  // by device name
   std::optional<std::string> disk_hold_;
   std::function<void()> on_change_;
 };

@@ -1,6 +1,10 @@
 #include "agent/detail/gpu_steward.h"
 
+#include <unistd.h>
+
 #include <fmt/format.h>
+
+#include <ctime>
 
 #include "agent/detail/agent_controls.h"
 #include "common/device.h"
@@ -40,6 +44,35 @@ std::string ThermalGate::update(const std::string& device, const hardware::GpuIn
   return "";
 }
 
+std::vector<unsigned> foreign_processes(const hardware::GpuInfo& gpu, unsigned own_pid) {
+  std::vector<unsigned> foreign;
+  for (const unsigned pid : gpu.process_ids.value_or(std::vector<unsigned>{}))
+    if (pid != own_pid) foreign.push_back(pid);
+  return foreign;
+}
+
+std::string idle_only_hold(const IdleOnly& settings, const std::string& device, const std::vector<unsigned>& foreign,
+                           int minute_of_day) {
+  if (!settings.enabled) return "";
+  if (!foreign.empty())
+    return fmt::format("{} is in use by another process (pid {})", device, fmt::join(foreign, ", "));
+  if (!settings.inside_hours(minute_of_day)) {
+    std::vector<std::string> windows;
+    for (const HourWindow& window : settings.hours)
+      windows.push_back(fmt::format("{:02}:{:02}-{:02}:{:02}", window.start_minute / 60, window.start_minute % 60,
+                                    window.end_minute / 60, window.end_minute % 60));
+    return fmt::format("outside idle_only.hours ({}, local time)", fmt::join(windows, ", "));
+  }
+  return "";
+}
+
+int local_minute_of_day() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  ::localtime_r(&now, &local);
+  return 60 * local.tm_hour + local.tm_min;
+}
+
 std::vector<WatchedGpu> GpuSteward::gpus_of_slot(const std::string& slot_device, const hardware::GpuInventory& inventory) {
   std::vector<WatchedGpu> gpus;
   for (const Device& device : parse_device_list(slot_device)) {
@@ -55,14 +88,17 @@ std::vector<WatchedGpu> GpuSteward::gpus_of_slot(const std::string& slot_device,
 }
 
 GpuSteward::GpuSteward(std::vector<WatchedGpu> gpus, ThermalLimits limits, AgentControls& controls,
-                       std::string nvml_library)
+                       std::string nvml_library, IdleOnly idle_only, std::function<int()> minute_of_day)
     : gpus_(std::move(gpus)),
       nvml_library_(std::move(nvml_library)),
+      idle_only_(std::move(idle_only)),
+      minute_of_day_(std::move(minute_of_day)),
       controls_(controls),
       gates_(gpus_.size(), ThermalGate(limits)),
       cooling_(gpus_.size()),
       reported_ecc_(gpus_.size(), 0),
-      reported_missing_(gpus_.size(), false) {}
+      reported_missing_(gpus_.size(), false),
+      idle_held_(gpus_.size()) {}
 
 std::string GpuSteward::check() {
   if (gpus_.empty()) return "";
@@ -77,20 +113,40 @@ std::string GpuSteward::check() {
   return "";
 }
 
+void GpuSteward::update_idle_hold(std::size_t i, std::string why) {
+  if (why == idle_held_[i]) return;
+  if (why.empty())
+    log_info("agent", "{} is idle{}: idle_only lets it work", gpus_[i].device,
+             idle_only_.hours.empty() ? "" : " and inside idle_only.hours");
+  else
+    log_warn("agent", "idle_only holds {}: {}", gpus_[i].device, why);
+  controls_.set_idle_hold(gpus_[i].device, why.empty() ? std::nullopt : std::optional<std::string>(why));
+  idle_held_[i] = std::move(why);
+}
+
 void GpuSteward::read_locked() {
   const hardware::GpuInventory inventory = hardware::read_gpu_inventory(nvml_library_);
+  const int minute_of_day = idle_only_.enabled ? minute_of_day_() : 0;
   if (!inventory.unavailable_reason.empty()) {
-    // Nothing to judge by: the slot works on rather than wait on a reading that may never come.
+    // Nothing to judge by: the slot works on rather than wait on a reading that may never come;
+    // idle_only then keeps to its hours only.
     if (!reported_unavailable_) log_warn("agent", "GPU steward cannot read NVML: {}", inventory.unavailable_reason);
     reported_unavailable_ = true;
     std::ranges::fill(cooling_, std::string());
+    for (std::size_t i = 0; i < gpus_.size(); ++i)
+      update_idle_hold(i, idle_only_hold(idle_only_, gpus_[i].device, {}, minute_of_day));
     return;
   }
   reported_unavailable_ = false;
   const Clock::time_point now = Clock::now();
+  const unsigned own_pid = static_cast<unsigned>(::getpid());
   for (std::size_t i = 0; i < gpus_.size(); ++i) {
     const WatchedGpu& watched = gpus_[i];
     const auto gpu = std::ranges::find(inventory.gpus, watched.uuid, &hardware::GpuInfo::uuid);
+    update_idle_hold(i, idle_only_hold(idle_only_, watched.device,
+                                       gpu == inventory.gpus.end() ? std::vector<unsigned>{}
+                                                                   : foreign_processes(*gpu, own_pid),
+                                       minute_of_day));
     if (gpu == inventory.gpus.end()) {
       if (!reported_missing_[i])
         controls_.quarantine(watched.device, "lost",

@@ -2,11 +2,14 @@
 // few seconds. It answers whether the slot must wait for its GPUs to cool down (the task job
 // asks between steps, the slot loop before claiming), and quarantines a GPU that shows
 // uncorrected ECC errors or that NVML no longer lists (fallen off the bus) through the
-// operator's controls, where `solver agent clear DEVICE` lifts it (agent_controls.h).
+// operator's controls, where `solver agent clear DEVICE` lifts it (agent_controls.h). With
+// idle_only on, it holds a GPU another process uses, or all of them outside idle_only.hours,
+// and ends the hold at the first reading that finds the GPU idle inside the hours.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -42,6 +45,15 @@ class ThermalGate {
   std::optional<Clock::time_point> throttled_since_;
 };
 
+// The processes on `gpu` other than `own_pid` (this agent): none when NVML does not list them.
+std::vector<unsigned> foreign_processes(const hardware::GpuInfo& gpu, unsigned own_pid);
+// Why idle_only keeps `device` from work at `minute_of_day` (local time) with `foreign` processes
+// on it: "" while it may work, always when idle_only is off.
+std::string idle_only_hold(const IdleOnly& settings, const std::string& device, const std::vector<unsigned>& foreign,
+                           int minute_of_day);
+// Minutes since local midnight now.
+int local_minute_of_day();
+
 // A GPU a slot trains on: the device as the slot names it ("cuda:0") and its NVML UUID.
 struct WatchedGpu {
   std::string device;
@@ -57,20 +69,27 @@ class GpuSteward {
   // slot has none, and a device NVML does not know is left out, with a warning.
   static std::vector<WatchedGpu> gpus_of_slot(const std::string& slot_device, const hardware::GpuInventory& inventory);
 
-  // Watches `gpus`, reading NVML from `nvml_library`; quarantines through `controls`.
+  // Watches `gpus`, reading NVML from `nvml_library`; quarantines and holds for `idle_only`
+  // through `controls`, telling the hours by `minute_of_day`.
   GpuSteward(std::vector<WatchedGpu> gpus, ThermalLimits limits, AgentControls& controls,
-             std::string nvml_library = std::string(hardware::kNvmlLibrary));
+             std::string nvml_library = std::string(hardware::kNvmlLibrary), IdleOnly idle_only = {},
+             std::function<int()> minute_of_day = local_minute_of_day);
 
   // Reads NVML when the last reading is kReadInterval old, quarantining a GPU with a new fault
-  // (errors beyond those already reported, or newly missing). Returns why the slot must wait for
-  // its GPUs to cool down, "" while it may work (always, watching none or without NVML).
+  // (errors beyond those already reported, or newly missing) and setting or ending its idle-only
+  // hold. Returns why the slot must wait for its GPUs to cool down, "" while it may work
+  // (always, watching none or without NVML).
   std::string check();
 
  private:
   void read_locked();
+  // Sets or ends GPU i's idle-only hold: `why` it is held, "" when it is not.
+  void update_idle_hold(std::size_t i, std::string why);
 
   const std::vector<WatchedGpu> gpus_;
   const std::string nvml_library_;
+  const IdleOnly idle_only_;
+  const std::function<int()> minute_of_day_;
   AgentControls& controls_;
   std::mutex mutex_;
   std::optional<Clock::time_point> last_read_;
@@ -78,6 +97,7 @@ class GpuSteward {
   std::vector<std::string> cooling_;         // per GPU: why it cools down, "" when it does not
   std::vector<std::uint64_t> reported_ecc_;  // per GPU: uncorrected errors already quarantined for
   std::vector<bool> reported_missing_;       // per GPU: its absence already quarantined for
+  std::vector<std::string> idle_held_;       // per GPU: why idle_only holds it, "" when it does not
   bool reported_unavailable_ = false;        // NVML's absence logged once
 };
 

@@ -143,7 +143,7 @@ TaskJob::Progress TaskJob::train() {
   std::atomic<bool> past_ceiling{false};  // ran longer than this rig allows a task
   std::atomic<bool> done{false};
   std::atomic<bool> at_checkpoint{false};         // the last step wrote one
-  std::atomic<bool> stopped_for_operator{false};  // held (a pause, a disabled device, a low disk) at a checkpoint
+  std::atomic<bool> stopped_for_operator{false};  // held (a pause, a disabled device, a low disk, idle_only)
   std::exception_ptr failure;
   TrainingRun run;
   const auto observe_checkpoint_writes = [&] {
@@ -161,7 +161,8 @@ TaskJob::Progress TaskJob::train() {
   const auto cool_down = [&] {
     if (place_.steward == nullptr) return;
     bool waited = false;
-    for (std::string why = place_.steward->check(); !why.empty() && !(services_.stop || abandon || past_ceiling);
+    for (std::string why = place_.steward->check();
+         !why.empty() && !(services_.stop || abandon || past_ceiling || services_.controls.idle_hold_since(place_.device));
          why = place_.steward->check()) {
       services_.status.set_activity(place_.index, "cooling: " + why, state_.task_id);
       waited = true;
@@ -169,9 +170,17 @@ TaskJob::Progress TaskJob::train() {
     }
     if (waited) services_.status.set_activity(place_.index, "training", state_.task_id);
   };
+  // idle_only must free the GPU within stop_within_seconds of its hold: at the next checkpoint
+  // when one comes by then, else at once, giving up the steps since the last one (a resume
+  // retrains them from the journaled checkpoint).
+  const auto idle_stop_within = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(settings_.idle_only.stop_within_seconds));
   hooks.should_stop = [&] {
     cool_down();
     if (at_checkpoint && services_.controls.holds(place_.device)) stopped_for_operator = true;
+    if (const std::optional<Clock::time_point> idle_since = services_.controls.idle_hold_since(place_.device);
+        idle_since && Clock::now() - *idle_since >= idle_stop_within)
+      stopped_for_operator = true;
     return services_.stop.load() || abandon.load() || past_ceiling.load() || stopped_for_operator.load();
   };
   const auto ceiling = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -225,9 +234,17 @@ TaskJob::Progress TaskJob::train() {
                                                        settings_.ceilings.max_wall_seconds / 3600.0, run.last_step,
                                                        run.total_steps)));
   if (!run.finished && stopped_for_operator) {
-    log_info("agent", "task={} stopped at checkpoint step {} of {} while held ({})", state_.task_id, run.last_step,
-             run.total_steps, services_.controls.state_of(place_.device));
-    held_step_ = run.last_step;
+    // Where training resumes: the last journaled checkpoint, the step it stopped at unless idle_only cut it short.
+    const std::vector<CheckpointCommitment> written = job->written_checkpoints();
+    const std::int64_t resume_step = written.empty() ? start_step : std::max(start_step, written.back().step);
+    if (resume_step == run.last_step)
+      log_info("agent", "task={} stopped at checkpoint step {} of {} while held ({})", state_.task_id, run.last_step,
+               run.total_steps, services_.controls.state_of(place_.device));
+    else
+      log_info("agent", "task={} stopped at step {} of {} while held ({}), within idle_only.stop_within_seconds; "
+               "steps {}..{} are retrained from checkpoint step {}", state_.task_id, run.last_step, run.total_steps,
+               services_.controls.state_of(place_.device), resume_step + 1, run.last_step, resume_step);
+    held_step_ = resume_step;
     held_total_steps_ = run.total_steps;
     held_loss_ = loss;
     resume_ = true;  // the bundle holds this lease's checkpoints now
@@ -257,7 +274,11 @@ std::chrono::milliseconds TaskJob::heartbeat_interval() const {
 std::optional<TaskJob::Progress> TaskJob::hold() {
   const auto release_after = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(settings_.pause_release_seconds));
-  if (services_.controls.held_since(place_.device))
+  if (services_.controls.idle_hold_since(place_.device))
+    log_info("agent", "task={} held ({}): the lease is kept; the task goes back to the market after "
+             "{:.0f} s held (pause.release_after_seconds)", state_.task_id, services_.controls.state_of(place_.device),
+             settings_.pause_release_seconds);
+  else if (services_.controls.held_since(place_.device))
     log_info("agent", "task={} held for the operator ({}): the lease is kept; the task goes back to the market after "
              "{:.0f} s held (pause.release_after_seconds)", state_.task_id, services_.controls.state_of(place_.device),
              settings_.pause_release_seconds);
@@ -266,13 +287,19 @@ std::optional<TaskJob::Progress> TaskJob::hold() {
              state_.task_id, services_.controls.state_of(place_.device));
   std::set<std::int64_t> committed;  // the training job committed its checkpoints; completion sends them all again
   std::atomic<bool> abandon{false};
-  while (services_.controls.holds(place_.device)) {
+  // The steward reads the GPUs while held too: only its reading ends an idle-only hold.
+  const auto check_gpus = [&] {
+    if (place_.steward != nullptr) place_.steward->check();
+  };
+  Clock::time_point beat_due = Clock::now();
+  for (check_gpus(); services_.controls.holds(place_.device); check_gpus()) {
     if (services_.stop) return Progress::Waiting;
-    std::chrono::milliseconds next_beat = heartbeat_interval();
+    const Clock::time_point now = Clock::now();
+    std::optional<Clock::time_point> release_at;
     if (const std::optional<Clock::time_point> since = services_.controls.held_since(place_.device)) {
-      const Clock::duration left = *since + release_after - Clock::now();
+      const Clock::duration left = *since + release_after - now;
       if (left <= Clock::duration::zero()) {
-        const std::string why = fmt::format("held by the operator for {:.0f} s (pause.release_after_seconds)",
+        const std::string why = fmt::format("held for {:.0f} s (pause.release_after_seconds)",
                                             settings_.pause_release_seconds);
         try {
           services_.market.release_task(state_.task_id, state_.lease_id, why);
@@ -282,12 +309,19 @@ std::optional<TaskJob::Progress> TaskJob::hold() {
         }
         return forget("given back to the market after being " + why);
       }
-      next_beat = std::min(next_beat, std::chrono::ceil<std::chrono::milliseconds>(left));
+      release_at = *since + release_after;
     }
-    services_.status.set_activity(place_.index, "held", state_.task_id);
-    heartbeat({}, committed, held_step_, held_total_steps_, held_loss_, abandon);
-    if (abandon) return forget("abandoned while held");
-    services_.controls.wait(next_beat, services_.stop);
+    if (now >= beat_due) {
+      services_.status.set_activity(place_.index, "held", state_.task_id);
+      heartbeat({}, committed, held_step_, held_total_steps_, held_loss_, abandon);
+      if (abandon) return forget("abandoned while held");
+      beat_due = now + heartbeat_interval();
+    }
+    std::chrono::milliseconds next_wake = std::chrono::ceil<std::chrono::milliseconds>(beat_due - now);
+    if (release_at) next_wake = std::min(next_wake, std::chrono::ceil<std::chrono::milliseconds>(*release_at - now));
+    if (services_.controls.idle_hold_since(place_.device))
+      next_wake = std::min<std::chrono::milliseconds>(next_wake, GpuSteward::kReadInterval);  // the steward's next reading
+    services_.controls.wait(next_wake, services_.stop);
   }
   log_info("agent", "task={} may go on: training resumes from its last checkpoint", state_.task_id);
   return std::nullopt;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -21,6 +22,8 @@ struct FakeGpu0 {
   std::uint64_t throttle_reasons = 0;
   std::uint64_t ecc_uncorrected = 0;
   int gpu_count = 2;  // fewer: the GPUs past it fell off the bus
+  std::vector<unsigned> processes;           // PIDs with a compute context on it
+  std::vector<unsigned> graphics_processes;  // PIDs with a graphics context on it
 };
 
 class FakeNvmlState {
@@ -35,8 +38,10 @@ class FakeNvmlState {
 
   // Atomic: the fake, read from another thread, never sees half a file.
   void set(const FakeGpu0& gpu) {
-    write_file_durably(file_, fmt::format("gpu_count {}\ntemperature_c {}\nthrottle_reasons {:#x}\necc_uncorrected {}\n",
-                                         gpu.gpu_count, gpu.temperature_c, gpu.throttle_reasons, gpu.ecc_uncorrected));
+    write_file_durably(file_, fmt::format("gpu_count {}\ntemperature_c {}\nthrottle_reasons {:#x}\necc_uncorrected {}\n"
+                                          "processes {}\ngraphics_processes {}\n",
+                                          gpu.gpu_count, gpu.temperature_c, gpu.throttle_reasons, gpu.ecc_uncorrected,
+                                          fmt::join(gpu.processes, " "), fmt::join(gpu.graphics_processes, " ")));
   }
 
  private:

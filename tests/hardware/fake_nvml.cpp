@@ -8,11 +8,14 @@
 // A test changes the GPUs at run time through a state file named by $SOLVER_FAKE_NVML_STATE,
 // read at each nvmlInit_v2 (every inventory read): lines "KEY VALUE", each key optional —
 // gpu_count N (the first N of the GPUs stay listed; fewer: the others fell off the bus), and for
-// GPU 0 temperature_c N, throttle_reasons BITS (0x… allowed) and ecc_uncorrected N (its
-// uncorrected volatile ECC count). Without the variable or file, the canned values below hold.
+// GPU 0 temperature_c N, throttle_reasons BITS (0x… allowed), ecc_uncorrected N (its
+// uncorrected volatile ECC count), processes PID... and graphics_processes PID... (the PIDs its
+// compute and graphics process lists name; none by default). GPU 1 does not list processes.
+// Without the variable or file, the canned values below hold.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -46,18 +49,39 @@ constexpr unsigned long long kCannedUncorrectedVolatile = 2;
 FakeGpu gpus[kCannedGpuCount];
 unsigned gpu_count = kCannedGpuCount;
 unsigned long long uncorrected_volatile = kCannedUncorrectedVolatile;  // GPU 0's
+std::vector<unsigned> compute_pids, graphics_pids;                       // GPU 0's
+
+// The numbers after the key on one line of the state file.
+std::vector<unsigned long long> numbers_of(const char* line) {
+  std::vector<unsigned long long> numbers;
+  char* end = nullptr;
+  for (unsigned long long value = std::strtoull(line, &end, 0); end != line; value = std::strtoull(line, &end, 0)) {
+    numbers.push_back(value);
+    line = end;
+  }
+  return numbers;
+}
 
 void load_state() {
   std::memcpy(gpus, kCannedGpus, sizeof gpus);
   gpu_count = kCannedGpuCount;
   uncorrected_volatile = kCannedUncorrectedVolatile;
+  compute_pids.clear();
+  graphics_pids.clear();
   const char* path = std::getenv("SOLVER_FAKE_NVML_STATE");
   if (path == nullptr) return;
   std::FILE* file = std::fopen(path, "r");
   if (file == nullptr) return;
-  char key[64];
-  unsigned long long value = 0;
-  while (std::fscanf(file, "%63s %lli", key, &value) == 2) {
+  char line[4096];
+  while (std::fgets(line, sizeof line, file) != nullptr) {
+    char key[64];
+    int key_length = 0;
+    if (std::sscanf(line, "%63s%n", key, &key_length) != 1) continue;
+    const std::vector<unsigned long long> values = numbers_of(line + key_length);
+    if (std::strcmp(key, "processes") == 0) compute_pids.assign(values.begin(), values.end());
+    if (std::strcmp(key, "graphics_processes") == 0) graphics_pids.assign(values.begin(), values.end());
+    if (values.size() != 1) continue;
+    const unsigned long long value = values[0];
     if (std::strcmp(key, "gpu_count") == 0) gpu_count = value < kCannedGpuCount ? static_cast<unsigned>(value) : kCannedGpuCount;
     if (std::strcmp(key, "temperature_c") == 0) gpus[0].temperature_c = static_cast<unsigned>(value);
     if (std::strcmp(key, "throttle_reasons") == 0) gpus[0].throttle_reasons = value;
@@ -74,11 +98,32 @@ struct NvmlUtilization {
   unsigned gpu, memory;
 };
 
+struct NvmlProcessInfo {  // nvmlProcessInfo_t of the _v3 process lists
+  unsigned pid;
+  unsigned long long used_gpu_memory;
+  unsigned gpu_instance_id, compute_instance_id;
+};
+
 constexpr int kSuccess = 0;
 constexpr int kInvalidArgument = 2;
 constexpr int kNotSupported = 3;
+constexpr int kInsufficientSize = 7;
+constexpr unsigned kNotAvailable = 0xFFFFFFFF;  // NVML_VALUE_NOT_AVAILABLE, for the instance ids outside MIG mode
 
 FakeGpu* gpu_of(void* device) { return static_cast<FakeGpu*>(device); }
+
+// NVML's protocol: with *count too small, the count needed and INSUFFICIENT_SIZE; else the
+// entries and their count. GPU 1 does not support the lists.
+int list_processes(void* device, unsigned* count, NvmlProcessInfo* infos, const std::vector<unsigned>& pids) {
+  if (gpu_of(device) != &gpus[0]) return kNotSupported;
+  if (*count < pids.size()) {
+    *count = static_cast<unsigned>(pids.size());
+    return kInsufficientSize;
+  }
+  for (std::size_t i = 0; i < pids.size(); ++i) infos[i] = NvmlProcessInfo{pids[i], 1ull << 30, kNotAvailable, kNotAvailable};
+  *count = static_cast<unsigned>(pids.size());
+  return kSuccess;
+}
 
 int copy_string(const char* text, char* buffer, unsigned length) {
   if (std::strlen(text) + 1 > length) return kInvalidArgument;
@@ -156,6 +201,12 @@ int nvmlDeviceGetUtilizationRates(void* device, NvmlUtilization* utilization) {
   utilization->gpu = gpu_of(device)->utilization_gpu;
   utilization->memory = gpu_of(device)->utilization_memory;
   return kSuccess;
+}
+int nvmlDeviceGetComputeRunningProcesses_v3(void* device, unsigned* count, NvmlProcessInfo* infos) {
+  return list_processes(device, count, infos, compute_pids);
+}
+int nvmlDeviceGetGraphicsRunningProcesses_v3(void* device, unsigned* count, NvmlProcessInfo* infos) {
+  return list_processes(device, count, infos, graphics_pids);
 }
 int nvmlDeviceGetEccMode(void* device, int* current, int* pending) {
   if (!gpu_of(device)->ecc_supported) return kNotSupported;

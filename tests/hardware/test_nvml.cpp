@@ -4,11 +4,16 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
+#include "common/files.h"
 #include "hardware/datasheet_peaks.h"
 #include "hardware/nvml.h"
 #include "kernels/cuda_device.h"
 #include "tests/kernels/gpu_guard.h"
+#include "tests/test_support.h"
 
 using namespace solver::hardware;
 
@@ -53,6 +58,7 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   CHECK(first.ecc_uncorrected_errors == 2u);  // the uncorrected volatile counter, not the corrected or aggregate ones
   REQUIRE(first.throttle_reasons.has_value());  // through the pre-535 symbol: the only one the fake exports
   CHECK(throttle_reason_names(*first.throttle_reasons) == std::vector<std::string>{"gpu_idle", "sw_power_cap"});
+  CHECK(first.process_ids == std::vector<unsigned>{});  // listed, and none running
 
   const GpuInfo& second = inventory.gpus[1];
   CHECK(second.index == 1);
@@ -64,6 +70,24 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   CHECK_FALSE(second.ecc_enabled.has_value());  // a GPU without ECC claims nothing about it
   CHECK_FALSE(second.ecc_uncorrected_errors.has_value());
   CHECK(second.throttle_reasons == 0u);
+  CHECK_FALSE(second.process_ids.has_value());  // a GPU that cannot list its processes claims none
+}
+
+TEST_CASE("The loader lists a GPU's compute and graphics processes, each once, past NVML's first buffer", "[hardware]") {
+  solver::test::ScratchDir dir("nvml-processes");
+  std::vector<unsigned> compute;
+  for (unsigned pid = 1000; pid < 1040; ++pid) compute.push_back(pid);  // more than the loader's first buffer holds
+  std::string state = "processes";
+  for (const unsigned pid : compute) state.append(" ").append(std::to_string(pid));
+  state += "\ngraphics_processes 1003 77\n";
+  solver::write_file_durably(dir / "state", state);
+  ::setenv("SOLVER_FAKE_NVML_STATE", (dir / "state").c_str(), 1);
+  const GpuInventory inventory = read_gpu_inventory(SOLVER_FAKE_NVML);
+  ::unsetenv("SOLVER_FAKE_NVML_STATE");
+  REQUIRE(inventory.gpus.size() == 2);
+  std::vector<unsigned> expected = compute;
+  expected.insert(expected.begin(), 77);
+  CHECK(inventory.gpus[0].process_ids == expected);
 }
 
 TEST_CASE("Throttle reasons are named by bit, unknown bits in hex", "[hardware]") {
