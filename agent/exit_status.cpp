@@ -12,6 +12,7 @@ int exit_status_for(const Error& error) {
     case ErrorKind::Input:
     case ErrorKind::Io:
     case ErrorKind::Budget:
+    case ErrorKind::OutOfMemory:
     case ErrorKind::Capacity:
     case ErrorKind::Verification: return kExitBadInput;
   }

@@ -23,6 +23,7 @@
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/task.h"
+#include "train/host_memory.h"
 
 namespace solver::cli {
 namespace {
@@ -145,6 +146,7 @@ int run_command(const RunOptions& options) {
     key = options.key_file ? SigningKey::load(*options.key_file) : load_or_create_key(default_key_path(), "solver");  // before training: a bad key must not cost a run
 
   ProgressReporter progress;  // before the job: it must outlive the job's threads that log
+  train::reset_host_tensor_peak();  // the run's own peak, printed at the end
   const train::TrainerOptions trainer_options{options.device, options.threads, options.shards};
   agent::TrainingJob job(task, trainer_options, key ? &*key : nullptr, out_dir, options.resume);
   const RuntimeInfo runtime = job.trainer().runtime();
@@ -168,6 +170,9 @@ int run_command(const RunOptions& options) {
   std::printf("trained %s: %lld steps in %.1f s (%.1f steps/s), final loss %.4f, test loss %.4f, test accuracy %.2f%%\n",
               task.id.c_str(), static_cast<long long>(steps_run), run.seconds, steps_run / std::max(run.seconds, 1e-9),
               run.outcome.final_loss, run.test_loss, run.outcome.test_accuracy * 100.0);
+  // What limits.max_host_memory_gb must allow for this task on the CPU with these shards.
+  std::printf("host memory held by tensors at most: %.1f MB\n",
+              static_cast<double>(train::host_tensor_memory().peak_bytes) / 1e6);
   if (!run.manifest) return agent::kExitOk;
   const proof::Manifest& manifest = *run.manifest;
   std::printf("bundle %s: %zu checkpoints, %zu segments, %.1f MB, signed by %s\n", out_dir.c_str(),

@@ -11,6 +11,7 @@ std::string_view error_kind_name(ErrorKind kind) {
     case ErrorKind::Network: return "network";
     case ErrorKind::Cuda: return "cuda";
     case ErrorKind::Budget: return "budget";
+    case ErrorKind::OutOfMemory: return "out-of-memory";
     case ErrorKind::Capacity: return "capacity";
     case ErrorKind::Verification: return "verification";
     case ErrorKind::Internal: return "internal";

@@ -17,6 +17,7 @@ enum class ErrorKind {
   Network,       // a peer errored, hung or lied
   Cuda,          // the GPU or its runtime failed
   Budget,        // a task exceeded its step, time or memory budget
+  OutOfMemory,   // a step needed more memory than the device (or the host's limit) had: the rig's limit, not the task's
   Capacity,      // a task asks for more than this rig's operator allows (its ceilings): declined, not failed
   Verification,  // a proof could not be checked (not a rejection: rejections are verdicts)
   Internal,      // a bug in solver

@@ -6,6 +6,9 @@
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
+#ifdef SOLVER_TORCH_HAS_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -45,6 +48,12 @@ void set_autocast(c10::DeviceType type, bool enabled, c10::ScalarType dtype) {
 c10::Device torch_device(const Device& device) {
   if (!device.is_cuda()) return c10::Device(c10::kCPU);
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device.index));
+}
+
+void release_cached_cuda_memory() {
+#ifdef SOLVER_TORCH_HAS_CUDA
+  c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
 }
 
 void require_usable_cuda(c10::Device device) {

@@ -319,10 +319,13 @@ struct Trainer::Impl {
                                         std::to_string(train_data.max_label()));
   }
 
-  // Evaluation only reads the model; its batch size sets speed and memory, not the weights.
+  // Evaluation only reads the model; its batch size sets speed and memory, not the weights. It
+  // shrinks with the shards per step, as a step's memory does, so that a run split into more
+  // shards after running out of memory does not run out again in its evaluation.
   std::int64_t evaluation_batch_size() const {
-    if (task.dataset.format != DatasetFormat::Tokens) return kEvaluationBatchSize;
-    return std::max<std::int64_t>(1, kEvaluationTokens / task.model.gpt.context);
+    const std::int64_t whole = task.dataset.format != DatasetFormat::Tokens ? kEvaluationBatchSize
+                                                                             : kEvaluationTokens / task.model.gpt.context;
+    return std::max<std::int64_t>(1, whole / shard_count());
   }
 
   detail::AutocastGuard autocast() const { return detail::AutocastGuard(device, bf16_autocast); }
@@ -551,7 +554,12 @@ Trainer::Trainer(const Task& task, const TrainerOptions& options) {
                                    [&] { return std::make_unique<Impl>(task, devices, threads, shards, options); });
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  const bool on_cuda = impl_ && impl_->device.is_cuda();
+  impl_.reset();
+  // Between tasks the agent holds no GPU memory: LibTorch would keep what the task freed.
+  if (on_cuda) detail::release_cached_cuda_memory();
+}
 
 RuntimeInfo Trainer::runtime() const {
   return RuntimeInfo{std::string(solver_version()), TORCH_VERSION, impl_->device.str(), impl_->threads, true,
@@ -618,6 +626,9 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
   Clock::time_point last_report = started;
   Clock::time_point last_memory_sample = started - kMemorySampleInterval;
   std::int64_t last_checkpoint = from_step;
+  // Time the caller spends in should_stop (the agent waits there while its GPU cools down) is
+  // not training time: it counts against neither the wall budget nor the rate.
+  Clock::duration time_in_should_stop{};
   if (from_step == 0 && hooks.on_checkpoint) hooks.on_checkpoint(0, state(0));
 
   // Copies: a span from DataOrder lives only until its next call.
@@ -646,7 +657,7 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
     }
 
     const Clock::time_point now = Clock::now();
-    const double elapsed_seconds = std::chrono::duration<double>(now - started).count();
+    const double elapsed_seconds = std::chrono::duration<double>(now - started - time_in_should_stop).count();
     if (hooks.on_progress && (now - last_report >= std::chrono::seconds(1) || step == total)) {
       last_report = now;
       const auto steps_done = static_cast<double>(step - from_step);
@@ -660,7 +671,11 @@ std::int64_t Trainer::train(std::int64_t from_step, const TrainHooks& hooks) {
     // After the run's budgets, which name the checkpoints kept: a step past its limit that also
     // took the run past its wall budget reports the latter. The step itself is complete and recorded.
     watch.finish();
-    if (step < total && hooks.should_stop && hooks.should_stop()) return step;
+    if (step < total && hooks.should_stop) {
+      const Clock::time_point asked = Clock::now();
+      if (hooks.should_stop()) return step;
+      time_in_should_stop += Clock::now() - asked;
+    }
   }
   return total;
 }

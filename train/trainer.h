@@ -93,15 +93,17 @@ struct TrainHooks {
   std::function<void(StepRecord&&)> on_step;                                 // after each step
   std::function<void(std::int64_t step, checkpoint::Checkpoint&&)> on_checkpoint;  // every k steps and the last
   std::function<void(const Progress&)> on_progress;                          // about once a second and at the end
-  std::function<bool()> should_stop;  // polled after each step; true ends train() early (SIGTERM, a cancel)
+  // Polled after each step; true ends train() early (SIGTERM, a cancel). It may wait (for a GPU
+  // to cool down): the time it takes counts against no budget.
+  std::function<bool()> should_stop;
 };
 
 // One thread drives a Trainer (not thread-safe); every call blocks until its work is done. Each
 // Trainer keeps one watchdog thread of its own, which times the steps (TrainerOptions::on_stuck_step).
 // The constructor sets process-wide LibTorch switches (deterministic algorithms, no cuDNN
 // autotuning, the intra-op thread count), so trainers in one process share those settings.
-// LibTorch failures surface as Error: Budget when out of memory, otherwise Cuda on a GPU and
-// Input on the CPU.
+// LibTorch failures surface as Error: OutOfMemory when the device (or the host's limit,
+// train/host_memory.h) has too little memory, otherwise Cuda on a GPU and Input on the CPU.
 class Trainer {
  public:
   // Checks the dataset and model files against their hashes, loads them, builds the model

@@ -9,12 +9,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
@@ -404,6 +406,16 @@ TEST_CASE("Budgets stop training with Error(Budget) naming the budget", "[torch]
     require_error([&] { trainer.train(0, hooks); }, ErrorKind::Budget,
                   {"budget.max_wall_seconds exceeded", "by step 1", "checkpoints up to step 0 are kept"});
     CHECK(run.records.size() == 1);
+  }
+  SECTION("max_wall_seconds does not count the time should_stop waits (a GPU cooling down)") {
+    task["budget"] = {{"max_wall_seconds", 1.0}};
+    train::Trainer trainer(parsed(task), kTwoThreadsOnCpu);
+    hooks.should_stop = [] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      return false;
+    };
+    CHECK(trainer.train(0, hooks) == 20);  // 1.9 s in should_stop, a few ms of training
+    CHECK(run.records.size() == 20);
   }
   SECTION("max_memory_mb compares with the resident set") {
     task["budget"] = {{"max_memory_mb", 1}};

@@ -6,6 +6,7 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
+#include <new>
 #include <string>
 
 #include "common/device.h"
@@ -20,6 +21,10 @@ c10::Device torch_device(const Device& device);
 // range. Sets CUBLAS_WORKSPACE_CONFIG first (unless already set): cuBLAS is deterministic only
 // with a fixed workspace and reads the variable once, at first use.
 void require_usable_cuda(c10::Device device);
+
+// Gives the GPU memory LibTorch's caching allocator keeps for reuse back to the driver (a
+// no-op in a LibTorch without CUDA): once a task is over, the rig's owner gets the memory back.
+void release_cached_cuda_memory();
 
 // The intra-op thread count for a request: 0 = min(hardware threads, 4). Throws Error(Config)
 // for a negative request.
@@ -47,13 +52,16 @@ class AutocastGuard {
 
 // libtorch reports failures as c10::Error; callers get solver::Error. On a GPU a failure may
 // be the device's or the model's and we cannot tell, so it is Error(Cuda) there, Error(Input)
-// on the CPU; running out of memory is the task asking for more than it may (Error(Budget)).
+// on the CPU. Running out of memory (the GPU's, or the host's limit: train/host_memory.h) is
+// Error(OutOfMemory): the rig's limit, which more shards per step may get under.
 template <typename Body>
 auto translating_torch_errors(c10::Device device, const std::string& context, Body&& body) -> decltype(body()) {
   try {
     return body();
   } catch (const c10::OutOfMemoryError& error) {
-    throw Error(ErrorKind::Budget, context + ": out of memory on " + device.str() + ": " + error.what_without_backtrace());
+    throw Error(ErrorKind::OutOfMemory, context + ": out of memory on " + device.str() + ": " + error.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorKind::OutOfMemory, context + ": out of host memory");
   } catch (const c10::Error& error) {
     throw Error(device.is_cuda() ? ErrorKind::Cuda : ErrorKind::Input,
                 context + ": libtorch: " + error.what_without_backtrace());
