@@ -196,6 +196,7 @@ AgentConfig parse_agent_config(const std::string& text, const std::filesystem::p
       ObjectReader limits = reader.object("limits");
       config.max_cache_bytes = gigabytes(limits, "cache_gb", config.max_cache_bytes);
       config.min_free_disk_bytes = gigabytes(limits, "min_free_disk_gb", config.min_free_disk_bytes);
+      config.max_host_memory_bytes = gigabytes(limits, "max_host_memory_gb", config.max_host_memory_bytes);
       if (const std::int64_t keep = limits.integer_or("keep_bundles", config.keep_bundles); keep < 0 || keep > 1000000)
         ObjectReader::fail("config.limits.keep_bundles", "expected 0 to 1000000 bundles, got " + std::to_string(keep));
       else

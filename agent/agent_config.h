@@ -59,6 +59,9 @@ struct AgentConfig {
   std::filesystem::path bench_file;               // `solver bench --save` figures sent at registration; default <work_dir>/bench.json
   std::uint64_t max_cache_bytes = 50ull << 30;
   std::uint64_t min_free_disk_bytes = 5ull << 30;  // below it free on the work disk: claim nothing, hold training (disk_watch.h)
+  // limits.max_host_memory_gb: the most LibTorch's CPU tensors may hold at once (train/host_memory.h);
+  // 0: no limit. A CPU slot reports it to the market as its memory.
+  std::uint64_t max_host_memory_bytes = 0;
   // Published bundles in the directory store (pruner.h): the newest keep_bundles stay; older
   // ones go once the market says their task is over, and any past the age (0: no age limit).
   int keep_bundles = 20;

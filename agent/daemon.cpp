@@ -7,10 +7,13 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "agent/control_client.h"
 #include "agent/detail/agent_controls.h"
@@ -38,6 +41,7 @@
 #include "net/retry.h"
 #include "net/store.h"
 #include "train/benchmark.h"
+#include "train/host_memory.h"
 
 namespace solver::agent {
 
@@ -66,6 +70,7 @@ struct Agent::Impl {
   std::optional<BundlePruner> pruner;  // storage.kind directory: published bundles the market is done with go
   std::mutex busy_mutex;
   std::set<std::string> busy_tasks;  // task folders a slot is working on
+  std::map<std::string, std::string> registered_quarantine;  // as the market last heard it (watch_rig's thread after start)
   std::optional<ControlServer> control_server;  // last: it drives the controls until it is gone
 
   Impl(AgentConfig config_in, const SigningKey& key_in, const std::atomic<bool>& stop_in, std::atomic<bool>* reload_in,
@@ -88,13 +93,22 @@ struct Agent::Impl {
                slot_devices(config), stop),
         controls(slot_devices(config)),
         services{key, stop, market, *store, cache, publish_mutex, status, config.max_worker_faults, controls} {
+    train::limit_host_tensor_memory(config.max_host_memory_bytes);
     for (int i = 0; i < config.tasks_at_once; ++i)
       slots.push_back(SlotPlace{.index = i, .device = config.devices[static_cast<std::size_t>(i) % config.devices.size()]});
-    const hardware::GpuInventory inventory =
-        cuda_devices_needed(config) > 0 ? hardware::read_gpu_inventory() : hardware::GpuInventory{};
+    // The tests of the steward, which have no GPU, name a stand-in NVML (tests/hardware/fake_nvml.cpp)
+    // in SOLVER_TEST_NVML; its GPU i is watched for the CPU slot i (docs/testing.md).
+    const char* test_nvml = std::getenv("SOLVER_TEST_NVML");
+    const std::string nvml_library = test_nvml != nullptr ? test_nvml : std::string(hardware::kNvmlLibrary);
+    const hardware::GpuInventory inventory = cuda_devices_needed(config) > 0 || test_nvml != nullptr
+                                                 ? hardware::read_gpu_inventory(nvml_library)
+                                                 : hardware::GpuInventory{};
     for (SlotPlace& slot : slots) {
-      stewards.push_back(std::make_unique<GpuSteward>(GpuSteward::gpus_of_slot(slot.device, inventory), config.thermal,
-                                                      controls, std::string(hardware::kNvmlLibrary), config.idle_only));
+      std::vector<WatchedGpu> gpus = GpuSteward::gpus_of_slot(slot.device, inventory);
+      if (test_nvml != nullptr && slot.device == "cpu" && std::cmp_less(slot.index, inventory.gpus.size()))
+        gpus.push_back(WatchedGpu{slot.device, inventory.gpus[static_cast<std::size_t>(slot.index)].uuid});
+      stewards.push_back(std::make_unique<GpuSteward>(std::move(gpus), config.thermal, controls, nvml_library,
+                                                      config.idle_only));
       slot.steward = stewards.back().get();
     }
     if (config.storage.kind == "directory")
@@ -123,7 +137,8 @@ struct Agent::Impl {
   }
 
   // SIGHUP: the ceilings, the download policy, the verification settings and the pruning limits
-  // are re-read and apply to work taken from now on, limits.min_free_disk_gb at once (watch_rig);
+  // are re-read and apply to work taken from now on, limits.min_free_disk_gb (watch_rig) and
+  // limits.max_host_memory_gb at once;
   // a hold for worker faults ends. Other changes need a restart.
   void reload_if_asked() {
     if (reload == nullptr || !reload->exchange(false)) return;
@@ -144,7 +159,9 @@ struct Agent::Impl {
       config.keep_bundles = fresh.keep_bundles;
       config.bundle_max_age_seconds = fresh.bundle_max_age_seconds;
       config.min_free_disk_bytes = fresh.min_free_disk_bytes;
+      config.max_host_memory_bytes = fresh.max_host_memory_bytes;
     }
+    train::limit_host_tensor_memory(fresh.max_host_memory_bytes);
     cache.set_policy(fresh.downloads);
     std::vector<std::string> unapplied;
     if (fresh.market_url != config.market_url) unapplied.push_back("market");
@@ -195,10 +212,12 @@ struct Agent::Impl {
     bool held_ = false;
   };
 
-  // Registers, retrying until the market answers or the agent is stopped.
+  // Registers, retrying until the market answers or the agent is stopped. The stewards read
+  // their GPUs when made, so a GPU already faulty is quarantined before the market hears of the rig.
   bool register_with_market() {
+    registered_quarantine = controls.quarantined();
     std::string bench_note;
-    const net::WorkerProfile profile = worker_profile(config, bench_note);
+    const net::WorkerProfile profile = worker_profile(config, registered_quarantine, bench_note);
     for (int round = 1; !stop; ++round) {
       try {
         market.register_worker(profile);
@@ -263,7 +282,7 @@ struct Agent::Impl {
       try {
         spool_empty = work_in_flight(slot);
         if (controls.draining() && spool_empty) break;  // drained: this slot's tasks are completed
-        const std::string cooling = slot.steward->check();  // first: it may quarantine a faulty GPU
+        const std::string cooling = slot.steward->check();
         if (!controls.may_claim(slot.device)) {
           waiting = operator_hold_note(controls.state_of(slot.device));
         } else if (!cooling.empty()) {
@@ -343,12 +362,29 @@ struct Agent::Impl {
       try {
         reload_if_asked();
         disk_watch.check(current().min_free_disk_bytes);
+        register_quarantine_change();
       } catch (const std::exception& error) {
         log_error("agent", "watching the rig: {}", error.what());
       }
       for (const auto next = std::chrono::steady_clock::now() + kInterval;
            !stop && !slots_done && std::chrono::steady_clock::now() < next;)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  // Registers again when a device was quarantined or cleared since the last registration, so the
+  // market's view of the rig says which devices are out of work and why. One try a round.
+  void register_quarantine_change() {
+    const std::map<std::string, std::string> quarantined = controls.quarantined();
+    if (quarantined == registered_quarantine) return;
+    std::string bench_note;
+    try {
+      market.register_worker(worker_profile(current(), quarantined, bench_note));
+      registered_quarantine = quarantined;
+      log_info("agent", "told the market of the quarantined devices: {}",
+               quarantined.empty() ? std::string("none") : nlohmann::json(quarantined).dump());
+    } catch (const Error& error) {
+      log_warn("agent", "could not tell the market of the quarantined devices ({}); trying again", error.what());
     }
   }
 
@@ -363,8 +399,12 @@ struct Agent::Impl {
 
 Agent::Agent(AgentConfig config, const SigningKey& key, const std::atomic<bool>& stop, std::atomic<bool>* reload,
              std::function<AgentConfig()> reread_config) {
-  check_rig_can_work(config);
+  const std::vector<Check> device_failures = check_rig_can_work(config);
   impl_ = std::make_unique<Impl>(std::move(config), key, stop, reload, std::move(reread_config));
+  for (const Check& failure : device_failures)
+    impl_->controls.quarantine(failure.device, failure.quarantine_reason,
+                               fmt::format("{} failed its {}: {}", failure.device, failure.name.substr(0, failure.name.rfind(' ')),
+                                           failure.detail));
 }
 
 Agent::~Agent() = default;

@@ -4,8 +4,12 @@
 
 #include <cmath>
 #include <ctime>
+#include <map>
 #include <set>
 
+#include "agent/control_client.h"
+#include "agent/daemon.h"
+#include "agent/detail/gpu_steward.h"
 #include "agent/detail/rig.h"
 #include "agent/stores.h"
 #include "common/device.h"
@@ -39,6 +43,13 @@ struct Checks {
   DoctorReport report;
   void add(std::string area, std::string name, CheckStatus status, std::string detail, std::string fix = "") {
     report.checks.push_back({std::move(area), std::move(name), status, std::move(detail), std::move(fix)});
+  }
+  // Marks the rows from `first` on as device `device`'s own, quarantined as `reason` when they fail.
+  void belongs_to(std::size_t first, const std::string& device, const std::string& reason) {
+    for (std::size_t i = first; i < report.checks.size(); ++i) {
+      report.checks[i].device = device;
+      report.checks[i].quarantine_reason = reason;
+    }
   }
   // Runs `check`, which adds its own rows; an exception it lets out is one FAIL row.
   template <typename F>
@@ -87,11 +98,14 @@ void check_gpus(const AgentConfig& config, Checks& checks) {
 
   for (const std::string& name : configured_devices(config)) {
     const Device device = parse_device(name);
+    const std::size_t self_test_row = checks.report.checks.size();
     checks.run("gpu", "self-test " + name, "the device computes nothing: check `nvidia-smi` and the kernel log (Xid errors)", [&] {
       const train::MatmulResult matmul = train::measure_matmul({name, "fp32", 256, 1, 0});
       checks.add("gpu", "self-test " + name, CheckStatus::Ok, fmt::format("a 256x256 matmul at {:.1f} GFLOP/s", matmul.gflops));
     });
+    checks.belongs_to(self_test_row, name, "self_test");
     if (!device.is_cuda()) continue;
+    const std::size_t twin_row = checks.report.checks.size();
     checks.run("gpu", "kernel twin " + name, "do not let this GPU take work: it computes wrong (heat, power, clocks or a fault)", [&] {
       const kernels::StressResult stress = kernels::run_stress_cuda(device.index, 0.5);
       const CheckStatus status = stress.mismatched_values == 0 ? CheckStatus::Ok : CheckStatus::Fail;
@@ -100,9 +114,13 @@ void check_gpus(const AgentConfig& config, Checks& checks) {
                              stress.checked_values),
                  status == CheckStatus::Ok ? "" : "do not let this GPU take work: it computes wrong under load");
     });
+    checks.belongs_to(twin_row, name, "kernel_twin");
     const hardware::GpuInfo* gpu = hardware::gpu_of_cuda_device(inventory, device.index);
     if (gpu == nullptr) continue;
-    for (Check& check : gpu_health_checks(name, *gpu)) checks.report.checks.push_back(std::move(check));
+    for (Check& check : gpu_health_checks(name, *gpu)) {
+      check.device = name;  // quarantined by the steward's first reading, which names the fault
+      checks.report.checks.push_back(std::move(check));
+    }
   }
 }
 
@@ -147,7 +165,28 @@ std::optional<double> clock_offset(const net::HttpResponse& reply) {
   return std::difftime(std::time(nullptr), ::timegm(&parsed));
 }
 
+// The devices the agent working in config.work_dir has quarantined, each a FAIL until cleared;
+// none, and no row, when no agent runs there.
+std::map<std::string, std::string> check_running_agent_quarantine(const AgentConfig& config, Checks& checks) {
+  std::map<std::string, std::string> quarantined;
+  if (!agent_running_in(config.work_dir)) return quarantined;
+  checks.run("gpu", "quarantine", "the running agent does not answer on its control socket: see its log", [&] {
+    const nlohmann::json reply = send_control_request(config.work_dir, {{"command", "status"}});
+    const nlohmann::json devices = reply.value("quarantined", nlohmann::json::object());
+    for (const auto& [device, why] : devices.items())
+      quarantined[device] = why.is_string() ? why.get<std::string>() : why.dump();
+    if (quarantined.empty())
+      checks.add("gpu", "quarantine", CheckStatus::Ok, "the running agent has quarantined no device");
+    for (const auto& [device, why] : quarantined)
+      checks.add("gpu", "quarantine " + device, CheckStatus::Fail, "the running agent quarantined it: " + why,
+                 fmt::format("fix the GPU, then `solver agent clear {}`", device));
+  });
+  return quarantined;
+}
+
 void check_identity_and_network(const AgentConfig& config, const std::filesystem::path& key_file, Checks& checks) {
+  // Registration below sends them too, so that the market does not forget them.
+  const std::map<std::string, std::string> quarantined = check_running_agent_quarantine(config, checks);
   std::optional<SigningKey> key;
   if (!std::filesystem::exists(key_file)) {
     checks.add("identity", "key", CheckStatus::Warn, "no key at " + key_file.string(),
@@ -201,7 +240,7 @@ void check_identity_and_network(const AgentConfig& config, const std::filesystem
     checks.run("network", "registration", "read the market's reason above; it may hold back this key", [&] {
       net::MarketClient market(net::MarketClientOptions{config.market_url}, *key);
       std::string bench_note;
-      market.register_worker(detail::worker_profile(config, bench_note));
+      market.register_worker(detail::worker_profile(config, quarantined, bench_note));
       checks.add("network", "registration", CheckStatus::Ok, "accepted as " + config.name + ", " + bench_note);
     });
   }
@@ -251,6 +290,15 @@ std::vector<Check> gpu_health_checks(const std::string& device, const hardware::
                     gpu.ecc_uncorrected_errors ? "on, no uncorrected errors since the driver loaded"
                                                : "on (NVML did not report its error count)",
                     ""});
+  // The same faults that make the agent's GPU steward quarantine the device.
+  const std::string memory = "memory " + device;
+  if (const auto [reason, fault] = detail::memory_fault(device, gpu); !fault.empty())
+    rows.push_back({"gpu", memory, CheckStatus::Fail, fault,
+                    reason == "row_remap_failed" ? "the GPU needs repair or replacing: take it out of devices"
+                                                 : fmt::format("reset the GPU (sudo nvidia-smi -r -i {}, with nothing running on it) or reboot",
+                                                               gpu.index)});
+  else if (gpu.memory_repair_pending)
+    rows.push_back({"gpu", memory, CheckStatus::Ok, "no failing memory waiting for a GPU reset", ""});
   return rows;
 }
 
@@ -294,17 +342,23 @@ DoctorReport run_doctor(const AgentConfig& configured, const std::filesystem::pa
   return checks.report;
 }
 
-void check_rig_can_work(const AgentConfig& config) {
+std::vector<Check> check_rig_can_work(const AgentConfig& config) {
   std::vector<std::string> failures;
+  std::vector<Check> device_failures;
   bool gpu = false;
-  for (const Check& check : check_rig(config, false).checks) {
+  for (Check& check : check_rig(config, false).checks) {
     if (check.status != CheckStatus::Fail) continue;
+    if (!check.device.empty()) {
+      if (!check.quarantine_reason.empty()) device_failures.push_back(std::move(check));
+      continue;
+    }
     failures.push_back(check.detail + (check.fix.empty() ? "" : " (" + check.fix + ")"));
     gpu = gpu || check.area == "gpu";
   }
   if (!failures.empty())
     throw Error(gpu ? ErrorKind::Cuda : ErrorKind::Config,
                 fmt::format("this rig cannot work: {}", fmt::join(failures, "; ")));
+  return device_failures;
 }
 
 }  // namespace solver::agent

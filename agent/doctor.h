@@ -1,7 +1,8 @@
 // `solver doctor`: can this rig take work, and what to do about each thing that stops it. One
 // row per check, OK / WARN / FAIL, each FAIL with its fix. The agent runs the local checks at
-// start (check_rig_can_work) and refuses to start on a FAIL: a rig that cannot do the work must
-// not claim it, since each claim would fail and cost the task an attempt.
+// start (check_rig_can_work) and refuses to start on a FAIL of the rig's: a rig that cannot do
+// the work must not claim it, since each claim would fail and cost the task an attempt. A device
+// that fails on its own is quarantined instead, and the others work.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -23,6 +24,12 @@ struct Check {
   CheckStatus status = CheckStatus::Ok;
   std::string detail;  // what was found
   std::string fix;     // for WARN and FAIL: what to do
+  // A FAIL that is one configured device's own ("cuda:1" fails its self-test): the agent starts,
+  // and quarantines that device under `quarantine_reason` (self_test, kernel_twin) while the
+  // others work. Empty: the rig's (the agent refuses to start), or a fault the GPU steward's first
+  // reading quarantines by itself (ECC errors, failing memory).
+  std::string device;
+  std::string quarantine_reason;
 };
 
 struct DoctorReport {
@@ -51,8 +58,9 @@ DoctorReport check_rig(const AgentConfig& config, bool measure_disk);
 // written, read back and removed).
 DoctorReport run_doctor(const AgentConfig& config, const std::filesystem::path& key_file);
 
-// The agent's start: check_rig without the disk measurement. Throws every FAIL, each with its
-// fix, as Error(Cuda) when one is a GPU check (exit 69), else Error(Config) (exit 78).
-void check_rig_can_work(const AgentConfig& config);
+// The agent's start: check_rig without the disk measurement. Throws every FAIL of the rig's,
+// each with its fix, as Error(Cuda) when one is a GPU check (exit 69), else Error(Config) (exit
+// 78). Returns the FAILs of single devices, which the agent quarantines (Check::device).
+std::vector<Check> check_rig_can_work(const AgentConfig& config);
 
 }  // namespace solver::agent

@@ -75,6 +75,9 @@ struct Nvml {
   NvmlReturn (*utilization)(NvmlDevice, NvmlUtilization*) = nullptr;
   NvmlReturn (*ecc_mode)(NvmlDevice, int* current, int* pending) = nullptr;
   NvmlReturn (*total_ecc_errors)(NvmlDevice, int error_type, int counter_type, unsigned long long*) = nullptr;
+  NvmlReturn (*retired_pages_pending)(NvmlDevice, int* pending) = nullptr;  // before Ampere
+  NvmlReturn (*remapped_rows)(NvmlDevice, unsigned* corrected, unsigned* uncorrected, unsigned* pending,
+                              unsigned* failed) = nullptr;  // Ampere and later
   NvmlReturn (*temperature)(NvmlDevice, int, unsigned*) = nullptr;
   NvmlReturn (*throttle_reasons)(NvmlDevice, unsigned long long*) = nullptr;
   NvmlProcessList compute_processes = nullptr;
@@ -161,6 +164,21 @@ GpuInfo read_gpu(const Nvml& nvml, int index, NvmlDevice device) {
   if (gpu.ecc_enabled == true && nvml.total_ecc_errors != nullptr &&
       nvml.total_ecc_errors(device, kNvmlMemoryErrorUncorrected, kNvmlVolatileEcc, &uncorrected) == kNvmlSuccess)
     gpu.ecc_uncorrected_errors = uncorrected;
+  // Failing memory is repaired by retiring its pages (before Ampere) or remapping its rows
+  // (Ampere and later), either of which takes effect at the next GPU reset. A GPU answers one of
+  // the two queries; the other is "not supported".
+  int pages_pending = 0;
+  if (nvml.retired_pages_pending != nullptr && nvml.retired_pages_pending(device, &pages_pending) == kNvmlSuccess)
+    gpu.memory_repair_pending = pages_pending == kNvmlFeatureEnabled;
+  unsigned corrected_rows = 0;
+  unsigned uncorrected_rows = 0;
+  unsigned rows_pending = 0;
+  unsigned rows_failed = 0;
+  if (nvml.remapped_rows != nullptr &&
+      nvml.remapped_rows(device, &corrected_rows, &uncorrected_rows, &rows_pending, &rows_failed) == kNvmlSuccess) {
+    gpu.memory_repair_pending = gpu.memory_repair_pending.value_or(false) || rows_pending != 0;
+    gpu.row_remap_failed = rows_failed != 0;
+  }
   std::optional<std::vector<unsigned>> compute = query_processes(nvml.compute_processes, device);
   const std::optional<std::vector<unsigned>> graphics = query_processes(nvml.graphics_processes, device);
   if (compute || graphics) {
@@ -211,6 +229,8 @@ GpuInventory read_gpu_inventory(const std::string& library_name) {
   bind(library, "nvmlDeviceGetUtilizationRates", nvml.utilization);
   bind(library, "nvmlDeviceGetEccMode", nvml.ecc_mode);
   bind(library, "nvmlDeviceGetTotalEccErrors", nvml.total_ecc_errors);
+  bind(library, "nvmlDeviceGetRetiredPagesPendingStatus", nvml.retired_pages_pending);
+  bind(library, "nvmlDeviceGetRemappedRows", nvml.remapped_rows);
   bind(library, "nvmlDeviceGetComputeRunningProcesses_v3", nvml.compute_processes);
   bind(library, "nvmlDeviceGetGraphicsRunningProcesses_v3", nvml.graphics_processes);
   // Renamed "clocks event reasons" in driver 535; the old name is kept there but may go.

@@ -39,6 +39,11 @@ struct GpuInfo {
   // Uncorrected (double-bit) ECC errors in NVML's volatile counter: since the driver last
   // loaded (each boot with persistence mode on). Needs ECC on.
   std::optional<std::uint64_t> ecc_uncorrected_errors;
+  // Failing memory the driver has marked for repair (pages to retire before Ampere, rows to remap
+  // from Ampere on), which takes effect only at the next GPU reset: until then it is in use.
+  std::optional<bool> memory_repair_pending;
+  // Ampere and later: a row could not be remapped (no spare rows left): the memory is failing for good.
+  std::optional<bool> row_remap_failed;
   // PIDs of the processes with a compute or graphics context on the GPU, sorted, each once.
   // Empty when NVML lists neither (MIG mode without privileges, an old driver). In a container
   // without the host's PID namespace they are host PIDs, not the container's.

@@ -261,9 +261,13 @@ struct MarketServer::Impl {
     post("/v1/workers", [this](Call& call) -> Reply {
       const net::WorkerProfile profile = net::parse_worker_profile(call.body, "body");
       store.register_worker(call.key, profile, call.now);
-      log_info("market", "worker {} ({}) registered: agent {}, roles {}, {} device(s), {} MB, models {}", short_key(call.key),
-               profile.name, profile.agent_version.empty() ? "(no version)" : profile.agent_version, json(profile.roles).dump(),
-               profile.devices, profile.memory_mb, json(profile.model_kinds).dump());
+      // The devices the rig has taken out of work itself (a faulty GPU), as it says: for the market's operator.
+      const json quarantined =
+          profile.hardware.is_object() ? profile.hardware.value("quarantined", json::object()) : json::object();
+      log_info("market", "worker {} ({}) registered: agent {}, roles {}, {} device(s), {} MB, models {}, quarantined {}",
+               short_key(call.key), profile.name, profile.agent_version.empty() ? "(no version)" : profile.agent_version,
+               json(profile.roles).dump(), profile.devices, profile.memory_mb, json(profile.model_kinds).dump(),
+               quarantined.empty() ? std::string("none") : quarantined.dump().substr(0, 500));
       return {200, {{"worker", call.key}}};
     });
     post("/v1/tasks", [this](Call& call) { return submit(call); });

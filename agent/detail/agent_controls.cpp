@@ -93,6 +93,13 @@ bool AgentControls::quarantine(const std::string& device, std::string reason, st
   return true;
 }
 
+std::map<std::string, std::string> AgentControls::quarantined() const {
+  const std::lock_guard lock(mutex_);
+  std::map<std::string, std::string> devices;
+  for (const auto& [device, quarantine] : quarantined_) devices.emplace(device, quarantine.why);
+  return devices;
+}
+
 std::string AgentControls::device_of_a_slot(std::string_view text) const {
   const std::string name = parse_device(text).name();
   for (const std::vector<std::string>& names : slot_device_names_)
@@ -251,7 +258,7 @@ void AgentControls::add_metrics(Metrics& metrics) const {
       });
       const bool is = quarantined != slot_device_names_[i].end();
       m.gauge("solver_slot_quarantined",
-              "1 while a device of the slot is quarantined (reason: ecc_uncorrected, lost): it claims nothing until "
+              "1 while a device of the slot is quarantined (reason: ecc_uncorrected, memory_repair_pending, row_remap_failed, lost): it claims nothing until "
               "`solver agent clear`.",
               {{"slot", std::to_string(i)}, {"device", slot_devices_[i]},
                {"reason", is ? quarantined_.at(*quarantined).reason : ""}})

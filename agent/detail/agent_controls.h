@@ -41,6 +41,8 @@ class AgentControls {
   // the metric's label ("ecc_uncorrected", "lost"), `why` says it in full. Returns false when it
   // already was quarantined (the first reason stays).
   bool quarantine(const std::string& device, std::string reason, std::string why);
+  // The devices quarantined now, and why: what the agent reports at registration.
+  std::map<std::string, std::string> quarantined() const;
   // The rig's own hold on every slot while the work dir's disk is low (disk_watch.h): `reason`
   // says so ("disk low: ..."); nullopt ends it. Apart from the operator's controls: `resume`
   // does not end it, and its end does not end a pause. It has no deadline: a task it holds is

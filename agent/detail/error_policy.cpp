@@ -19,6 +19,9 @@ Remedy remedy_for(Stage stage, const std::exception& error, bool stopping) {
   const auto* solver_error = dynamic_cast<const Error*>(&error);
   // Anything that is not a solver::Error escaped every check: a bug.
   const ErrorKind kind = solver_error != nullptr ? solver_error->kind() : ErrorKind::Internal;
+  // More shards per step need less memory at once, wherever the task was when it ran out.
+  const bool task_stage = stage == Stage::Preparing || stage == Stage::Resuming || stage == Stage::Training;
+  if (kind == ErrorKind::OutOfMemory && task_stage) return Remedy::SplitBatch;
   switch (stage) {
     case Stage::Registering:
       // Even a market that refuses us or answers garbage is waited for: an operator may be
@@ -43,6 +46,7 @@ Remedy remedy_for(Stage stage, const std::exception& error, bool stopping) {
         case ErrorKind::Network:
         case ErrorKind::Io:
         case ErrorKind::Cuda:
+        case ErrorKind::OutOfMemory:
         case ErrorKind::Internal: return Remedy::SkipJob;  // our problem, not the solver's
         default: return Remedy::RejectBundle;
       }
@@ -58,7 +62,7 @@ net::Fault fault_of(const Error& error) {
     case ErrorKind::Budget: return net::Fault::Task;
     case ErrorKind::Network:
     case ErrorKind::Cuda: return net::Fault::Unknown;
-    default: return net::Fault::Worker;  // disk, configuration, this rig's ceilings, a bug
+    default: return net::Fault::Worker;  // disk, memory, configuration, this rig's ceilings, a bug
   }
 }
 

@@ -30,6 +30,7 @@ enum class Remedy {
   FailTask,       // tell the market the task failed, and whose fault it was (fault_of); drop its folder
   DropTask,       // the market says the task is not ours any more: drop its folder, tell no one
   RestartBundle,  // the bundle left behind cannot be resumed: train it again from step 0
+  SplitBatch,     // a step ran out of memory: train again from step 0 with the batch in more shards
   RejectBundle,   // the bundle being verified is at fault: post a REJECTED verdict
   SkipJob,        // the verifier is at fault: post nothing; the job's lease expires and it goes to another
   StopAgent,      // a bug, or a rig that cannot work: stop every slot once their work is saved

@@ -44,6 +44,16 @@ std::string ThermalGate::update(const std::string& device, const hardware::GpuIn
   return "";
 }
 
+std::pair<std::string, std::string> memory_fault(const std::string& device, const hardware::GpuInfo& gpu) {
+  if (gpu.row_remap_failed == true)
+    return {"row_remap_failed", device + " could not remap a failing memory row (no spare rows left): its memory is "
+                                         "failing for good"};
+  if (gpu.memory_repair_pending == true)
+    return {"memory_repair_pending", device + " has failing memory that is repaired (pages retired or rows "
+                                              "remapped) only at the next GPU reset"};
+  return {};
+}
+
 std::vector<unsigned> foreign_processes(const hardware::GpuInfo& gpu, unsigned own_pid) {
   std::vector<unsigned> foreign;
   for (const unsigned pid : gpu.process_ids.value_or(std::vector<unsigned>{}))
@@ -98,19 +108,40 @@ GpuSteward::GpuSteward(std::vector<WatchedGpu> gpus, ThermalLimits limits, Agent
       cooling_(gpus_.size()),
       reported_ecc_(gpus_.size(), 0),
       reported_missing_(gpus_.size(), false),
-      idle_held_(gpus_.size()) {}
+      reported_memory_(gpus_.size()),
+      idle_held_(gpus_.size()) {
+  if (gpus_.empty()) return;
+  read();
+  reader_ = std::thread([this] {
+    std::unique_lock lock(mutex_);
+    while (!stop_reading_.wait_for(lock, kReadInterval, [this] { return stopping_; })) {
+      lock.unlock();
+      read();
+      lock.lock();
+    }
+  });
+}
 
-std::string GpuSteward::check() {
-  if (gpus_.empty()) return "";
-  const std::lock_guard lock(mutex_);
-  const Clock::time_point now = Clock::now();
-  if (!last_read_ || now - *last_read_ >= kReadInterval) {
-    last_read_ = now;
-    read_locked();
+GpuSteward::~GpuSteward() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
   }
+  stop_reading_.notify_all();
+  if (reader_.joinable()) reader_.join();
+}
+
+std::string GpuSteward::check() const {
+  const std::lock_guard lock(mutex_);
   for (const std::string& why : cooling_)
     if (!why.empty()) return why;
   return "";
+}
+
+void GpuSteward::read() {
+  const hardware::GpuInventory inventory = hardware::read_gpu_inventory(nvml_library_);
+  const std::lock_guard lock(mutex_);
+  judge_locked(inventory);
 }
 
 void GpuSteward::update_idle_hold(std::size_t i, std::string why) {
@@ -124,8 +155,7 @@ void GpuSteward::update_idle_hold(std::size_t i, std::string why) {
   idle_held_[i] = std::move(why);
 }
 
-void GpuSteward::read_locked() {
-  const hardware::GpuInventory inventory = hardware::read_gpu_inventory(nvml_library_);
+void GpuSteward::judge_locked(const hardware::GpuInventory& inventory) {
   const int minute_of_day = idle_only_.enabled ? minute_of_day_() : 0;
   if (!inventory.unavailable_reason.empty()) {
     // Nothing to judge by: the slot works on rather than wait on a reading that may never come;
@@ -160,6 +190,10 @@ void GpuSteward::read_locked() {
       controls_.quarantine(watched.device, "ecc_uncorrected",
                            fmt::format("{} has {} uncorrected ECC error(s) since the driver loaded", watched.device, errors));
       reported_ecc_[i] = errors;
+    }
+    if (const auto [reason, fault] = memory_fault(watched.device, *gpu); fault != reported_memory_[i]) {
+      if (!fault.empty()) controls_.quarantine(watched.device, reason, fault);
+      reported_memory_[i] = fault;
     }
     const std::string why = gates_[i].update(watched.device, *gpu, now);
     if (why.empty() && !cooling_[i].empty()) log_info("agent", "{} cooled down: training may go on", watched.device);

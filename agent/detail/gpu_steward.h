@@ -1,18 +1,23 @@
-// A slot's guard over the GPUs it trains on, read through NVML (hardware/nvml.h) at most every
-// few seconds. It answers whether the slot must wait for its GPUs to cool down (the task job
-// asks between steps, the slot loop before claiming), and quarantines a GPU that shows
-// uncorrected ECC errors or that NVML no longer lists (fallen off the bus) through the
+// A slot's guard over the GPUs it trains on, read through NVML (hardware/nvml.h) every few
+// seconds on a thread of its own, so that no training step waits for NVML. It answers whether
+// the slot must wait for its GPUs to cool down (the task job asks between steps, the slot loop
+// before claiming), and quarantines a GPU that shows
+// uncorrected ECC errors, failing memory waiting for a GPU reset (retired pages, remapped rows)
+// or rows that could not be remapped, or that NVML no longer lists (fallen off the bus) through the
 // operator's controls, where `solver agent clear DEVICE` lifts it (agent_controls.h). With
 // idle_only on, it holds a GPU another process uses, or all of them outside idle_only.hours,
 // and ends the hold at the first reading that finds the GPU idle inside the hours.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "agent/agent_config.h"
@@ -45,6 +50,10 @@ class ThermalGate {
   std::optional<Clock::time_point> throttled_since_;
 };
 
+// The memory fault that quarantines `gpu` (named `device`): its reason for metrics
+// ("memory_repair_pending", "row_remap_failed") and the sentence for the operator; empty when none.
+std::pair<std::string, std::string> memory_fault(const std::string& device, const hardware::GpuInfo& gpu);
+
 // The processes on `gpu` other than `own_pid` (this agent): none when NVML does not list them.
 std::vector<unsigned> foreign_processes(const hardware::GpuInfo& gpu, unsigned own_pid);
 // Why idle_only keeps `device` from work at `minute_of_day` (local time) with `foreign` processes
@@ -70,19 +79,25 @@ class GpuSteward {
   static std::vector<WatchedGpu> gpus_of_slot(const std::string& slot_device, const hardware::GpuInventory& inventory);
 
   // Watches `gpus`, reading NVML from `nvml_library`; quarantines and holds for `idle_only`
-  // through `controls`, telling the hours by `minute_of_day`.
+  // through `controls`, telling the hours by `minute_of_day`. Reads once before it returns (so a
+  // GPU already faulty is quarantined at once), then every kReadInterval on its thread: each
+  // reading quarantines a GPU with a new fault (errors beyond those already reported, failing
+  // memory, newly missing) and sets or ends its idle-only hold.
   GpuSteward(std::vector<WatchedGpu> gpus, ThermalLimits limits, AgentControls& controls,
              std::string nvml_library = std::string(hardware::kNvmlLibrary), IdleOnly idle_only = {},
              std::function<int()> minute_of_day = local_minute_of_day);
+  ~GpuSteward();
+  GpuSteward(const GpuSteward&) = delete;
+  GpuSteward& operator=(const GpuSteward&) = delete;
 
-  // Reads NVML when the last reading is kReadInterval old, quarantining a GPU with a new fault
-  // (errors beyond those already reported, or newly missing) and setting or ending its idle-only
-  // hold. Returns why the slot must wait for its GPUs to cool down, "" while it may work
+  // Why the slot must wait for its GPUs to cool down, by the last reading; "" while it may work
   // (always, watching none or without NVML).
-  std::string check();
+  std::string check() const;
 
  private:
-  void read_locked();
+  // One reading of NVML (outside the lock: it may take a while), and what it means.
+  void read();
+  void judge_locked(const hardware::GpuInventory& inventory);
   // Sets or ends GPU i's idle-only hold: `why` it is held, "" when it is not.
   void update_idle_hold(std::size_t i, std::string why);
 
@@ -91,14 +106,17 @@ class GpuSteward {
   const IdleOnly idle_only_;
   const std::function<int()> minute_of_day_;
   AgentControls& controls_;
-  std::mutex mutex_;
-  std::optional<Clock::time_point> last_read_;
+  mutable std::mutex mutex_;
+  std::condition_variable stop_reading_;
+  bool stopping_ = false;
   std::vector<ThermalGate> gates_;           // one per watched GPU
   std::vector<std::string> cooling_;         // per GPU: why it cools down, "" when it does not
   std::vector<std::uint64_t> reported_ecc_;  // per GPU: uncorrected errors already quarantined for
   std::vector<bool> reported_missing_;       // per GPU: its absence already quarantined for
+  std::vector<std::string> reported_memory_;  // per GPU: the memory fault already quarantined for ("": none)
   std::vector<std::string> idle_held_;       // per GPU: why idle_only holds it, "" when it does not
   bool reported_unavailable_ = false;        // NVML's absence logged once
+  std::thread reader_;                       // last: started once the state above exists
 };
 
 }  // namespace solver::agent::detail

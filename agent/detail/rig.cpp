@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -24,7 +25,8 @@ namespace solver::agent::detail {
 
 using json = nlohmann::json;
 
-net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_note) {
+net::WorkerProfile worker_profile(const AgentConfig& config, const std::map<std::string, std::string>& quarantined,
+                                  std::string& bench_note) {
   net::WorkerProfile profile;
   profile.name = config.name;
   profile.roles = config.roles;
@@ -37,7 +39,10 @@ net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_
   const long page_size = ::sysconf(_SC_PAGE_SIZE);
   const std::int64_t ram_mb = pages > 0 && page_size > 0 ? (static_cast<std::int64_t>(pages) * page_size) >> 20 : 0;
   profile.devices = kernels::cuda_device_count();
-  profile.memory_mb = ram_mb;
+  // On the CPU, the host's tensor memory limit when there is one.
+  profile.memory_mb = config.max_host_memory_bytes > 0
+                          ? std::min(ram_mb, static_cast<std::int64_t>(config.max_host_memory_bytes >> 20))
+                          : ram_mb;
   // A task's memory budget is checked against the device it trains on: the first slot's first device.
   const Device first = parse_device_list(device).front();
   if (const hardware::GpuInfo* gpu = first.is_cuda() ? hardware::gpu_of_cuda_device(inventory, first.index) : nullptr)
@@ -47,7 +52,8 @@ net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_
                       {"gpus", gpus},
                       {"driver", inventory.driver_version},
                       {"device", device},
-                      {"tasks_at_once", config.tasks_at_once}};
+                      {"tasks_at_once", config.tasks_at_once},
+                      {"quarantined", quarantined}};
   bench_note = "no bench figures (run `solver bench --save " + config.bench_file.string() + "` to add them)";
   if (std::filesystem::exists(config.bench_file)) {
     try {

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <string>
 
 #include "agent/agent_config.h"
 #include "net/market_protocol.h"
@@ -11,9 +13,11 @@
 namespace solver::agent::detail {
 
 // What the agent registers with: its hardware (the first device's memory), roles, the model
-// kinds it can train, and the `solver bench --save` figures when the config's bench file holds
-// them. `bench_note` says which, for the log.
-net::WorkerProfile worker_profile(const AgentConfig& config, std::string& bench_note);
+// kinds it can train, the devices it has `quarantined` (device: why; hardware.quarantined), and
+// the `solver bench --save` figures when the config's bench file holds them. `bench_note` says
+// which, for the log.
+net::WorkerProfile worker_profile(const AgentConfig& config, const std::map<std::string, std::string>& quarantined,
+                                  std::string& bench_note);
 
 // False (with a warning) when the work dir's disk has less free than limits.min_free_disk_gb.
 bool disk_has_room(const AgentConfig& config);

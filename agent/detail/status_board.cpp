@@ -96,9 +96,13 @@ void StatusBoard::set_activity(int slot, std::string activity, std::string task_
   const std::lock_guard lock(mutex_);
   Slot& entry = slots_.at(static_cast<std::size_t>(slot));
   entry.activity = std::move(activity);
-  if (entry.task_id != task_id) entry.lease_expires_at = 0;
+  // The same task's progress stays (cooling, held, training again); another task starts afresh.
+  if (entry.task_id != task_id) {
+    entry.lease_expires_at = 0;
+    entry.step = entry.total_steps = 0;
+  }
   entry.task_id = std::move(task_id);
-  entry.step = entry.total_steps = entry.samples = 0;
+  entry.samples = 0;
   entry.rate_since.reset();
   entry.silent_since = std::chrono::steady_clock::now();
   entry.may_wait = std::chrono::milliseconds(0);

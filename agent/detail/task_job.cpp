@@ -14,6 +14,7 @@
 #include "common/keys.h"
 #include "common/log.h"
 #include "common/bundle_files.h"
+#include "common/device.h"
 #include "common/task.h"
 #include "proof/manifest.h"
 
@@ -96,6 +97,7 @@ std::unique_ptr<TrainingJob> TaskJob::open_training(const Task& task, Progress& 
       auto job = std::make_unique<TrainingJob>(task,
                                                train::TrainerOptions{.device = place_.device,
                                                                      .threads = settings_.threads,
+                                                                     .shards = state_.shards,
                                                                      .max_step_seconds = settings_.ceilings.max_step_seconds},
                                                &services_.key, state_.bundle_dir(), resume, on_stuck_step);
       check_loaded_task(task, job->trainer().total_steps(), state_bytes(job->trainer()), settings_.ceilings);
@@ -129,7 +131,7 @@ TaskJob::Progress TaskJob::train() {
     return respond(Stage::Preparing, error);
   }
   Progress handled = Progress::Waiting;
-  const std::unique_ptr<TrainingJob> job = open_training(task, handled);
+  std::unique_ptr<TrainingJob> job = open_training(task, handled);
   if (!job) return handled;
 
   const std::int64_t start_step = job->start_step();
@@ -219,6 +221,7 @@ TaskJob::Progress TaskJob::train() {
   observe_checkpoint_writes();
 
   if (failure) {
+    job.reset();  // its writer done with the bundle folder, and its memory freed, before the remedy
     try {
       std::rethrow_exception(failure);
     } catch (const Error& error) {
@@ -287,12 +290,8 @@ std::optional<TaskJob::Progress> TaskJob::hold() {
              state_.task_id, services_.controls.state_of(place_.device));
   std::set<std::int64_t> committed;  // the training job committed its checkpoints; completion sends them all again
   std::atomic<bool> abandon{false};
-  // The steward reads the GPUs while held too: only its reading ends an idle-only hold.
-  const auto check_gpus = [&] {
-    if (place_.steward != nullptr) place_.steward->check();
-  };
   Clock::time_point beat_due = Clock::now();
-  for (check_gpus(); services_.controls.holds(place_.device); check_gpus()) {
+  while (services_.controls.holds(place_.device)) {
     if (services_.stop) return Progress::Waiting;
     const Clock::time_point now = Clock::now();
     std::optional<Clock::time_point> release_at;
@@ -319,9 +318,7 @@ std::optional<TaskJob::Progress> TaskJob::hold() {
     }
     std::chrono::milliseconds next_wake = std::chrono::ceil<std::chrono::milliseconds>(beat_due - now);
     if (release_at) next_wake = std::min(next_wake, std::chrono::ceil<std::chrono::milliseconds>(*release_at - now));
-    if (services_.controls.idle_hold_since(place_.device))
-      next_wake = std::min<std::chrono::milliseconds>(next_wake, GpuSteward::kReadInterval);  // the steward's next reading
-    services_.controls.wait(next_wake, services_.stop);
+    services_.controls.wait(next_wake, services_.stop);  // the end of a hold (a control, the steward's reading) wakes it
   }
   log_info("agent", "task={} may go on: training resumes from its last checkpoint", state_.task_id);
   return std::nullopt;
@@ -427,11 +424,31 @@ TaskJob::Progress TaskJob::respond(Stage stage, const std::exception& error) {
     case Remedy::StopAgent:
       if (const auto* bug = dynamic_cast<const Error*>(&error)) throw *bug;
       throw Error(ErrorKind::Internal, error.what());
+    case Remedy::SplitBatch:
+      return split_batch(dynamic_cast<const Error&>(error));
     case Remedy::RestartBundle:
     case Remedy::RejectBundle:
     case Remedy::SkipJob: break;
   }
   throw Error(ErrorKind::Internal, std::string("no remedy for a task's error: ") + error.what());
+}
+
+TaskJob::Progress TaskJob::split_batch(const Error& out_of_memory) {
+  const std::int64_t batch_size = parse_task(state_.task, "/").training.batch_size;
+  const int shards = state_.shards > 0 ? state_.shards : static_cast<int>(parse_device_list(place_.device).size());
+  std::int64_t more = 2 * static_cast<std::int64_t>(shards);
+  while (more <= batch_size && batch_size % more != 0) ++more;
+  if (more > batch_size)
+    return fail(Error(ErrorKind::OutOfMemory, fmt::format("{} (even with each batch of {} in {} shards; no more shards "
+                                                          "divide it)", out_of_memory.what(), batch_size, shards)));
+  log_warn("agent", "task={} ran out of memory with {} shard(s) per step ({}); training again from step 0 with {}",
+           state_.task_id, shards, out_of_memory.what(), more);
+  services_.status.record_error(fmt::format("task {}: out of memory with {} shard(s) per step; now {}", state_.task_id,
+                                            shards, more));
+  remove_confined(state_.dir, state_.bundle_dir());
+  state_.shards = static_cast<int>(more);
+  state_.save();
+  return Progress::Advanced;
 }
 
 TaskJob::Progress TaskJob::fail(const Error& failure) {

@@ -5,6 +5,8 @@
 //                 │   └─ held by the operator (a pause, a disabled device) or a low disk: stops at the next
 //                 │      checkpoint, heartbeats the lease until the hold ends, or releases the task to the market
 //                 │      after pause.release_after_seconds of the operator's hold (a low disk has no deadline)
+//                 ├─ out of memory: trains again from step 0 with each step's batch in more shards
+//                 │  (twice as many, or the next count that divides the batch), run one after another
 //                 └─ failed, cancelled, lease lost: the market is told (when it should be), folder removed
 //
 // next() does the work of the current phase and moves the task on. What an error means there
@@ -84,6 +86,10 @@ class TaskJob {
   std::chrono::milliseconds heartbeat_interval() const;
   // What the error policy says about `error` at `stage`, done.
   Progress respond(Stage stage, const std::exception& error);
+  // After a step ran out of memory: the bundle starts again from step 0 with more shards per step
+  // (one shard count per bundle, runtime.shards, so that a verifier replays every step as it
+  // ran); with no larger count that divides the batch, the task fails by the rig's fault.
+  Progress split_batch(const Error& out_of_memory);
   // Tells the market the task failed and whose fault it was; removes the folder.
   Progress fail(const Error& failure);
   Progress forget(std::string_view why);

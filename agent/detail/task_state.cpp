@@ -51,7 +51,8 @@ void TaskState::save() const {
                                               {"phase", phase_name(phase)},
                                               {"manifest_sha256", manifest_sha256},
                                               {"manifest_signature", manifest_signature},
-                                              {"bundle_address", bundle_address}}
+                                              {"bundle_address", bundle_address},
+                                              {"shards", shards}}
                                              .dump(2));
 }
 
@@ -70,6 +71,8 @@ TaskState TaskState::load(const std::filesystem::path& dir) {
     state.manifest_sha256 = saved.at("manifest_sha256").get<std::string>();
     state.manifest_signature = saved.at("manifest_signature").get<std::string>();
     state.bundle_address = saved.at("bundle_address").get<std::string>();
+    state.shards = saved.value("shards", 0);  // absent in the folders of agents before 0.2
+    if (state.shards < 0) throw Error(ErrorKind::Input, "shards is " + std::to_string(state.shards));
     state.dir = dir;
     return state;
   } catch (const json::exception& error) {

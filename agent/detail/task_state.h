@@ -35,6 +35,9 @@ struct TaskState {
   std::string manifest_sha256;     // from phase bundled on
   std::string manifest_signature;  // from phase bundled on
   std::string bundle_address;      // from phase published on
+  // Data-parallel shards each step's batch is split into: 0, one per device of the slot, until a
+  // step runs out of memory and the task trains again with more (task_job.h).
+  int shards = 0;
   std::filesystem::path dir;       // not saved: the folder state.json lives in
 
   // A task just leased, in phase Training, in `dir` (not created, not saved).

@@ -21,6 +21,8 @@ struct FakeGpu0 {
   int temperature_c = 41;
   std::uint64_t throttle_reasons = 0;
   std::uint64_t ecc_uncorrected = 0;
+  bool row_remap_pending = false;  // failing memory rows wait for a GPU reset to be remapped
+  bool row_remap_failed = false;   // no spare rows were left to remap one
   int gpu_count = 2;  // fewer: the GPUs past it fell off the bus
   std::vector<unsigned> processes;           // PIDs with a compute context on it
   std::vector<unsigned> graphics_processes;  // PIDs with a graphics context on it
@@ -39,9 +41,11 @@ class FakeNvmlState {
   // Atomic: the fake, read from another thread, never sees half a file.
   void set(const FakeGpu0& gpu) {
     write_file_durably(file_, fmt::format("gpu_count {}\ntemperature_c {}\nthrottle_reasons {:#x}\necc_uncorrected {}\n"
-                                          "processes {}\ngraphics_processes {}\n",
+                                          "processes {}\ngraphics_processes {}\nrow_remap_pending {:d}\n"
+                                          "row_remap_failed {:d}\n",
                                           gpu.gpu_count, gpu.temperature_c, gpu.throttle_reasons, gpu.ecc_uncorrected,
-                                          fmt::join(gpu.processes, " "), fmt::join(gpu.graphics_processes, " ")));
+                                          fmt::join(gpu.processes, " "), fmt::join(gpu.graphics_processes, " "),
+                                          gpu.row_remap_pending, gpu.row_remap_failed));
   }
 
  private:

@@ -77,3 +77,15 @@ TEST_CASE("a failed task is the task's fault for bad input and budgets, the rig'
   CHECK(fault_of(Error(ErrorKind::Capacity, "past the ceiling")) == net::Fault::Worker);
   CHECK(fault_of(kBug) == net::Fault::Worker);
 }
+
+TEST_CASE("a step out of memory splits the batch wherever the task was, and is never the task's or the bundle's fault",
+          "[agent][unit]") {
+  const Error out_of_memory(ErrorKind::OutOfMemory, "training step 1: out of memory on cpu");
+  CHECK(remedy_for(Stage::Preparing, out_of_memory, false) == Remedy::SplitBatch);
+  CHECK(remedy_for(Stage::Resuming, out_of_memory, false) == Remedy::SplitBatch);
+  CHECK(remedy_for(Stage::Training, out_of_memory, false) == Remedy::SplitBatch);
+  CHECK(remedy_for(Stage::Verifying, out_of_memory, false) == Remedy::SkipJob);
+  CHECK(fault_of(out_of_memory) == net::Fault::Worker);
+  CHECK(remedy_for(Stage::Training, Error(ErrorKind::Budget, "budget.max_memory_mb exceeded"), false) ==
+        Remedy::FailTask);
+}

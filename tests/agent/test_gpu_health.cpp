@@ -106,3 +106,24 @@ TEST_CASE("a hot GPU or one throttled for heat or power is a WARN, idling is not
   idle.throttle_reasons = 0x1;  // GPU idle: clocks down because there is no work
   CHECK(row(gpu_health_checks("cuda:0", idle), "health cuda:0").status == CheckStatus::Ok);
 }
+
+TEST_CASE("failing memory waiting for a GPU reset, or rows that could not be remapped, FAIL the GPU's memory row",
+          "[agent]") {
+  hardware::GpuInfo gpu = healthy_gpu();
+  gpu.memory_repair_pending = false;
+  gpu.row_remap_failed = false;
+  CHECK(row(gpu_health_checks("cuda:0", gpu), "memory cuda:0").status == CheckStatus::Ok);
+
+  gpu.memory_repair_pending = true;
+  const Check pending = row(gpu_health_checks("cuda:0", gpu), "memory cuda:0");
+  CHECK(pending.status == CheckStatus::Fail);
+  CHECK(pending.detail ==
+        "cuda:0 has failing memory that is repaired (pages retired or rows remapped) only at the next GPU reset");
+  CHECK(pending.fix == "reset the GPU (sudo nvidia-smi -r -i 1, with nothing running on it) or reboot");
+
+  gpu.row_remap_failed = true;
+  const Check failed = row(gpu_health_checks("cuda:0", gpu), "memory cuda:0");
+  CHECK(failed.status == CheckStatus::Fail);
+  CHECK_THAT(failed.detail, Catch::Contains("could not remap a failing memory row"));
+  CHECK(failed.fix == "the GPU needs repair or replacing: take it out of devices");
+}

@@ -2,12 +2,13 @@
 // timing on made-up readings; quarantine on the fake NVML, whose GPU 0 a test heats, breaks or
 // unplugs at run time (fake_nvml_state.h); and a task job training on the CPU with its slot
 // bound to fake GPU 0, against the in-process market: it waits between steps while too hot,
-// and stops at a checkpoint once quarantined until `clear`.
+// and holds a task it is given while quarantined, until `clear`.
 #include <catch2/catch.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "agent/detail/agent_controls.h"
@@ -52,6 +53,21 @@ bool eventually(Condition condition, std::chrono::seconds within = 30s) {
     if (condition()) return true;
   return condition();
 }
+
+// Fake GPU 0 as `initial` says, watched for the slot on cuda:0, with the controls and metrics its
+// steward reports to.
+struct WatchedFakeGpu {
+  explicit WatchedFakeGpu(const std::string& name, const FakeGpu0& initial = {}) : dir(name), fake(dir / "nvml-state") {
+    fake.set(initial);
+    controls.add_metrics(metrics);
+    steward.emplace(std::vector<WatchedGpu>{{"cuda:0", kFakeGpu0Uuid}}, ThermalLimits{}, controls, SOLVER_FAKE_NVML);
+  }
+  test::ScratchDir dir;
+  FakeNvmlState fake;
+  AgentControls controls{{"cuda:0"}};
+  Metrics metrics;
+  std::optional<GpuSteward> steward;  // last: it reads the fake and reports to the others until it is gone
+};
 
 }  // namespace
 
@@ -119,18 +135,14 @@ TEST_CASE("the steward reads NVML at most every few seconds and pauses a GPU ove
 }
 
 TEST_CASE("a GPU with uncorrected ECC errors is quarantined until cleared, and again on a new error", "[agent]") {
-  test::ScratchDir dir("steward-ecc");
-  FakeNvmlState fake(dir / "nvml-state");
-  AgentControls controls({"cuda:0"});
-  Metrics metrics;
-  controls.add_metrics(metrics);
-  GpuSteward steward({{"cuda:0", kFakeGpu0Uuid}}, ThermalLimits{}, controls, SOLVER_FAKE_NVML);
-  steward.check();
+  WatchedFakeGpu watched("steward-ecc");
+  FakeNvmlState& fake = watched.fake;
+  AgentControls& controls = watched.controls;
+  Metrics& metrics = watched.metrics;
   CHECK(controls.may_claim("cuda:0"));
 
   fake.set(FakeGpu0{.ecc_uncorrected = 1});
   await_next_reading();
-  steward.check();
   CHECK_FALSE(controls.may_claim("cuda:0"));
   CHECK(controls.state_of("cuda:0") == "quarantined: cuda:0 has 1 uncorrected ECC error(s) since the driver loaded");
   CHECK(controls.answer({{"command", "status"}})["quarantined"]["cuda:0"] ==
@@ -142,27 +154,43 @@ TEST_CASE("a GPU with uncorrected ECC errors is quarantined until cleared, and a
   CHECK(controls.may_claim("cuda:0"));
   CHECK(metrics.exposition().find("solver_slot_quarantined{slot=\"0\",device=\"cuda:0\",reason=\"\"} 0") != std::string::npos);
   await_next_reading();
-  steward.check();
   CHECK(controls.may_claim("cuda:0"));  // the operator accepted that count
 
   fake.set(FakeGpu0{.ecc_uncorrected = 2});
   await_next_reading();
-  steward.check();
   CHECK_FALSE(controls.may_claim("cuda:0"));
 }
 
 TEST_CASE("a GPU NVML no longer lists is quarantined as lost", "[agent]") {
-  test::ScratchDir dir("steward-lost");
-  FakeNvmlState fake(dir / "nvml-state");
-  fake.set(FakeGpu0{.gpu_count = 0});
-  AgentControls controls({"cuda:0"});
-  Metrics metrics;
-  controls.add_metrics(metrics);
-  GpuSteward steward({{"cuda:0", kFakeGpu0Uuid}}, ThermalLimits{}, controls, SOLVER_FAKE_NVML);
-  steward.check();
+  WatchedFakeGpu watched("steward-lost", FakeGpu0{.gpu_count = 0});
+  AgentControls& controls = watched.controls;
+  Metrics& metrics = watched.metrics;
   CHECK(controls.state_of("cuda:0").starts_with("quarantined: NVML no longer lists cuda:0 (" + std::string(kFakeGpu0Uuid)));
   CHECK(metrics.exposition().find("solver_slot_quarantined{slot=\"0\",device=\"cuda:0\",reason=\"lost\"} 1") !=
         std::string::npos);
+}
+
+TEST_CASE("a GPU whose failing memory waits for a reset, or could not be remapped, is quarantined once for each",
+          "[agent]") {
+  WatchedFakeGpu watched("steward-memory");
+  FakeNvmlState& fake = watched.fake;
+  AgentControls& controls = watched.controls;
+  Metrics& metrics = watched.metrics;
+  CHECK(controls.may_claim("cuda:0"));
+
+  fake.set(FakeGpu0{.row_remap_pending = true});
+  await_next_reading();
+  CHECK(controls.state_of("cuda:0") ==
+        "quarantined: cuda:0 has failing memory that is repaired (pages retired or rows remapped) only at the next GPU reset");
+  CHECK(metrics.exposition().find("reason=\"memory_repair_pending\"} 1") != std::string::npos);
+  controls.answer({{"command", "clear"}, {"device", "cuda:0"}});
+  await_next_reading();
+  CHECK(controls.may_claim("cuda:0"));  // the same fault, already seen: cleared means the operator accepted it
+
+  fake.set(FakeGpu0{.row_remap_pending = true, .row_remap_failed = true});
+  await_next_reading();
+  CHECK_THAT(controls.state_of("cuda:0"), Catch::Contains("could not remap a failing memory row"));
+  CHECK(metrics.exposition().find("reason=\"row_remap_failed\"} 1") != std::string::npos);
 }
 
 // ---- a task job on a slot bound to fake GPU 0, training on the CPU ----
@@ -203,26 +231,24 @@ TEST_CASE("a slot whose GPU crosses the temperature ceiling stops stepping, keep
   CHECK(rig.market_state() == "completed");
 }
 
-TEST_CASE("a slot whose GPU shows an ECC error stops at its next checkpoint, may claim nothing, and clear lifts it",
-          "[agent][torch]") {
+TEST_CASE("a slot whose GPU is quarantined when its task comes holds the task, before any step, with its lease, and "
+          "clear lets it train", "[agent][torch]") {
   test::Rig rig("steward-job-ecc");
   FakeNvmlState fake(rig.dir / "nvml-state");
   fake.set(FakeGpu0{.ecc_uncorrected = 1});
   GpuSteward steward({{"cpu", kFakeGpu0Uuid}}, ThermalLimits{}, rig.controls, SOLVER_FAKE_NVML);
+  // The steward's first reading, made before it returns, quarantined the GPU.
+  CHECK_FALSE(rig.controls.may_claim("cpu"));
+  CHECK(rig.controls.state_of("cpu") == "quarantined: cpu has 1 uncorrected ECC error(s) since the driver loaded");
   net::DirectoryStore store(rig.dir / "store");
   AgentServices services = rig.services(store);
   TaskJob job = TaskJob::claim(rig.lease(test::small_task(22)), rig.tasks_dir(), rig.settings, services,
                                SlotPlace{.index = 0, .device = "cpu", .steward = &steward});
 
-  // Quarantined after step 1, the training goes on to checkpoint 20 and stops there.
-  REQUIRE(job.next() == TaskJob::Progress::Held);
-  CHECK_FALSE(rig.controls.may_claim("cpu"));
-  CHECK(rig.controls.state_of("cpu") == "quarantined: cpu has 1 uncorrected ECC error(s) since the driver loaded");
-
   std::atomic<bool> completed{false};
   std::thread runner([&] { completed = job.run(); });
   std::this_thread::sleep_for(2s);
-  CHECK(rig.submitter->task_status(rig.task_id)["progress"]["step"] == 20);  // held, heartbeating at its checkpoint
+  CHECK(rig.submitter->task_status(rig.task_id)["progress"]["step"] == 0);  // held, heartbeating, nothing trained
   CHECK(rig.market_state() == "leased");
 
   rig.controls.answer({{"command", "clear"}, {"device", "cpu"}});

@@ -38,6 +38,15 @@ TEST_CASE("a task's state reads back as it was saved, phase included", "[agent][
   CHECK(loaded.task == saved.task);
   CHECK(loaded.manifest_signature == "c0ffee");
   CHECK(loaded.bundle_dir() == saved.dir / "bundle");
+  CHECK(loaded.shards == 0);  // one per device of the slot, until a step runs out of memory
+}
+
+TEST_CASE("a task's shard count, raised after running out of memory, survives a restart", "[agent][unit]") {
+  test::ScratchDir dir("task-state-shards");
+  TaskState saved = bundled_state(dir.path(), "task-a");
+  saved.shards = 4;
+  saved.save();
+  CHECK(TaskState::load(saved.dir).shards == 4);
 }
 
 TEST_CASE("a state file with a phase this agent does not know is refused, naming the file and the phase", "[agent][unit]") {

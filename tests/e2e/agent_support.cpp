@@ -67,6 +67,17 @@ std::vector<std::string> agent_argv(const std::filesystem::path& config, const s
   return argv;
 }
 
+std::filesystem::path long_task(const std::filesystem::path& dir, const std::string& id) {
+  return write_task(dir, id, small_task(id, 6000, 200));
+}
+
+json slot_status(const std::filesystem::path& work_dir) {
+  const CommandResult shown = run_solver({"status", "--work-dir", work_dir.string(), "--json"});
+  INFO(shown.output);
+  REQUIRE(shown.exit_code == 0);
+  return json::parse(shown.output)["slots"][0];
+}
+
 std::string submit(const std::string& url, const std::filesystem::path& key, const std::filesystem::path& task_file) {
   const CommandResult result = run_solver({"-q", "market", "submit", task_file.string(), "--market", url, "--key", key.string()});
   INFO(result.output);

@@ -39,6 +39,13 @@ std::vector<std::string> agent_argv(const std::filesystem::path& config, const s
 // Submits a task file with `solver market submit`; returns its id.
 std::string submit(const std::string& url, const std::filesystem::path& key, const std::filesystem::path& task_file);
 
+// A task of about 5 s of training on one thread, a checkpoint every 200 steps, written to
+// dir/<id>.json: long enough to act on the agent in the middle of it.
+std::filesystem::path long_task(const std::filesystem::path& dir, const std::string& id);
+
+// The first slot of `solver status --work-dir WORK_DIR --json`.
+nlohmann::json slot_status(const std::filesystem::path& work_dir);
+
 // `solver market status TASK --json`.
 nlohmann::json task_status(const std::string& url, const std::filesystem::path& key, const std::string& task_id);
 

@@ -27,22 +27,10 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// About 5 s of training on one thread, a checkpoint every 200 steps: long enough to be controlled in the middle.
-std::filesystem::path long_task(const std::filesystem::path& dir, const std::string& id) {
-  return write_task(dir, id, small_task(id, 6000, 200));
-}
-
 CommandResult control(const std::string& command, const std::filesystem::path& work_dir, const std::string& device = "") {
   std::vector<std::string> arguments{"agent", command, "--work-dir", work_dir.string()};
   if (!device.empty()) arguments.push_back(device);
   return run_solver(arguments);
-}
-
-json slot_status(const std::filesystem::path& work_dir) {
-  const CommandResult shown = run_solver({"status", "--work-dir", work_dir.string(), "--json"});
-  INFO(shown.output);
-  REQUIRE(shown.exit_code == 0);
-  return json::parse(shown.output)["slots"][0];
 }
 
 // A raw client of the control socket, to send what `solver agent` never would.

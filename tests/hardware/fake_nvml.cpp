@@ -10,7 +10,10 @@
 // gpu_count N (the first N of the GPUs stay listed; fewer: the others fell off the bus), and for
 // GPU 0 temperature_c N, throttle_reasons BITS (0x… allowed), ecc_uncorrected N (its
 // uncorrected volatile ECC count), processes PID... and graphics_processes PID... (the PIDs its
-// compute and graphics process lists name; none by default). GPU 1 does not list processes.
+// compute and graphics process lists name; none by default), row_remap_pending 0|1 and
+// row_remap_failed 0|1 (its remapped-rows state, as an H100 reports failing memory; 0 by
+// default). GPU 1 does not list processes, and reports its memory repairs as retired pages
+// (none pending), as GPUs before Ampere do.
 // Without the variable or file, the canned values below hold.
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +53,7 @@ FakeGpu gpus[kCannedGpuCount];
 unsigned gpu_count = kCannedGpuCount;
 unsigned long long uncorrected_volatile = kCannedUncorrectedVolatile;  // GPU 0's
 std::vector<unsigned> compute_pids, graphics_pids;                       // GPU 0's
+unsigned rows_pending = 0, rows_failed = 0;                              // GPU 0's
 
 // The numbers after the key on one line of the state file.
 std::vector<unsigned long long> numbers_of(const char* line) {
@@ -68,6 +72,7 @@ void load_state() {
   uncorrected_volatile = kCannedUncorrectedVolatile;
   compute_pids.clear();
   graphics_pids.clear();
+  rows_pending = rows_failed = 0;
   const char* path = std::getenv("SOLVER_FAKE_NVML_STATE");
   if (path == nullptr) return;
   std::FILE* file = std::fopen(path, "r");
@@ -86,6 +91,8 @@ void load_state() {
     if (std::strcmp(key, "temperature_c") == 0) gpus[0].temperature_c = static_cast<unsigned>(value);
     if (std::strcmp(key, "throttle_reasons") == 0) gpus[0].throttle_reasons = value;
     if (std::strcmp(key, "ecc_uncorrected") == 0) uncorrected_volatile = value;
+    if (std::strcmp(key, "row_remap_pending") == 0) rows_pending = static_cast<unsigned>(value);
+    if (std::strcmp(key, "row_remap_failed") == 0) rows_failed = static_cast<unsigned>(value);
   }
   std::fclose(file);
 }
@@ -224,6 +231,20 @@ int nvmlDeviceGetTotalEccErrors(void* device, int error_type, int counter_type, 
     return kSuccess;
   }
   *count = (error_type == kUncorrected ? 2 : 40) + (counter_type == kAggregate ? 5 : 0);
+  return kSuccess;
+}
+int nvmlDeviceGetRetiredPagesPendingStatus(void* device, int* pending) {
+  if (gpu_of(device) == &gpus[0]) return kNotSupported;  // an H100 remaps rows instead
+  *pending = 0;  // NVML_FEATURE_DISABLED
+  return kSuccess;
+}
+int nvmlDeviceGetRemappedRows(void* device, unsigned* corrected, unsigned* uncorrected, unsigned* pending,
+                              unsigned* failed) {
+  if (gpu_of(device) != &gpus[0]) return kNotSupported;
+  *corrected = 0;
+  *uncorrected = rows_pending + rows_failed;
+  *pending = rows_pending;
+  *failed = rows_failed;
   return kSuccess;
 }
 }

@@ -59,6 +59,8 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   REQUIRE(first.throttle_reasons.has_value());  // through the pre-535 symbol: the only one the fake exports
   CHECK(throttle_reason_names(*first.throttle_reasons) == std::vector<std::string>{"gpu_idle", "sw_power_cap"});
   CHECK(first.process_ids == std::vector<unsigned>{});  // listed, and none running
+  CHECK(first.memory_repair_pending == false);  // from its remapped rows (Ampere and later)
+  CHECK(first.row_remap_failed == false);
 
   const GpuInfo& second = inventory.gpus[1];
   CHECK(second.index == 1);
@@ -71,6 +73,20 @@ TEST_CASE("The loader reads every GPU's fields from NVML and leaves unsupported 
   CHECK_FALSE(second.ecc_uncorrected_errors.has_value());
   CHECK(second.throttle_reasons == 0u);
   CHECK_FALSE(second.process_ids.has_value());  // a GPU that cannot list its processes claims none
+  CHECK(second.memory_repair_pending == false);  // from its retired pages (before Ampere)
+  CHECK_FALSE(second.row_remap_failed.has_value());
+}
+
+TEST_CASE("The loader reads failing memory waiting for a GPU reset, and rows that could not be remapped", "[hardware]") {
+  solver::test::ScratchDir dir("nvml-memory-repair");
+  solver::write_file_durably(dir / "state", "row_remap_pending 1\nrow_remap_failed 1\n");
+  ::setenv("SOLVER_FAKE_NVML_STATE", (dir / "state").c_str(), 1);
+  const GpuInventory inventory = read_gpu_inventory(SOLVER_FAKE_NVML);
+  ::unsetenv("SOLVER_FAKE_NVML_STATE");
+  REQUIRE(inventory.gpus.size() == 2);
+  CHECK(inventory.gpus[0].memory_repair_pending == true);
+  CHECK(inventory.gpus[0].row_remap_failed == true);
+  CHECK(inventory.gpus[1].memory_repair_pending == false);
 }
 
 TEST_CASE("The loader lists a GPU's compute and graphics processes, each once, past NVML's first buffer", "[hardware]") {
