@@ -11,9 +11,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "agent/agent_config.h"
 #include "agent/detail/agent_controls.h"
+#include "agent/detail/gpu_steward.h"
 #include "agent/detail/services.h"
 #include "agent/detail/status_board.h"
 #include "common/files.h"
@@ -25,6 +27,20 @@
 #include "tests/test_support.h"
 
 namespace solver::test {
+
+// Whether `condition` holds within `within`, asked every 50 ms.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::seconds within = std::chrono::seconds(30)) {
+  for (const auto until = std::chrono::steady_clock::now() + within; std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(std::chrono::milliseconds(50)))
+    if (condition()) return true;
+  return condition();
+}
+
+// Long enough for a GPU steward's next NVML reading.
+inline void await_next_reading() {
+  std::this_thread::sleep_for(agent::detail::GpuSteward::kReadInterval + std::chrono::milliseconds(200));
+}
 
 inline net::RetryPolicy quick_retries() {
   return net::RetryPolicy{.max_attempts = 2, .initial_delay = std::chrono::milliseconds(10), .max_delay = std::chrono::milliseconds(50)};

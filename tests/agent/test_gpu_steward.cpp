@@ -29,6 +29,8 @@ using namespace std::chrono_literals;
 
 using test::FakeGpu0;
 using test::FakeNvmlState;
+using test::await_next_reading;
+using test::eventually;
 using test::kFakeGpu0Uuid;
 
 namespace {
@@ -41,17 +43,6 @@ hardware::GpuInfo reading(int celsius, std::uint64_t throttle_reasons = 0) {
   gpu.temperature_c = celsius;
   gpu.throttle_reasons = throttle_reasons;
   return gpu;
-}
-
-// Long enough for the steward's next NVML reading.
-void await_next_reading() { std::this_thread::sleep_for(GpuSteward::kReadInterval + 200ms); }
-
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::seconds within = 30s) {
-  for (const auto until = std::chrono::steady_clock::now() + within; std::chrono::steady_clock::now() < until;
-       std::this_thread::sleep_for(50ms))
-    if (condition()) return true;
-  return condition();
 }
 
 // Fake GPU 0 as `initial` says, watched for the slot on cuda:0, with the controls and metrics its

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <regex>
 #include <string_view>
 #include <thread>
 
@@ -35,6 +36,8 @@ using namespace std::chrono_literals;
 
 using test::FakeGpu0;
 using test::FakeNvmlState;
+using test::await_next_reading;
+using test::eventually;
 using test::kFakeGpu0Uuid;
 
 namespace {
@@ -57,7 +60,6 @@ std::string config_error(const std::string& idle_only) {
   return "";
 }
 
-void await_next_reading() { std::this_thread::sleep_for(GpuSteward::kReadInterval + 200ms); }
 
 // A task of 10000 steps of the reference MLP (several seconds): long enough for a foreign process to
 // appear while it trains.
@@ -71,14 +73,6 @@ json long_task(std::uint64_t seed, int checkpoint_every) {
 bool logged(const test::LogCapture& log, std::string_view text) {
   const std::vector<std::string> lines = log.lines();
   return std::ranges::any_of(lines, [&](const std::string& line) { return line.find(text) != std::string::npos; });
-}
-
-template <typename Condition>
-bool eventually(Condition condition, std::chrono::seconds within = 30s) {
-  for (const auto until = std::chrono::steady_clock::now() + within; std::chrono::steady_clock::now() < until;
-       std::this_thread::sleep_for(50ms))
-    if (condition()) return true;
-  return condition();
 }
 
 }  // namespace
@@ -211,9 +205,18 @@ TEST_CASE("a foreign process on the slot's GPU stops the task at its next checkp
   // A foreign process appears while it trains: the training goes on to its next checkpoint, well
   // within the deadline, and stops there.
   fake.set(FakeGpu0{.processes = {kOwnPid, kForeignPid}});
-  REQUIRE(eventually([&] { return logged(log, "while held (idle-only: cpu is in use by another process"); }));
+  std::string held_at;  // the checkpoint it stopped at, from its log line
+  REQUIRE(eventually([&] {
+    std::smatch match;
+    for (const std::string& line : log.lines())
+      if (std::regex_search(line, match, std::regex("stopped at checkpoint step ([0-9]+) of 10000 while held \\(idle-only: "
+                                                    "cpu is in use by another process")))
+        held_at = match[1];
+    return !held_at.empty();
+  }));
+  CHECK(std::stoi(held_at) % 20 == 0);
   CHECK(rig.controls.state_of("cpu").starts_with("idle-only: cpu is in use by another process"));
-  REQUIRE(eventually([&] { return progress()["step"].get<std::int64_t>() % 20 == 0; }));
+  REQUIRE(eventually([&] { return progress()["step"] == std::stoi(held_at); }));  // the held task's heartbeats
   const json before = progress();
   const std::int64_t expiry_before = lease_expiry();
   std::this_thread::sleep_for(3s);
@@ -221,14 +224,12 @@ TEST_CASE("a foreign process on the slot's GPU stops the task at its next checkp
   CHECK(progress()["updated_at"].get<std::int64_t>() > before["updated_at"].get<std::int64_t>());
   CHECK(lease_expiry() > expiry_before);
   CHECK(rig.market_state() == "leased");
-  const std::string held_at = std::to_string(before["step"].get<std::int64_t>());
 
   fake.set(FakeGpu0{.processes = {kOwnPid}});
   runner.join();
   CHECK(completed);
   CHECK(rig.market_state() == "completed");
   CHECK(rig.controls.may_claim("cpu"));
-  CHECK(logged(log, "stopped at checkpoint step " + held_at + " of 10000 while held (idle-only: cpu is in use by another process"));
   CHECK(logged(log, "resuming from checkpoint step=" + held_at));
 }
 

@@ -1,17 +1,21 @@
 // The agent as a steward of the rig, against real `solver agent` and `solver market serve`
 // processes: a GPU too hot pauses training between steps; a GPU with uncorrected ECC errors is
 // quarantined until the operator clears it; idle_only gives the GPU up to another process and
-// takes it back; a step that runs out of memory trains again with its batch in more shards. The
+// takes it back; a step that runs out of memory trains again with its batch in more shards;
+// published bundles the market is done with are pruned. The
 // GPU is the fake NVML's GPU 0, which the agent watches for its CPU slot (SOLVER_TEST_NVML,
 // docs/testing.md); a test changes it through the fake's state file.
 #include <signal.h>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <map>
 #include <regex>
 #include <thread>
+#include <vector>
 
 #include "common/files.h"
 #include "tests/agent/fake_nvml_state.h"
@@ -191,6 +195,49 @@ TEST_CASE("agent steward: a step out of the host's memory trains again in two sh
   const CommandResult verified = run_solver({"verify", bundle.string()});
   INFO(verified.output);
   CHECK(verified.exit_code == 0);
+}
+
+}  // namespace solver::test
+
+namespace solver::test {
+
+TEST_CASE("agent steward: published bundles whose tasks the market has verified are pruned beyond "
+          "limits.keep_bundles, the newest kept", "[e2e][agent][steward]") {
+  ScratchDir dir("agent-prune");
+  const auto solver_key = make_key(dir / "solver");
+  const auto verifier_key = make_key(dir / "verifier");
+  Market market(dir.path(), 0);
+  std::vector<std::string> task_ids;
+  for (const std::string name : {"prune-a", "prune-b", "prune-c"})
+    task_ids.push_back(submit(market.url(), solver_key, write_task(dir.path(), name, small_task(name, 100, 50))));
+  const auto solver_config = agent_config(dir.path(), "solver", market.url(), {"solve"},
+                                          {{"limits", {{"min_free_disk_gb", 0}, {"keep_bundles", 1}}}});
+  const CommandResult solved = run_command(agent_argv(solver_config, solver_key));
+  INFO(solved.output);
+  REQUIRE(solved.exit_code == 0);
+  // Each bundle as the store holds it, and the newest of them.
+  std::map<std::filesystem::path, std::filesystem::file_time_type> published;
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "published"))
+    published[entry.path()] = std::filesystem::last_write_time(entry.path());
+  REQUIRE(published.size() == 3);
+  const auto newest = std::ranges::max_element(published, {}, &decltype(published)::value_type::second)->first;
+
+  const CommandResult verified =
+      run_command(agent_argv(agent_config(dir.path(), "verifier", market.url(), {"verify"}), verifier_key));
+  INFO(verified.output);
+  REQUIRE(verified.exit_code == 0);
+  for (const std::string& task_id : task_ids) REQUIRE(task_status(market.url(), solver_key, task_id)["state"] == "verified");
+
+  // The solver's next start prunes: the two older bundles go, the newest stays.
+  const CommandResult pruned = run_command(agent_argv(solver_config, solver_key));
+  INFO(pruned.output);
+  REQUIRE(pruned.exit_code == 0);
+  std::vector<std::filesystem::path> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir / "published")) left.push_back(entry.path());
+  CHECK(left == std::vector<std::filesystem::path>{newest});
+  CHECK(std::ranges::count_if(task_ids, [&](const std::string& task_id) {
+          return pruned.output.find("task=" + task_id + " pruned its published bundle") != std::string::npos;
+        }) == 2);
 }
 
 }  // namespace solver::test
